@@ -1,0 +1,1 @@
+"""The ``featx`` command line interface (installed as the ``featx_cli`` package)."""

@@ -1,0 +1,24 @@
+"""The ``featx`` command group. Subcommands live in their own modules and import torch lazily,
+so ``featx --help`` stays instant."""
+
+from __future__ import annotations
+
+import click
+
+from featx import __version__
+from featx_cli.extract_cmd import extract
+from featx_cli.layers_cmd import layers
+from featx_cli.show_cmd import show
+from featx_cli.weights_cmd import weights
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="featx")
+def cli() -> None:
+    """featx: VGG feature extraction and perceptual/texture losses for super-resolution."""
+
+
+cli.add_command(extract)
+cli.add_command(layers)
+cli.add_command(show)
+cli.add_command(weights)
