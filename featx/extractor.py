@@ -1,0 +1,299 @@
+"""``VGGFeatures``: a VGG ``features`` stack cut after the deepest tap, returning named feature maps."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from featx._checks import InputRange, check_choice, check_image_batch, check_input_range
+from featx.layers import PRESETS, LayerSpec, TapInfo, check_arch, check_pooling, layer_specs, min_input_size, resolve_taps
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VGGFeatures"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _input_affine(input_range: InputRange) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``scale, shift`` mapping ``input_range`` to ImageNet-normalised values in one affine.
+
+    ``x01 = (x - lo) / (hi - lo)`` and ``(x01 - mean) / std`` fuse to ``x * scale + shift`` with
+    ``scale = 1 / ((hi - lo) std)`` and ``shift = -(lo / (hi - lo) + mean) / std``.
+    """
+    if input_range == "normalized":
+        return torch.ones(1, 3, 1, 1), torch.zeros(1, 3, 1, 1)
+    lo, hi = input_range  # type: ignore[misc]
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    scale = 1.0 / ((hi - lo) * std)
+    shift = -(lo / (hi - lo) + mean) / std
+    return scale.float(), shift.float()
+
+
+def _make_pool(pooling: str, channels: int) -> nn.Module:
+    if pooling == "max":
+        return nn.MaxPool2d(kernel_size=2, stride=2)
+    if pooling == "avg":
+        return nn.AvgPool2d(kernel_size=2, stride=2)
+    if pooling == "blur":
+        import kornia
+
+        return kornia.filters.MaxBlurPool2D(kernel_size=3)
+    if pooling == "conv":
+        return nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1)
+    return nn.Identity()
+
+
+def _make_layer(spec: LayerSpec, pooling: str, inplace_relu: bool) -> nn.Module:
+    if spec.kind == "conv":
+        conv = nn.Conv2d(spec.in_channels, spec.out_channels, kernel_size=3, padding=1)
+        # torchvision's VGG initialisation, so random weights give well-scaled activations.
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
+        return conv
+    if spec.kind == "bn":
+        return nn.BatchNorm2d(spec.out_channels)
+    if spec.kind == "relu":
+        return nn.ReLU(inplace=inplace_relu)
+    return _make_pool(pooling, spec.in_channels)
+
+
+def _drop_frozen_weights(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    """State-dict post hook: a frozen extractor inside a parent contributes no entries."""
+    if prefix and module.frozen:  # type: ignore[attr-defined]
+        for key in [key for key in state_dict if key.startswith(prefix)]:
+            del state_dict[key]
+
+
+def _keep_frozen_weights(
+    module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any, strict: bool, *args: Any
+) -> None:
+    """Load pre hook: a parent checkpoint without the frozen extractor's entries keeps its weights."""
+    if not module.frozen:  # type: ignore[attr-defined]
+        return
+    own = module.state_dict()  # unprefixed: the hook above only drops entries when nested
+    if not any(prefix + key in state_dict for key in own):
+        for key, value in own.items():
+            state_dict[prefix + key] = value
+
+
+class VGGFeatures(nn.Module):
+    """A VGG backbone cut after its deepest tap that returns a dict of named feature maps.
+
+    Only ``features[: deepest_tap + 1]`` is built and loaded; the classifier never is. ``conv*``
+    taps are true pre-activation outputs (the ReLU right after a tapped layer is out-of-place;
+    every other ReLU stays in-place). Inputs are mapped from ``input_range`` and ImageNet-normalised
+    by one fused per-channel affine.
+
+    Frozen (the default, ``requires_grad=False``): no parameter requires grad, the module stays in
+    eval mode when a parent calls ``.train()``, and it adds nothing to a parent's ``state_dict``
+    (a parent checkpoint without its entries loads strictly). Calling ``requires_grad_(True)``
+    unfreezes it. Learnable (``requires_grad=True``) behaves like any module and is saved.
+
+    Args:
+        arch: ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19`` or a ``_bn`` variant.
+        taps: a preset name (``"ttsr_lte"``), a tap (``"conv5_4"``), ``"relu1_1,relu2_1"`` or a list.
+        weights: ``"DEFAULT"`` (ImageNet checkpoint from the local cache), a ``VGGWeights`` member or
+            name, a path (``.pth``/``.safetensors``), an in-memory state dict, or ``None`` for random
+            weights (explicit opt-in; warns). Never downloads.
+        input_range: ``(lo, hi)`` of the input values, e.g. ``(0, 1)``, ``(-1, 1)``, ``(0, 255)``;
+            or ``"normalized"`` for inputs already ImageNet-normalised.
+        gray: ``"repeat"`` accepts 1-channel inputs by repeating them to RGB; ``"error"`` refuses them.
+        pooling: ``"max"``, ``"avg"``, ``"blur"`` (kornia MaxBlurPool2D), ``"conv"`` (learnable 3x3
+            stride-2 convolutions; needs ``requires_grad=True``) or ``"none"``.
+        requires_grad: make the backbone learnable.
+
+    Raises:
+        ValueError: unknown arch, tap, pooling, gray mode or bad input range; ``pooling="conv"``
+            with a frozen backbone.
+        featx.weights.WeightsNotFoundError: ``weights`` names a checkpoint that is not on disk.
+        featx.weights.WeightsLoadError: the checkpoint's keys or shapes do not match.
+
+    Shape:
+        - Input: ``(B, 3, H, W)`` floating point (``(B, 1, H, W)`` with ``gray="repeat"``).
+        - Output: ``{tap: (B, C_tap, H // stride_tap, W // stride_tap)}`` in depth order.
+
+    Example:
+        >>> import torch, warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     vgg = VGGFeatures("vgg19", "ttsr_lte", weights=None)
+        >>> feats = vgg(torch.rand(2, 3, 32, 32))
+        >>> {name: tuple(f.shape) for name, f in feats.items()}
+        {'relu1_1': (2, 64, 32, 32), 'relu2_1': (2, 128, 16, 16), 'relu3_1': (2, 256, 8, 8)}
+        >>> len(vgg.features)  # layers after relu3_1 are never built
+        12
+    """
+
+    def __init__(
+        self,
+        arch: str = "vgg19",
+        taps: Union[str, Iterable[str]] = "ttsr_lte",
+        *,
+        weights: Any = "DEFAULT",
+        input_range: InputRange = (0.0, 1.0),
+        gray: str = "error",
+        pooling: str = "max",
+        requires_grad: bool = False,
+    ) -> None:
+        super().__init__()
+        from featx.weights import load_weights
+
+        self.arch = check_arch(arch)
+        self.pooling = check_pooling(pooling)
+        self.gray = check_choice("gray", gray, ("error", "repeat"))
+        self.input_range = check_input_range(input_range)
+        if not isinstance(requires_grad, bool):
+            raise TypeError(f"requires_grad must be a bool, got {type(requires_grad).__name__}")
+        if pooling == "conv" and not requires_grad:
+            raise ValueError(
+                "pooling='conv' replaces each pool with a new learnable strided convolution that "
+                "must be trained; pass requires_grad=True"
+            )
+        self.feature_info: tuple[TapInfo, ...] = resolve_taps(arch, taps, pooling)
+        self.taps: tuple[str, ...] = tuple(info.name for info in self.feature_info)
+        self.min_input_size = min_input_size(arch, self.taps[-1], pooling)
+        self._tap_at = {info.index: info.name for info in self.feature_info}
+        self._range_checked = self.input_range == "normalized"
+
+        specs = layer_specs(arch, pooling)[: self.feature_info[-1].index + 1]
+        self.features = nn.Sequential(
+            *(_make_layer(spec, pooling, inplace_relu=spec.index - 1 not in self._tap_at) for spec in specs)
+        )
+        scale, shift = _input_affine(self.input_range)
+        self.register_buffer("input_scale", scale, persistent=False)
+        self.register_buffer("input_shift", shift, persistent=False)
+
+        pool_prefixes = tuple(f"features.{spec.index}." for spec in specs if spec.kind == "pool")
+        expected = {
+            f"features.{key}": value.shape
+            for key, value in self.features.state_dict().items()
+            if not f"features.{key}".startswith(pool_prefixes)
+        }
+        loaded = load_weights(weights, arch=arch, expected=expected)
+        if loaded is None:
+            self.weights_id, self.weights_sha256 = "random", None
+        else:
+            with torch.no_grad():
+                for key, value in loaded.state_dict.items():
+                    target = self.get_parameter(key) if key.endswith(("weight", "bias")) else self.get_buffer(key)
+                    target.copy_(value)
+            self.weights_id, self.weights_sha256 = loaded.weights_id, loaded.sha256
+        self.requires_grad_(requires_grad)
+        self.train(requires_grad)
+        self.register_state_dict_post_hook(_drop_frozen_weights)
+        self.register_load_state_dict_pre_hook(_keep_frozen_weights)
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs: Any) -> VGGFeatures:
+        """Build the extractor a preset describes (its arch, taps and pooling).
+
+        Args:
+            name: a key of :data:`featx.layers.PRESETS`.
+            **kwargs: any other constructor argument (``weights``, ``input_range``, ...).
+
+        Raises:
+            ValueError: unknown preset (lists the valid ones) or ``arch``/``taps`` also given.
+
+        Example:
+            >>> import warnings
+            >>> with warnings.catch_warnings():
+            ...     warnings.simplefilter("ignore")
+            ...     VGGFeatures.from_preset("lpips_vgg", weights=None).taps
+            ('relu1_2', 'relu2_2', 'relu3_3', 'relu4_3', 'relu5_3')
+        """
+        from featx.layers import closest
+
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}.{closest(name, PRESETS)} Valid presets: {', '.join(PRESETS)}")
+        for key in ("arch", "taps"):
+            if key in kwargs:
+                raise ValueError(f"from_preset({name!r}) sets {key} itself; do not pass {key}=")
+        preset = PRESETS[name]
+        kwargs.setdefault("pooling", preset.pooling)
+        return cls(preset.arch, preset.taps, **kwargs)
+
+    @property
+    def frozen(self) -> bool:
+        """True when no parameter requires grad (then the module is eval-locked and not saved by parents)."""
+        return not any(param.requires_grad for param in self.parameters())
+
+    def train(self, mode: bool = True) -> VGGFeatures:
+        """Set train/eval mode; a frozen extractor always stays in eval mode."""
+        return super().train(mode and not self.frozen)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map inputs from ``input_range`` to ImageNet-normalised values (one fused affine).
+
+        Shape:
+            ``(B, 3, H, W) -> (B, 3, H, W)``.
+        """
+        if self.input_range == "normalized":
+            return x
+        return x * self.input_scale.to(x.dtype) + self.input_shift.to(x.dtype)
+
+    def _warn_on_unexpected_range(self, x: torch.Tensor) -> None:
+        """Warn once if the first input looks like it uses another value range (one host sync)."""
+        self._range_checked = True
+        lo, hi = self.input_range  # type: ignore[misc]
+        span = hi - lo
+        low, high = torch.stack([x.detach().min(), x.detach().max()]).float().tolist()
+        if high > hi + span or low < lo - span:
+            warnings.warn(
+                f"input values span [{low:.3g}, {high:.3g}] but input_range=({lo:g}, {hi:g}); "
+                "pass the range your data uses, e.g. input_range=(0, 255) or (-1, 1). "
+                "(checked on the first call only)",
+                stacklevel=3,
+            )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the truncated backbone and return the tapped feature maps in depth order.
+
+        Args:
+            x: images in ``input_range``.
+
+        Returns:
+            ``{tap: feature map}`` for every tap, shallowest first.
+
+        Raises:
+            TypeError: not a floating point tensor, or its dtype differs from the weights outside autocast.
+            ValueError: not 4-D, not 3 channels (1 without ``gray="repeat"``), or smaller than
+                ``min_input_size``.
+        """
+        x = check_image_batch(
+            x,
+            gray=self.gray,
+            min_size=self.min_input_size,
+            deepest_tap=self.taps[-1],
+            dtype=self.input_scale.dtype,
+        )
+        if not self._range_checked and not torch.compiler.is_compiling():
+            self._warn_on_unexpected_range(x)
+        x = self.normalize(x)
+        out: dict[str, torch.Tensor] = {}
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in self._tap_at:
+                out[self._tap_at[index]] = x
+        return out
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, taps={self.taps}, pooling={self.pooling!r}, weights={self.weights_id!r}"
+
+
+def tap_shapes(extractor: VGGFeatures, height: int, width: int) -> Mapping[str, tuple[int, int, int]]:
+    """Expected ``(C, H, W)`` of each tap for an input of ``height x width`` (from ``feature_info``).
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     vgg = VGGFeatures("vgg11", ["relu2_1"], weights=None)
+        >>> dict(tap_shapes(vgg, 33, 64))
+        {'relu2_1': (128, 16, 32)}
+    """
+    return {info.name: (info.channels, height // info.stride, width // info.stride) for info in extractor.feature_info}

@@ -1,0 +1,332 @@
+"""VGGFeatures against torchvision's VGG (the reference), plus input checks, freezing and pickling."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+from featx.layers import ARCHS, POOLINGS, layer_names, layer_specs
+
+pytestmark = pytest.mark.filterwarnings("ignore::featx.weights.RandomWeightsWarning")
+
+
+def torchvision_features(arch: str) -> tuple[nn.Sequential, dict]:
+    """Reference: torchvision's own VGG with random weights, ReLUs made out-of-place, eval mode."""
+    model = getattr(torchvision.models, arch)(weights=None).eval()
+    for module in model.features:
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return model.features, model.state_dict()
+
+
+def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg19", "vgg19_bn"])
+def test_every_tap_matches_torchvision(arch):
+    features, state_dict = torchvision_features(arch)
+    names = layer_names(arch)
+    extractor = VGGFeatures(arch, names, weights=state_dict)
+    x = torch.rand(2, 3, 32, 32)
+    out = extractor(x)
+    assert list(out) == list(names)
+    h = imagenet_normalize(x)
+    with torch.no_grad():
+        for index, layer in enumerate(features):
+            h = layer(h)
+            torch.testing.assert_close(out[names[index]], h, rtol=1e-6, atol=1e-6, msg=f"tap {names[index]}")
+    # Pre-activation conv taps really are pre-activation: they hold negative values.
+    for name in names:
+        if name.startswith("conv"):
+            assert (out[name] < 0).any(), name
+
+
+def test_conv_tap_not_corrupted_by_inplace_relu():
+    """torchvision's in-place ReLU overwrites a kept conv output; featx's conv tap stays signed."""
+    features, state_dict = torchvision_features("vgg19")
+    extractor = VGGFeatures("vgg19", ["conv5_4", "relu5_4"], weights=state_dict)
+    out = extractor(torch.rand(1, 3, 32, 32))
+    assert (out["conv5_4"] < 0).any()
+    torch.testing.assert_close(out["relu5_4"], torch.relu(out["conv5_4"]))
+    # Only the ReLU right after a tapped layer is out-of-place.
+    relus = {i: m.inplace for i, m in enumerate(extractor.features) if isinstance(m, nn.ReLU)}
+    assert relus[35] is False and all(relus[i] for i in relus if i != 35)
+
+
+def test_input_range_equivalences():
+    state_dict = torchvision.models.vgg11(weights=None).state_dict()
+    x = torch.rand(2, 3, 24, 24)
+    taps = ["conv1_1", "relu2_1", "conv3_2"]
+    ref = VGGFeatures("vgg11", taps, weights=state_dict)(x)
+    variants = [
+        (2 * x - 1, (-1, 1)),
+        (255 * x, (0, 255)),
+        (imagenet_normalize(x), "normalized"),
+    ]
+    for data, input_range in variants:
+        out = VGGFeatures("vgg11", taps, weights=state_dict, input_range=input_range)(data)
+        for name in taps:
+            torch.testing.assert_close(out[name], ref[name], rtol=1e-4, atol=1e-4, msg=f"{input_range} {name}")
+
+
+def test_normalized_input_skips_normalisation():
+    extractor = VGGFeatures("vgg11", ["conv1_1"], weights=None, input_range="normalized")
+    x = torch.randn(1, 3, 8, 8)
+    assert extractor.normalize(x) is x
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("pooling", ["max", "avg", "none"])
+def test_feature_info_matches_output_shapes(arch, pooling):
+    names = layer_names(arch)
+    deepest = names[-1] if pooling != "none" else names[len(names) // 2]
+    taps = [n for n in names if n.startswith(("relu", "pool"))][::3] + [deepest]
+    extractor = VGGFeatures(arch, taps, weights=None, pooling=pooling)
+    # Nothing after the deepest tap is built.
+    assert len(extractor.features) == extractor.feature_info[-1].index + 1
+    size = 35 if pooling != "none" else 9
+    out = extractor(torch.rand(1, 3, size, size + 6))
+    assert list(out) == [info.name for info in extractor.feature_info]
+    for info in extractor.feature_info:
+        expected = (1, info.channels, size // info.stride, (size + 6) // info.stride)
+        assert tuple(out[info.name].shape) == expected, info
+
+
+def test_blur_and_conv_pooling_shapes_and_strides():
+    blur = VGGFeatures("vgg11", ["relu2_1", "relu3_1"], weights=None, pooling="blur")
+    out = blur(torch.rand(1, 3, 32, 32))
+    assert [tuple(f.shape[-2:]) for f in out.values()] == [(16, 16), (8, 8)]
+    conv = VGGFeatures("vgg11", ["relu2_1"], weights=None, pooling="conv", requires_grad=True)
+    conv(torch.rand(1, 3, 32, 32))["relu2_1"].sum().backward()
+    assert conv.features[2].weight.grad is not None  # the learnable pool trains
+
+
+def test_avg_pooling_matches_torchvision_with_avgpool():
+    features, state_dict = torchvision_features("vgg11")
+    for i, module in enumerate(features):
+        if isinstance(module, nn.MaxPool2d):
+            features[i] = nn.AvgPool2d(2, 2)
+    x = torch.rand(1, 3, 32, 32)
+    out = VGGFeatures("vgg11", ["relu3_1"], weights=state_dict, pooling="avg")(x)
+    with torch.no_grad():
+        ref = features[:8](imagenet_normalize(x))  # relu3_1 is index 7 in vgg11
+    torch.testing.assert_close(out["relu3_1"], ref, rtol=1e-6, atol=1e-6)
+
+
+def test_parameter_counts_match_torchvision():
+    # The classical VGG19 features count is 20,024,384; torchvision is the independent reference.
+    for arch in ARCHS:
+        with torch.device("meta"):  # count only; no memory, no init cost
+            ref = sum(p.numel() for p in getattr(torchvision.models, arch)(weights=None).features.parameters())
+        assert sum(s.params for s in layer_specs(arch)) == ref, arch
+    assert sum(s.params for s in layer_specs("vgg19")) == 20_024_384
+    full = VGGFeatures("vgg19", "pool5", weights=None)
+    assert sum(p.numel() for p in full.parameters()) == 20_024_384
+
+
+def test_from_preset_uses_preset_arch_and_pooling():
+    extractor = VGGFeatures.from_preset("gatys", weights=None)
+    assert extractor.arch == "vgg19" and extractor.pooling == "avg"
+    assert extractor.taps == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
+    with pytest.raises(ValueError, match="unknown preset 'esrgn'.*Did you mean 'esrgan'"):
+        VGGFeatures.from_preset("esrgn", weights=None)
+    with pytest.raises(ValueError, match="sets taps itself"):
+        VGGFeatures.from_preset("esrgan", taps=["relu1_1"], weights=None)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def small():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return VGGFeatures("vgg11", ["relu1_1", "relu3_1"], weights=None)
+
+
+def test_wrong_ndim_message(small):
+    with pytest.raises(ValueError, match=r"4-D tensor \(B, 3, H, W\), got shape \(3, 16, 16\).*unsqueeze\(0\)"):
+        small(torch.rand(3, 16, 16))
+
+
+def test_channel_messages(small):
+    with pytest.raises(ValueError, match=r"got 1 channel.*gray='repeat'"):
+        small(torch.rand(1, 1, 16, 16))
+    with pytest.raises(ValueError, match=r"got 4 in shape \(1, 4, 16, 16\).*x\[:, :3\]"):
+        small(torch.rand(1, 4, 16, 16))
+    with pytest.raises(ValueError, match="got 2 in shape"):
+        small(torch.rand(1, 2, 16, 16))
+
+
+def test_gray_repeat_equals_rgb_input():
+    state_dict = torchvision.models.vgg11(weights=None).state_dict()
+    extractor = VGGFeatures("vgg11", ["relu2_1"], weights=state_dict, gray="repeat")
+    y = torch.rand(2, 1, 16, 16)
+    torch.testing.assert_close(extractor(y)["relu2_1"], extractor(y.repeat(1, 3, 1, 1))["relu2_1"])
+
+
+def test_integer_and_mismatched_dtype(small):
+    with pytest.raises(TypeError, match=r"floating point tensor, got dtype torch.uint8.*x.float\(\) / 255"):
+        small(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="input dtype torch.float64 does not match the extractor's dtype torch.float32"):
+        small(torch.rand(1, 3, 16, 16, dtype=torch.float64))
+    with pytest.raises(TypeError, match="expected a torch.Tensor"):
+        small([[0.0]])
+
+
+def test_too_small_names_minimum(small):
+    with pytest.raises(ValueError, match=r"3x16 is too small for tap 'relu3_1': it needs at least 4x4"):
+        small(torch.rand(1, 3, 3, 16))
+    deep = VGGFeatures("vgg11", ["relu5_1"], weights=None)
+    with pytest.raises(ValueError, match="at least 16x16"):
+        deep(torch.rand(1, 3, 15, 64))
+
+
+def test_unknown_names_suggest_closest():
+    with pytest.raises(ValueError, match=r"unknown tap 'relu3_5' for vgg19\. Did you mean 'relu3_4'\?"):
+        VGGFeatures("vgg19", ["relu3_5"], weights=None)
+    with pytest.raises(ValueError, match=r"unknown arch 'vgg20'\. Did you mean 'vgg19'\? Valid archs: vgg11"):
+        VGGFeatures("vgg20", ["relu1_1"], weights=None)
+    with pytest.raises(ValueError, match=r"unknown pooling 'mean'.*Valid poolings: max, avg, blur, conv, none"):
+        VGGFeatures("vgg19", ["relu1_1"], weights=None, pooling="mean")
+    with pytest.raises(ValueError, match=r"gray must be one of 'error', 'repeat', got 'rgb'"):
+        VGGFeatures("vgg19", ["relu1_1"], weights=None, gray="rgb")
+    with pytest.raises(ValueError, match="lo < hi"):
+        VGGFeatures("vgg19", ["relu1_1"], weights=None, input_range=(1, 0))
+    with pytest.raises(TypeError, match="input_range must be a"):
+        VGGFeatures("vgg19", ["relu1_1"], weights=None, input_range=5)
+    with pytest.raises(ValueError, match="at least one layer"):
+        VGGFeatures("vgg19", [], weights=None)
+    with pytest.raises(ValueError, match="requires_grad=True"):
+        VGGFeatures("vgg19", ["relu2_1"], weights=None, pooling="conv")
+    with pytest.raises(ValueError, match="preset 'lpips_vgg' is defined for 'vgg16'"):
+        VGGFeatures("vgg19", "lpips_vgg", weights=None)
+
+
+def test_range_warning_only_on_first_call(small):
+    extractor = copy.deepcopy(small)
+    extractor._range_checked = False
+    with pytest.warns(UserWarning, match=r"input values span \[0, 255\] but input_range=\(0, 1\)"):
+        extractor(torch.linspace(0, 255, 3 * 16 * 16).view(1, 3, 16, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extractor(torch.full((1, 3, 16, 16), 255.0))  # no second warning
+
+
+# ---------------------------------------------------------------- frozen / learnable
+
+
+class Parent(nn.Module):
+    def __init__(self, extractor: VGGFeatures) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 3, 1)
+        self.extractor = extractor
+
+
+def test_frozen_extractor_is_eval_locked_and_not_saved():
+    extractor = VGGFeatures("vgg11", ["relu2_1"], weights=None)
+    assert extractor.frozen and not any(p.requires_grad for p in extractor.parameters())
+    parent = Parent(extractor).train()
+    assert parent.training and not extractor.training
+    keys = list(parent.state_dict())
+    assert keys == ["head.weight", "head.bias"]
+    # The extractor's own state_dict still holds its weights.
+    assert "features.0.weight" in extractor.state_dict()
+    # A parent checkpoint without the extractor loads strictly and keeps the extractor's weights.
+    before = extractor.features[0].weight.clone()
+    fresh = Parent(VGGFeatures("vgg11", ["relu2_1"], weights=extractor.state_dict()))
+    fresh.load_state_dict(parent.state_dict(), strict=True)
+    torch.testing.assert_close(fresh.extractor.features[0].weight, before)
+
+
+def test_frozen_gets_no_gradient_but_input_does():
+    extractor = VGGFeatures("vgg11", ["relu2_1"], weights=None)
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    extractor(x)["relu2_1"].square().mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in extractor.parameters())
+
+
+def test_learnable_extractor_trains_and_is_saved():
+    extractor = VGGFeatures("vgg11_bn", ["relu2_1"], weights=None, requires_grad=True)
+    parent = Parent(extractor).train()
+    assert extractor.training and not extractor.frozen
+    extractor(torch.rand(2, 3, 16, 16))["relu2_1"].mean().backward()
+    assert all(p.grad is not None for p in extractor.parameters())
+    assert "extractor.features.0.weight" in parent.state_dict()
+    assert "extractor.features.1.running_mean" in parent.state_dict()
+
+
+def test_unfreezing_with_requires_grad_():
+    extractor = VGGFeatures("vgg11", ["relu1_1"], weights=None)
+    extractor.requires_grad_(True)
+    assert not extractor.frozen
+    assert "extractor.features.0.weight" in Parent(extractor).state_dict()
+
+
+def test_deepcopy_pickle_and_to_dtype():
+    extractor = VGGFeatures("vgg11_bn", ["conv2_1", "relu2_1"], weights=None)
+    x = torch.rand(1, 3, 16, 16)
+    ref = extractor(x)
+    for clone in (copy.deepcopy(extractor), pickle.loads(pickle.dumps(extractor))):
+        out = clone(x)
+        for name in ref:
+            torch.testing.assert_close(out[name], ref[name])
+        assert list(Parent(clone).state_dict()) == ["head.weight", "head.bias"]
+    double = copy.deepcopy(extractor).to(torch.float64)
+    out = double(x.double())
+    torch.testing.assert_close(out["relu2_1"].float(), ref["relu2_1"], rtol=1e-5, atol=1e-5)
+
+
+def test_channels_last_input_gives_same_features():
+    extractor = VGGFeatures("vgg11", ["relu3_1"], weights=None)
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(
+        extractor(x.contiguous(memory_format=torch.channels_last))["relu3_1"],
+        extractor(x)["relu3_1"],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_bfloat16_autocast_runs_close_to_fp32():
+    extractor = VGGFeatures("vgg11", ["relu2_1"], weights=None)
+    x = torch.rand(1, 3, 16, 16)
+    ref = extractor(x)["relu2_1"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = extractor(x)["relu2_1"]
+    assert low.dtype == torch.bfloat16
+    rel = (low.float() - ref).norm() / ref.norm()
+    assert rel < 0.05
+
+
+def test_ddp_wrapped_parent_single_process(tmp_path):
+    """A frozen extractor inside a DDP-wrapped model (gloo, one rank) runs a training step."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        parent = Parent(VGGFeatures("vgg11", ["relu2_1"], weights=None))
+        model = nn.parallel.DistributedDataParallel(parent)
+        x = torch.rand(1, 3, 16, 16)
+        loss = model.module.extractor(model.module.head(x))["relu2_1"].mean()
+        loss.backward()
+        assert parent.head.weight.grad is not None
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_every_pooling_builds(pooling):
+    extractor = VGGFeatures("vgg11", ["relu2_1"], weights=None, pooling=pooling, requires_grad=pooling == "conv")
+    assert extractor(torch.rand(1, 3, 8, 8))["relu2_1"].shape[1] == 128
