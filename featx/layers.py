@@ -14,6 +14,8 @@ __all__ = [
     "ARCHS",
     "POOLINGS",
     "PRESETS",
+    "HEADS",
+    "LayerRow",
     "LayerSpec",
     "Preset",
     "TapInfo",
@@ -21,6 +23,7 @@ __all__ = [
     "check_pooling",
     "closest",
     "layer_names",
+    "layer_table",
     "layer_specs",
     "min_input_size",
     "resolve_taps",
@@ -339,3 +342,96 @@ def resolve_taps(arch: str, taps: Union[str, Iterable[str]], pooling: str = "max
             )
     chosen = sorted({specs[name] for name in names}, key=lambda spec: spec.index)
     return tuple(TapInfo(s.name, s.index, s.out_channels, s.stride) for s in chosen)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One row of a layer table (see :func:`layer_table`).
+
+    Attributes:
+        name: canonical layer name, or ``fc6``/``fc7``/``fc8``/``gap``/``avgpool`` for head layers.
+        kind: ``conv``, ``bn``, ``relu``, ``pool``, ``linear`` or ``gap``.
+        shape: output shape ``(C, H, W)`` for one image (``(N,)`` after a linear layer).
+        stride: downsampling of the output relative to the input (0 after global pooling).
+        params: learnable parameters of the layer.
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    stride: int
+    params: int
+
+
+HEADS: tuple[str, ...] = ("none", "fc", "conv")
+"""Classifier heads for :func:`layer_table`: none, fc (torchvision's), conv (fully convolutional)."""
+
+
+def layer_table(
+    arch: str, height: int = 224, width: int = 224, *, head: str = "none", pooling: str = "max"
+) -> tuple[LayerRow, ...]:
+    """The layer table of an architecture for one input size, optionally with a classifier head.
+
+    ``head="fc"`` is torchvision's classifier (``AdaptiveAvgPool2d(7)``, then fc6/fc7/fc8 as linear
+    layers). ``head="conv"`` is the fully convolutional form: fc6 as a 7x7 convolution
+    (512 -> 4096, no padding), fc7 and fc8 as 1x1 convolutions, then global average pooling, so any
+    input of at least 224x224 gives class scores (a 400x400 input gives a 6x6 score map before
+    pooling). Both heads hold the same parameters (fc weights reshaped to convolution kernels).
+
+    Args:
+        arch: one of :data:`ARCHS`.
+        height: input height.
+        width: input width.
+        head: one of :data:`HEADS`.
+        pooling: one of :data:`POOLINGS`.
+
+    Returns:
+        One :class:`LayerRow` per layer.
+
+    Raises:
+        ValueError: unknown arch/pooling/head, or an input too small for the layers or the head.
+
+    Example:
+        >>> rows = layer_table("vgg16", 400, 400, head="conv")
+        >>> [(r.name, r.shape) for r in rows if r.name in ("pool5", "fc8")]
+        [('pool5', (512, 12, 12)), ('fc8', (1000, 6, 6))]
+        >>> sum(r.params for r in rows)
+        138357544
+    """
+    from featx._checks import check_choice
+
+    check_choice("head", head, HEADS)
+    if not (isinstance(height, int) and isinstance(width, int)) or height < 1 or width < 1:
+        raise ValueError(f"input size must be two positive integers, got {height!r} x {width!r}")
+    rows = []
+    h, w = height, width
+    for spec in layer_specs(arch, pooling):
+        if spec.kind == "pool" and pooling != "none":
+            h, w = h // 2, w // 2
+            if h < 1 or w < 1:
+                raise ValueError(
+                    f"input {height}x{width} is too small for {arch}: {spec.name} would be empty "
+                    f"(needs at least {2 ** spec.pools_before}x{2 ** spec.pools_before})"
+                )
+        rows.append(LayerRow(spec.name, spec.kind, (spec.out_channels, h, w), spec.stride, spec.params))
+    channels, stride = rows[-1].shape[0], rows[-1].stride
+    fc = ((channels * 49, 4096), (4096, 4096), (4096, 1000))
+    if head == "fc":
+        rows.append(LayerRow("avgpool", "pool", (channels, 7, 7), 0, 0))
+        for i, (fan_in, fan_out) in enumerate(fc, start=6):
+            rows.append(LayerRow(f"fc{i}", "linear", (fan_out,), 0, fan_in * fan_out + fan_out))
+            if i < 8:
+                rows.append(LayerRow(f"relu{i}", "relu", (fan_out,), 0, 0))
+    elif head == "conv":
+        h, w = h - 6, w - 6
+        if h < 1 or w < 1:
+            raise ValueError(
+                f"input {height}x{width} is too small for the convolutional head: fc6 is a 7x7 "
+                f"convolution on the pool5 map, which needs at least 7x7 (input >= {7 * stride}x{7 * stride})"
+            )
+        for i, (fan_in, fan_out) in enumerate(fc, start=6):
+            rows.append(LayerRow(f"fc{i}", "conv", (fan_out, h, w), stride, fan_in * fan_out + fan_out))
+            if i < 8:
+                rows.append(LayerRow(f"relu{i}", "relu", (fan_out, h, w), stride, 0))
+        rows.append(LayerRow("gap", "gap", (1000, 1, 1), 0, 0))
+    return tuple(rows)
