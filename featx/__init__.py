@@ -1,5 +1,52 @@
-"""featx: sliced VGG feature extractors and perceptual, style and texture losses for SR."""
+"""featx: sliced VGG feature extractors and perceptual, style and texture losses for SR.
+
+Public names are imported lazily (PEP 562), so ``import featx`` and ``featx --help`` stay fast and
+torch is loaded on first use of a name that needs it.
+
+Example:
+    >>> import featx
+    >>> featx.PRESETS["ttsr_lte"].taps
+    ('relu1_1', 'relu2_1', 'relu3_1')
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# public name -> defining module
+_EXPORTS = {
+    "ARCHS": "featx.layers",
+    "ConvHead": "featx.head",
+    "LTE": "featx.lte",
+    "PRESETS": "featx.layers",
+    "RandomWeightsWarning": "featx.weights",
+    "TapInfo": "featx.layers",
+    "VGGFeatures": "featx.extractor",
+    "VGGWeights": "featx.weights",
+    "WeightsLoadError": "featx.weights",
+    "WeightsNotFoundError": "featx.weights",
+    "layer_names": "featx.layers",
+    "layer_specs": "featx.layers",
+    "layer_table": "featx.layers",
+    "load_weights": "featx.weights",
+    "read_checkpoint": "featx.weights",
+    "resolve_taps": "featx.layers",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featx' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
