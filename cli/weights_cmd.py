@@ -1,9 +1,97 @@
-"""Placeholder for `featx weights` until its module lands."""
+"""``featx weights``: list, download, verify and locate the known VGG checkpoints.
+
+torch and featx.weights are imported inside each command so ``featx --help`` stays instant.
+"""
+
+from __future__ import annotations
 
 import click
 
 
-@click.command(name="weights")
+@click.group(name="weights")
 def weights() -> None:
-    """(not available yet)"""
-    raise click.UsageError("featx weights is not available in this build")
+    """Known VGG checkpoints: where they are, how to get them, whether they are intact.
+
+    Building a model never downloads; `featx weights download NAME` is the one command that does.
+    """
+
+
+@weights.command(name="list")
+def list_cmd() -> None:
+    """Every known checkpoint: name, arch, file, size and where it was found (or "missing")."""
+    from featx.weights import VGGWeights, find
+
+    rows = [("NAME", "ARCH", "FILE", "ACC@1", "SIZE", "LOCATION")]
+    for member in VGGWeights:
+        path = find(member)
+        size = f"{path.stat().st_size / 2**20:.1f} MiB" if path is not None else "-"
+        rows.append(
+            (member.name, member.arch, member.file_name, f"{member.meta['acc@1']:.2f}", size, str(path or "missing"))
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
+@weights.command(name="download")
+@click.argument("name")
+@click.option("--dir", "dest_dir", type=click.Path(file_okay=False), default=None,
+              help="Target directory (default: $FEATX_HOME, else ~/.cache/featx).")
+@click.option("--url", default=None, help="Download from this URL instead (a mirror, or file://).")
+@click.option("--sha256", default=None, help="Expected sha256 (or its first 8+ digits) instead of the file name's.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def download_cmd(name: str, dest_dir: str | None, url: str | None, sha256: str | None, quiet: bool) -> None:
+    """Download checkpoint NAME (e.g. VGG19_IMAGENET1K_V1 or vgg19), verify its sha256, print its path."""
+    from featx.weights import download
+
+    try:
+        path = download(name, dest_dir=dest_dir, progress=not quiet, url=url, sha256=sha256)
+    except (ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(str(path))
+
+
+@weights.command(name="verify")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--sha256", default=None, help="Expected sha256 (or its first 8+ digits); default: the known one.")
+def verify_cmd(path: str, sha256: str | None) -> None:
+    """Print the sha256 of PATH and OK/MISMATCH against the expected hash (exit 1 on mismatch)."""
+    from pathlib import Path
+
+    from featx.weights import HashMismatchError, VGGWeights, verify
+
+    known = VGGWeights.from_file_name(Path(path).name)
+    try:
+        digest = verify(path, sha256)
+    except HashMismatchError as error:
+        click.echo(f"{error.actual}  {path}")
+        raise click.ClickException(f"MISMATCH: expected sha256 starting with {error.expected}") from error
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{digest}  {path}")
+    if sha256 is not None:
+        click.echo(f"OK: matches {sha256.strip().lower()}")
+    elif known is not None:
+        click.echo(f"OK: matches {known.name} (sha256 {known.sha256_prefix}...)")
+    else:
+        click.echo("no known hash for this file name; pass --sha256 to check it")
+
+
+@weights.command(name="path")
+@click.argument("name")
+def path_cmd(name: str) -> None:
+    """Print where checkpoint NAME is on disk (exit 1 with instructions when it is missing)."""
+    from featx.weights import WeightsNotFoundError, locate
+
+    try:
+        click.echo(str(locate(name)))
+    except (WeightsNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+
+
+@weights.command(name="clear-cache")
+def clear_cache_cmd() -> None:
+    """Delete the features-only cache and sha256 index under $FEATX_HOME/cache."""
+    from featx.weights import clear_cache
+
+    click.echo(f"removed {clear_cache()} file(s)")

@@ -1,0 +1,132 @@
+"""Tests for `featx weights` (list, download, verify, path, clear-cache), offline with file:// URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+
+from featx_cli.main import cli
+from featx_cli.weights_cmd import weights
+
+
+def fake_checkpoint(path: Path) -> Path:
+    """A tiny file in torch's format (its content only matters for its hash)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"features.0.weight": torch.randn(4, 3, 3, 3), "features.0.bias": torch.randn(4)}, path)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()  # reference: hashlib on the whole file
+
+
+def hub_dir() -> Path:
+    return Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints"
+
+
+def test_command_module_does_not_import_torch():
+    code = "import sys, featx_cli.weights_cmd; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_group_is_registered_and_lists_subcommands():
+    result = CliRunner().invoke(cli, ["weights", "--help"])
+    assert result.exit_code == 0, result.output
+    for command in ("list", "download", "verify", "path", "clear-cache"):
+        assert command in result.output
+
+
+def test_list_shows_every_checkpoint_and_where_it_is():
+    present = fake_checkpoint(hub_dir() / "vgg16-397923af.pth")
+    result = CliRunner().invoke(weights, ["list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["NAME", "ARCH", "FILE", "ACC@1", "SIZE", "LOCATION"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    # Reference: torchvision's VGG weight enums name eight ImageNet checkpoints.
+    archs = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
+    assert sorted(rows) == sorted(f"{arch.upper()}_IMAGENET1K_V1" for arch in archs)
+    assert rows["VGG16_IMAGENET1K_V1"].endswith(str(present))
+    assert "MiB" in rows["VGG16_IMAGENET1K_V1"]
+    assert rows["VGG19_IMAGENET1K_V1"].split()[-1] == "missing"
+    assert "72.38" in rows["VGG19_IMAGENET1K_V1"]  # torchvision docs: acc@1 72.376
+
+
+def test_download_with_matching_hash(tmp_path):
+    source = fake_checkpoint(tmp_path / "mirror" / "anything.pth")
+    dest = tmp_path / "dest"
+    args = ["download", "VGG19_IMAGENET1K_V1", "--dir", str(dest), "--url", source.as_uri()]
+    result = CliRunner().invoke(weights, [*args, "--sha256", sha256_of(source)])
+    assert result.exit_code == 0, result.output
+    target = dest / "vgg19-dcbb9e9d.pth"
+    assert result.stdout.strip() == str(target)
+    assert target.read_bytes() == source.read_bytes()
+    assert [p.name for p in dest.iterdir()] == ["vgg19-dcbb9e9d.pth"]
+
+
+def test_download_default_dir_is_featx_home(tmp_path):
+    source = fake_checkpoint(tmp_path / "src.pth")
+    args = ["download", "vgg11", "--quiet", "--url", source.as_uri(), "--sha256", sha256_of(source)[:8]]
+    result = CliRunner().invoke(weights, args)
+    assert result.exit_code == 0, result.output
+    assert Path(result.stdout.strip()) == Path(os.environ["FEATX_HOME"]) / "vgg11-8a719046.pth"
+
+
+def test_download_with_wrong_hash_fails_and_leaves_nothing(tmp_path):
+    source = fake_checkpoint(tmp_path / "mirror" / "anything.pth")
+    dest = tmp_path / "dest"
+    # No --sha256: the expected hash is the prefix in the real file name, which the fake cannot match.
+    args = ["download", "VGG19_IMAGENET1K_V1", "--dir", str(dest), "--url", source.as_uri()]
+    result = CliRunner().invoke(weights, args)
+    assert result.exit_code == 1
+    assert "sha256 mismatch" in result.output and "expected dcbb9e9d" in result.output
+    assert sha256_of(source) in result.output
+    assert list(dest.iterdir()) == []
+
+
+def test_download_unknown_name_suggests_the_closest():
+    result = CliRunner().invoke(weights, ["download", "VGG19_IMAGENET1K"])
+    assert result.exit_code == 1
+    assert "Did you mean 'VGG19_IMAGENET1K_V1'" in result.output
+
+
+def test_verify_ok_mismatch_and_unknown(tmp_path):
+    named_like_real = fake_checkpoint(tmp_path / "vgg19-dcbb9e9d.pth")
+    digest = sha256_of(named_like_real)
+    mismatch = CliRunner().invoke(weights, ["verify", str(named_like_real)])
+    assert mismatch.exit_code == 1
+    assert digest in mismatch.output and "MISMATCH" in mismatch.output and "dcbb9e9d" in mismatch.output
+    ok = CliRunner().invoke(weights, ["verify", str(named_like_real), "--sha256", digest[:10]])
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.splitlines()[0] == f"{digest}  {named_like_real}"
+    assert "OK" in ok.output
+    unknown = fake_checkpoint(tmp_path / "mine.pth")
+    result = CliRunner().invoke(weights, ["verify", str(unknown)])
+    assert result.exit_code == 0 and sha256_of(unknown) in result.output and "no known hash" in result.output
+
+
+def test_path_found_and_missing():
+    missing = CliRunner().invoke(weights, ["path", "vgg19"])
+    assert missing.exit_code == 1
+    for part in ("vgg19-dcbb9e9d.pth", str(hub_dir()), os.environ["FEATX_HOME"], "featx weights download"):
+        assert part in missing.output
+    assert "weights=PATH" in missing.output
+    present = fake_checkpoint(hub_dir() / "vgg19-dcbb9e9d.pth")
+    found = CliRunner().invoke(weights, ["path", "VGG19_IMAGENET1K_V1"])
+    assert found.exit_code == 0 and found.stdout.strip() == str(present)
+
+
+def test_clear_cache(tmp_path):
+    from featx.weights import load_weights
+
+    path = fake_checkpoint(tmp_path / "c.pth")
+    load_weights(path, arch="vgg11", expected={"features.0.weight": (4, 3, 3, 3), "features.0.bias": (4,)})
+    result = CliRunner().invoke(weights, ["clear-cache"])
+    assert result.exit_code == 0 and result.output.strip() == "removed 2 file(s)"
