@@ -53,7 +53,7 @@ def ref_per_sample(a: torch.Tensor, b: torch.Tensor, criterion: str, eps: float 
 
 
 def rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5) -> bool:
-    actual, expected = actual.double(), expected.double()
+    actual, expected = actual.detach().double(), expected.detach().double()
     return bool(torch.allclose(actual, expected, rtol=rtol, atol=rtol * float(expected.abs().max()) + 1e-12))
 
 
@@ -281,7 +281,7 @@ def test_losses_finite_under_autocast_with_large_activations(dtype, name):
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     # reference: the same loss on the float64 cast of the same low-precision features
     assert rel_close(loss, reference, rtol=1e-5)
-    squares = (pred["relu1_1"].double() - target["relu1_1"].double()) ** 2
+    squares = (pred["relu1_1"].detach().double() - target["relu1_1"].double()) ** 2
     assert float(squares.max()) > 65504  # squaring these differences in fp16 would give inf
     loss.backward()
     if name == "style_unnormalized" and dtype == torch.float16:
