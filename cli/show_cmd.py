@@ -1,9 +1,62 @@
-"""Placeholder for `featx show` until its module lands."""
+"""``featx show IMAGE``: a PNG of the strongest channels and the Gram matrix at chosen taps."""
+
+from __future__ import annotations
 
 import click
 
 
 @click.command(name="show")
-def show() -> None:
-    """(not available yet)"""
-    raise click.UsageError("featx show is not available in this build")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--taps", default="relu1_1,relu2_1", show_default=True, help="Comma-separated tap names or a preset.")
+@click.option("--out", default="features.png", show_default=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option(
+    "--weights",
+    default="DEFAULT",
+    show_default=True,
+    help="DEFAULT (ImageNet from the local cache), a VGGWeights name, a .pth/.safetensors path, or 'random'.",
+)
+@click.option("--arch", default="vgg19", show_default=True, help="vgg11 ... vgg19_bn.")
+@click.option("--channels", default=8, show_default=True, type=click.IntRange(min=1), help="Channels shown per tap.")
+@click.option("--pooling", default="max", show_default=True, help="max, avg, blur or none.")
+@click.option(
+    "--max-size", default=512, show_default=True, type=click.IntRange(min=0), help="Downscale longer side to this (0: keep)."
+)
+def show(
+    image: str, taps: str, out: str, weights: str, arch: str, channels: int, pooling: str, max_size: int
+) -> None:
+    """Picture what a loss compares: the strongest feature maps and the Gram matrix of each tap.
+
+    Example: featx show photo.png --taps relu1_1,relu2_1 --out fig.png
+    """
+    import warnings
+
+    from featx.io import ImageDecodeError
+    from featx.show import show_features
+    from featx.weights import RandomWeightsWarning, WeightsNotFoundError
+
+    chosen = None if weights.lower() == "random" else weights
+    if chosen is None:
+        click.echo("warning: --weights random: the feature maps come from an untrained VGG", err=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once
+            _, summaries = show_features(
+                image,
+                taps,
+                out,
+                arch=arch,
+                weights=chosen,
+                channels=channels,
+                pooling=pooling,
+                max_size=max_size or None,
+            )
+    except ImageDecodeError as error:
+        raise click.BadParameter(str(error), param_hint="IMAGE") from None
+    except WeightsNotFoundError as error:
+        raise click.ClickException(str(error)) from None
+    except (ValueError, TypeError) as error:
+        raise click.UsageError(str(error)) from None
+    for summary in summaries.values():
+        c, h, w = summary.shape
+        click.echo(f"{summary.name}: {c}x{h}x{w}, strongest channels {list(summary.channels)}")
+    click.echo(f"wrote {out}")

@@ -1,0 +1,279 @@
+"""Feature-map and Gram-matrix pictures of an image at chosen taps (what a perceptual loss compares).
+
+:func:`summarize_features` picks the strongest channels of each tap and its Gram matrix (tensors
+only); :func:`plot_features` draws them with matplotlib (Agg, imported lazily); :func:`show_features`
+does both from an image file and writes a PNG. ``featx show`` is a thin wrapper around it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+import torch
+
+if TYPE_CHECKING:  # matplotlib is imported lazily, only when drawing
+    from matplotlib.figure import Figure
+
+__all__ = ["TapSummary", "figure_size", "plot_features", "show_features", "summarize_features"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class TapSummary:
+    """What :func:`plot_features` draws for one tap.
+
+    Attributes:
+        name: tap name, e.g. ``relu2_1``.
+        shape: ``(C, H, W)`` of the tap's feature map for the first image.
+        channels: indices of the strongest channels, strongest first.
+        means: mean activation of each of those channels.
+        maps: the maps of those channels, shape ``(k, H, W)`` (float32, CPU).
+        gram: the tap's Gram matrix ``F F^T / (C H W)``, shape ``(C, C)`` (float32, CPU).
+    """
+
+    name: str
+    shape: tuple[int, int, int]
+    channels: tuple[int, ...]
+    means: tuple[float, ...]
+    maps: torch.Tensor
+    gram: torch.Tensor
+
+
+def summarize_features(feats: Mapping[str, torch.Tensor], channels: int = 8) -> dict[str, TapSummary]:
+    """Pick the ``channels`` strongest channels (by mean activation) and the Gram matrix of each tap.
+
+    Only the first image of the batch is summarised. Ties keep the lower channel index first.
+
+    Args:
+        feats: ``{tap: (B, C, H, W)}``, e.g. the output of :class:`featx.VGGFeatures`.
+        channels: how many channels to keep per tap (fewer if the tap has fewer).
+
+    Returns:
+        ``{tap: TapSummary}`` in the order of ``feats``.
+
+    Raises:
+        ValueError: ``channels`` is not a positive int, ``feats`` is empty or a map is not 4-D.
+        TypeError: a value is not a floating point tensor.
+
+    Example:
+        >>> f = torch.zeros(1, 3, 2, 2)
+        >>> f[0, 2] = 5.0; f[0, 0] = 1.0
+        >>> s = summarize_features({"relu1_1": f}, channels=2)["relu1_1"]
+        >>> s.channels, s.means, tuple(s.gram.shape)
+        ((2, 0), (5.0, 1.0), (3, 3))
+    """
+    from featx.functional import gram_matrix
+
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"channels must be a positive int such as 8, got {channels!r}")
+    if not feats:
+        raise ValueError("feats must hold at least one tap, got an empty mapping")
+    out: dict[str, TapSummary] = {}
+    for name, feat in feats.items():
+        if not isinstance(feat, torch.Tensor) or not feat.is_floating_point():
+            raise TypeError(f"feature {name!r} must be a floating point tensor, got {type(feat).__name__}")
+        if feat.ndim != 4:
+            raise ValueError(f"feature {name!r} must be 4-D (B, C, H, W), got shape {tuple(feat.shape)}")
+        first = feat[:1].detach().float().cpu()
+        means = first[0].mean(dim=(1, 2))
+        k = min(channels, means.numel())
+        # stable sort, descending: equal means keep the lower index first
+        order = torch.sort(means, descending=True, stable=True).indices[:k]
+        out[name] = TapSummary(
+            name=name,
+            shape=tuple(first.shape[1:]),  # type: ignore[arg-type]
+            channels=tuple(int(i) for i in order),
+            means=tuple(float(means[i]) for i in order),
+            maps=first[0, order].clone(),
+            gram=gram_matrix(first)[0],
+        )
+    return out
+
+
+def figure_size(num_taps: int, channels: int, panel: float = 1.6, dpi: int = 100) -> tuple[int, int]:
+    """Pixel size ``(width, height)`` of the PNG :func:`plot_features` draws.
+
+    The grid has one row per tap plus a header row (the input image), and ``channels + 1``
+    columns (the channel maps, then the Gram matrix); each panel is ``panel`` inches square.
+
+    Example:
+        >>> figure_size(2, 4)
+        (800, 480)
+    """
+    columns, rows = channels + 1, num_taps + 1
+    return round(columns * panel * dpi), round(rows * panel * dpi)
+
+
+def plot_features(
+    image: torch.Tensor,
+    summaries: Mapping[str, TapSummary],
+    *,
+    title: str = "",
+    panel: float = 1.6,
+    dpi: int = 100,
+) -> Figure:
+    """Draw the input, each tap's strongest channel maps and its Gram matrix heatmap.
+
+    Each channel map is scaled to its own min/max (the panel title gives the channel index and
+    its mean activation); the Gram matrix uses one square-root colour scale per tap (the colour
+    bar gives the values).
+
+    Args:
+        image: the input, ``(3, H, W)`` in ``[0, 1]``.
+        summaries: the output of :func:`summarize_features`.
+        title: figure title.
+        panel: panel size in inches.
+        dpi: resolution of the saved picture.
+
+    Returns:
+        A matplotlib ``Figure`` (Agg canvas, not shown) of :func:`figure_size` pixels.
+
+    Raises:
+        ValueError: ``summaries`` is empty or ``image`` is not ``(3, H, W)``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
+
+    if not summaries:
+        raise ValueError("summaries must hold at least one tap, got an empty mapping")
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be (3, H, W), got shape {tuple(image.shape)}")
+    channels = max(len(s.channels) for s in summaries.values())
+    width, height = figure_size(len(summaries), channels, panel, dpi)
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(
+        len(summaries) + 1, channels + 1, left=0.06, right=0.96, top=0.93, bottom=0.03, wspace=0.08, hspace=0.35
+    )
+    fontsize = 7
+
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+    ax.set_title(f"input {image.shape[2]}x{image.shape[1]}", fontsize=fontsize)
+    ax.set_axis_off()
+    header = fig.add_subplot(grid[0, 1:])
+    header.set_axis_off()
+    header.text(0.0, 0.5, title, fontsize=fontsize + 1, va="center", ha="left", wrap=True)
+
+    for row, summary in enumerate(summaries.values(), start=1):
+        for col, (index, mean) in enumerate(zip(summary.channels, summary.means)):
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(summary.maps[col].numpy(), cmap="viridis", interpolation="nearest")
+            ax.set_title(f"ch {index}, mean {mean:.3g}", fontsize=fontsize)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                c, h, w = summary.shape
+                ax.set_ylabel(f"{summary.name}\n{c}x{h}x{w}", fontsize=fontsize)
+        ax = fig.add_subplot(grid[row, channels])
+        # square-root colour scale: a few large entries would otherwise hide the structure
+        image_gram = ax.imshow(summary.gram.numpy(), cmap="magma", interpolation="nearest", norm=PowerNorm(0.5))
+        ax.set_title(f"Gram {summary.shape[0]}x{summary.shape[0]} (sqrt scale)", fontsize=fontsize)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        colorbar = fig.colorbar(image_gram, ax=ax, fraction=0.046, pad=0.02)
+        colorbar.ax.tick_params(labelsize=fontsize - 2)
+    return fig
+
+
+def _save_rgb_png(fig: Figure, path: PathLike) -> tuple[int, int]:
+    """Render ``fig`` and write it as an 8-bit RGB PNG; returns ``(width, height)``."""
+    import numpy as np
+    from PIL import Image
+
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    picture = Image.fromarray(np.ascontiguousarray(rgba[..., :3]), mode="RGB")
+    picture.save(os.fspath(path), format="PNG", optimize=True)
+    return picture.size
+
+
+def show_features(
+    image: Union[PathLike, torch.Tensor],
+    taps: Union[str, Iterable[str]] = "relu1_1,relu2_1",
+    out: Optional[PathLike] = None,
+    *,
+    arch: str = "vgg19",
+    weights: Any = "DEFAULT",
+    channels: int = 8,
+    pooling: str = "max",
+    max_size: Optional[int] = 512,
+    extractor: Optional[Any] = None,
+    panel: float = 1.6,
+    dpi: int = 100,
+) -> tuple[Figure, dict[str, TapSummary]]:
+    """Run an image through VGG and picture the strongest channels and the Gram matrix of each tap.
+
+    Args:
+        image: an image file (decoded by :func:`featx.io.load_image`) or a ``(3, H, W)`` tensor in ``[0, 1]``.
+        taps: tap names as for :class:`featx.VGGFeatures` (``"relu1_1,relu2_1"``, a list, a preset).
+        out: write the figure here as an RGB PNG (parent folders are created); ``None`` writes nothing.
+        arch: VGG architecture.
+        weights: as for :class:`featx.VGGFeatures`; ``None`` is random weights (warns).
+        channels: strongest channels to show per tap.
+        pooling: pooling variant.
+        max_size: downscale (antialiased, aspect kept) so the longer side is at most this; ``None`` keeps the size.
+        extractor: a ready :class:`featx.VGGFeatures` to use instead of building one (``taps``,
+            ``arch``, ``weights`` and ``pooling`` are then ignored).
+        panel: panel size in inches.
+        dpi: resolution.
+
+    Returns:
+        ``(figure, summaries)``.
+
+    Raises:
+        featx.io.ImageDecodeError: the image file cannot be read (missing, corrupt, ...).
+        ValueError: unknown arch/tap/pooling, ``channels`` < 1, bad ``max_size``, or an image
+            smaller than the deepest tap needs.
+        featx.weights.WeightsNotFoundError: ``weights`` names a checkpoint that is not on disk.
+
+    Example:
+        >>> import torch, warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     fig, summaries = show_features(torch.rand(3, 16, 16), "relu1_1", weights=None, channels=2)
+        >>> summaries["relu1_1"].shape, len(fig.axes)
+        ((64, 16, 16), 6)
+    """
+    import torch.nn.functional as F
+
+    from featx.extractor import VGGFeatures
+
+    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1):
+        raise ValueError(f"max_size must be a positive int or None, got {max_size!r}")
+    if isinstance(image, torch.Tensor):
+        picture = image.detach().float()
+        if picture.ndim != 3 or picture.shape[0] != 3:
+            raise ValueError(f"image tensor must be (3, H, W) in [0, 1], got shape {tuple(picture.shape)}")
+        source = "tensor"
+    else:
+        from featx.io import load_image
+
+        picture = load_image(image)
+        source = os.path.basename(os.fspath(image))
+    if max_size is not None and max(picture.shape[1:]) > max_size:
+        scale = max_size / max(picture.shape[1:])
+        size = (max(1, math.floor(picture.shape[1] * scale)), max(1, math.floor(picture.shape[2] * scale)))
+        picture = F.interpolate(picture[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+        picture = picture.clamp(0, 1)
+    if extractor is None:
+        extractor = VGGFeatures(arch, taps, weights=weights, pooling=pooling)
+    with torch.no_grad():
+        feats = extractor(picture[None].to(extractor.input_scale.device))
+    summaries = summarize_features(feats, channels)
+    title = (
+        f"{source}: {extractor.arch}, pooling={extractor.pooling}, weights={extractor.weights_id}; "
+        f"strongest {channels} channels by mean activation, Gram = F F^T / (C H W)"
+    )
+    fig = plot_features(picture, summaries, title=title, panel=panel, dpi=dpi)
+    if out is not None:
+        parent = os.path.dirname(os.path.abspath(os.fspath(out)))
+        os.makedirs(parent, exist_ok=True)
+        _save_rgb_png(fig, out)
+    return fig, summaries

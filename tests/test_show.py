@@ -1,0 +1,134 @@
+"""Tests for featx.show and `featx show`: channel choice and Gram against direct formulas, PNG output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from featx.extractor import VGGFeatures
+from featx.show import figure_size, show_features, summarize_features
+from featx_cli.main import cli
+
+pytestmark = pytest.mark.filterwarnings("ignore::featx.weights.RandomWeightsWarning")
+
+
+@pytest.fixture
+def sample_png(tmp_path):
+    """A 40x56 crop of scikit-image's chelsea (RGB) saved as PNG."""
+    path = tmp_path / "chelsea.png"
+    Image.fromarray(skimage.data.chelsea()[100:140, 150:206]).save(path)
+    return path
+
+
+def test_summary_picks_top_mean_channels_and_gram_formula():
+    feat = torch.rand(2, 10, 6, 5)
+    summary = summarize_features({"relu2_1": feat}, channels=4)["relu2_1"]
+    # reference: numpy argsort of the per-channel means of the first image, descending
+    means = feat[0].double().mean(dim=(1, 2)).numpy()
+    expected = tuple(int(i) for i in np.argsort(-means, kind="stable")[:4])
+    assert summary.channels == expected
+    assert summary.means == pytest.approx(tuple(means[list(expected)]), rel=1e-5)
+    torch.testing.assert_close(summary.maps, feat[0, list(expected)])
+    # reference: G = F F^T / (C H W) with einsum in float64 (TTSR/BasicSR convention)
+    flat = feat[0].double().reshape(10, -1)
+    gram = torch.einsum("ik,jk->ij", flat, flat) / (10 * 6 * 5)
+    torch.testing.assert_close(summary.gram.double(), gram, rtol=1e-5, atol=1e-7)
+    assert summary.shape == (10, 6, 5)
+
+
+def test_summary_keeps_all_channels_when_fewer_than_asked():
+    summary = summarize_features({"x": torch.rand(1, 3, 4, 4)}, channels=8)["x"]
+    assert len(summary.channels) == 3 and sorted(summary.channels) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("channels", [0, -1, 2.5, True])
+def test_summary_rejects_bad_channel_count(channels):
+    with pytest.raises(ValueError, match="channels must be a positive int"):
+        summarize_features({"x": torch.rand(1, 3, 4, 4)}, channels=channels)
+
+
+def test_summary_rejects_non_4d():
+    with pytest.raises(ValueError, match=r"must be 4-D \(B, C, H, W\), got shape \(3, 4, 4\)"):
+        summarize_features({"x": torch.rand(3, 4, 4)})
+
+
+def test_show_features_writes_rgb_png_of_expected_size(sample_png, tmp_path):
+    out = tmp_path / "sub" / "fig.png"
+    fig, summaries = show_features(sample_png, "relu1_1,relu2_1", out, weights=None, channels=3)
+    picture = Image.open(out)
+    # expected size: (channels + 1) columns and (taps + 1) rows of 1.6-inch panels at 100 dpi
+    assert picture.size == (round(4 * 1.6 * 100), round(3 * 1.6 * 100))
+    assert picture.mode == "RGB" and len(picture.getbands()) == 3
+    assert np.asarray(picture).std() > 10  # not a blank canvas
+    assert list(summaries) == ["relu1_1", "relu2_1"]
+    assert summaries["relu2_1"].shape == (128, 20, 28)
+
+
+def test_show_features_uses_the_extractor_channels(sample_png):
+    torch.manual_seed(1)
+    vgg = VGGFeatures("vgg19", "relu1_1", weights=None)
+    _, summaries = show_features(sample_png, extractor=vgg, channels=5)
+    # reference: the extractor run directly on the decoded pixels, channels ranked by mean
+    pixels = torch.from_numpy(np.asarray(Image.open(sample_png), dtype=np.float32) / 255).permute(2, 0, 1)
+    with torch.no_grad():
+        feat = vgg(pixels[None])["relu1_1"][0]
+    expected = torch.argsort(feat.mean(dim=(1, 2)), descending=True, stable=True)[:5].tolist()
+    assert list(summaries["relu1_1"].channels) == expected
+
+
+def test_show_features_downscales_to_max_size():
+    _, summaries = show_features(torch.rand(3, 40, 80), "relu1_1", weights=None, max_size=20, channels=1)
+    assert summaries["relu1_1"].shape == (64, 10, 20)
+
+
+def test_figure_size_matches_drawn_figure():
+    fig, _ = show_features(torch.rand(3, 16, 16), "relu1_1,relu2_1,relu3_1", weights=None, channels=2, dpi=50)
+    fig.canvas.draw()
+    width, height = fig.canvas.get_width_height()
+    assert (width, height) == figure_size(3, 2, dpi=50) == (round(3 * 1.6 * 50), round(4 * 1.6 * 50))
+
+
+def test_cli_show_writes_png(sample_png, tmp_path):
+    out = tmp_path / "fig.png"
+    result = CliRunner().invoke(
+        cli, ["show", str(sample_png), "--taps", "relu1_1,relu2_1", "--out", str(out), "--weights", "random", "--channels", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "untrained VGG" in result.stderr
+    assert "relu2_1: 128x20x28" in result.stdout
+    picture = Image.open(out)
+    assert picture.size == (round(3 * 1.6 * 100), round(3 * 1.6 * 100)) and picture.mode == "RGB"
+
+
+def test_cli_missing_image_exits_2(tmp_path):
+    result = CliRunner().invoke(cli, ["show", str(tmp_path / "nope.png"), "--weights", "random"])
+    assert result.exit_code == 2
+    assert "nope.png" in result.stderr and "IMAGE" in result.stderr
+
+
+def test_cli_unknown_tap_suggests_closest(sample_png, tmp_path):
+    result = CliRunner().invoke(cli, ["show", str(sample_png), "--taps", "rleu2_1", "--weights", "random"])
+    assert result.exit_code == 2
+    assert "unknown tap 'rleu2_1'" in result.stderr and "Did you mean 'relu2_1'?" in result.stderr
+    assert not (tmp_path / "features.png").exists()
+
+
+def test_cli_missing_default_weights_exits_1_with_fix(sample_png, tmp_path):
+    # FEATX_HOME and TORCH_HOME point at empty folders (tests/conftest.py)
+    result = CliRunner().invoke(cli, ["show", str(sample_png), "--out", str(tmp_path / "f.png")])
+    assert result.exit_code == 1
+    assert "featx weights download" in result.stderr
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_command_module_does_not_import_torch():
+    code = "import sys, featx_cli.show_cmd; print('torch' in sys.modules or 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
