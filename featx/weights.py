@@ -771,7 +771,7 @@ def _load_file(path: Path, wanted: dict, arch: str, weights_id: str) -> LoadedWe
     if problems:
         warnings.warn(
             f"featx weights cache {_cache_dir()} is not usable ({'; '.join(problems)}); loaded {path.name} without "
-            "it. Set FEATX_HOME to a writable directory to enable the cache.",
+            "it. If the directory is not writable, set FEATX_HOME to one that is.",
             UserWarning,
             stacklevel=4,
         )
