@@ -20,7 +20,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ARCHS": "featx.layers",
     "ConvHead": "featx.head",
+    "HashMismatchError": "featx.weights",
     "LTE": "featx.lte",
+    "LoadedWeights": "featx.weights",
     "PRESETS": "featx.layers",
     "RandomWeightsWarning": "featx.weights",
     "TapInfo": "featx.layers",
@@ -28,6 +30,7 @@ _EXPORTS = {
     "VGGWeights": "featx.weights",
     "WeightsLoadError": "featx.weights",
     "WeightsNotFoundError": "featx.weights",
+    "featx_home": "featx.weights",
     "layer_names": "featx.layers",
     "layer_specs": "featx.layers",
     "layer_table": "featx.layers",
