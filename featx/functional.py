@@ -36,7 +36,7 @@ REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 """Batch reductions; ``"none"`` returns one value per sample, shape ``(B,)``."""
 
 TPL_CRITERIA: tuple[str, ...] = ("l1", "l2", "mse", "gram")
-"""Transferal perceptual loss criteria: ``l1``/``l2`` on the maps (TTSR's code), ``gram`` (TTSR's paper)."""
+"""Transferal perceptual loss criteria: ``l1``/``l2`` on the maps (TTSR's code), ``gram`` (Gram difference)."""
 
 GRAM_NORMALIZATIONS: tuple[Optional[str], ...] = ("chw", "hw", None)
 """Gram normalisations: divide ``F F^T`` by ``C*H*W`` (TTSR, BasicSR), by ``H*W``, or not at all."""
@@ -508,9 +508,9 @@ def transferal_perceptual_loss(
 
     ``criterion="l2"`` (TTSR's ``--tpl_type l2``, its default) and ``"l1"``: :math:`D` is the MSE /
     L1 between the maps, which is what TTSR's code computes. ``criterion="gram"``: :math:`D` is the
-    MSE between Gram matrices :math:`F F^\top / (C H W)` of the weighted maps, the paper's eq. (9)
-    (TTSR's ``TPerceptualLoss.gram_matrix``, defined but not called by its code). ``"mse"`` is
-    ``"l2"``. Nothing is detached: in TTSR gradients flow into the SR output and, through
+    MSE between Gram matrices :math:`F F^\top / (C H W)` of the weighted maps (the "gram matrix
+    difference" of TTSR's ``--tpl_type`` help text; ``TPerceptualLoss.gram_matrix`` is defined but
+    not called by its code). ``"mse"`` is ``"l2"``. Nothing is detached: in TTSR gradients flow into the SR output and, through
     :math:`T_l` and :math:`S`, into the learnable LTE.
 
     Args:

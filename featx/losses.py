@@ -647,7 +647,7 @@ class TransferalPerceptualLoss(nn.Module):
 
     Args:
         criterion: ``"l2"`` (TTSR ``--tpl_type`` default; MSE on the maps), ``"l1"``, or ``"gram"``
-            (MSE between Gram matrices, the paper's formula).
+            (MSE between Gram matrices of the weighted maps).
         use_soft_attention: weight the maps by the upsampled ``sigmoid(S)`` (TTSR ``--tpl_use_S``,
             default False there too); when False, ``soft_attention`` passed to forward is ignored,
             as in TTSR.

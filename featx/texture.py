@@ -258,7 +258,7 @@ def contextual_loss(
 
     Feature vectors :math:`x_i` (prediction) and :math:`y_j` (target) are centred by the target's
     mean vector :math:`\mu_y` (per sample, over target positions) and unit-normalised; then, as in
-    the paper's eqs. (1)-(5),
+    the paper's definition (sec. 3),
 
     .. math::
         d_{ij} = 1 - \frac{(x_i - \mu_y)^\top (y_j - \mu_y)}{\lVert x_i - \mu_y\rVert\,\lVert y_j - \mu_y\rVert},\quad
@@ -270,7 +270,7 @@ def contextual_loss(
 
     Rows (index :math:`i`) are prediction vectors and are normalised over the target vectors
     :math:`j`; :math:`CX` averages, over target vectors, the affinity of their best-matching
-    prediction vector (paper eq. 1). ``cx`` is computed as a softmax (numerically stable).
+    prediction vector (the paper's CX(X, Y)). ``cx`` is computed as a softmax (numerically stable).
 
     Minimum: :math:`L \ge 0`. For identical inputs whose feature vectors are pairwise distinct,
     :math:`cx_{jj} = 1` up to terms of order :math:`e^{-d/(h\varepsilon)}` and the loss is 0;

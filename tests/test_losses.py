@@ -252,7 +252,7 @@ def test_transferal_perceptual_loss_matches_ttsr(criterion, use_s):
     assert torch.equal(total, transferal_perceptual_loss(sr, t, s if use_s else None, criterion=criterion))
 
 
-def test_transferal_perceptual_gram_is_the_paper_formula():
+def test_transferal_perceptual_gram_variant_matches_einsum_reference():
     sr, t = ttsr_levels(), ttsr_levels()
     s = torch.randn(2, 1, 3, 2, dtype=torch.float64)
     weights = [torch.sigmoid(F.interpolate(s, scale_factor=k, mode="bicubic")) for k in (4, 2)] + [torch.sigmoid(s)]

@@ -1,7 +1,7 @@
 """Tests for featx.texture: sliced Wasserstein, moment and contextual losses.
 
 References are independent float64 NumPy / plain-Python implementations of the formulas in the
-papers (Heitz et al. 2021; Huang & Belongie 2017; Mechrez et al. 2018, eqs. 1-5).
+papers (Heitz et al. 2021; Huang & Belongie 2017; Mechrez et al. 2018, sec. 3).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def ref_moments(pred: dict, target: dict, layers: dict, eps: float = 1e-5) -> np
 
 
 def ref_contextual_one(x: np.ndarray, y: np.ndarray, h: float = 0.5, eps: float = 1e-5) -> float:
-    """Mechrez et al. eqs. (1)-(5) with explicit loops; x: (C, N) prediction, y: (C, M) target."""
+    """Mechrez et al. sec. 3 with explicit loops; x: (C, N) prediction, y: (C, M) target."""
     mu = y.mean(axis=1)
     xs = [(x[:, i] - mu) / (np.linalg.norm(x[:, i] - mu) + 1e-10) for i in range(x.shape[1])]
     ys = [(y[:, j] - mu) / (np.linalg.norm(y[:, j] - mu) + 1e-10) for j in range(y.shape[1])]
