@@ -494,12 +494,11 @@ def test_bad_images_and_nonfinite_features():
         transferal_perceptual_loss(ttsr_levels(), ttsr_levels(), torch.zeros(2, 1, 6, 4))
 
 
-def test_charbonnier_gram_under_autocast_and_gram_helper_consistency():
-    # the module's cached Grams equal gram_matrix of the extractor features (float32)
-    loss = StyleLoss({"relu1_1": 1.0}, arch="vgg11", weights=None, normalize="chw")
-    image = torch.rand(1, 3, 8, 8)
+def test_cached_style_target_is_the_gram_of_the_extractor_features():
+    loss = StyleLoss({"relu1_1": 1.0}, arch="vgg11", weights=None, normalize="hw")
+    image, x = torch.rand(1, 3, 8, 8), torch.rand(2, 3, 8, 8)
     loss.set_target(image)
-    expected = gram_matrix(loss.extractor(image)["relu1_1"])
-    cached = loss._target[0]["relu1_1"]
-    assert cached.dtype == torch.float32 and torch.equal(cached, expected)
+    grams = {"relu1_1": gram_matrix(loss.extractor(image)["relu1_1"], "hw")}
+    expected = style_loss(loss.extractor(x), None, {"relu1_1": 1.0}, normalize="hw", target_grams=grams)
+    assert torch.equal(loss(x), expected)
     assert math.isclose(float(loss(image)), 0.0, abs_tol=1e-12)
