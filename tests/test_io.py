@@ -1,0 +1,404 @@
+"""Tests for featx.io: discovery, decoding rules and feature files.
+
+References are computed independently: pixel values straight from numpy arrays we wrote (or
+from Pillow's raw decode without featx's rules), orientation from Pillow's own ``transpose``,
+and feature files read back with the official ``safetensors`` reader.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from PIL import Image
+
+from featx.io import (
+    ImageDecodeError,
+    find_images,
+    load_features,
+    load_image,
+    orient,
+    probe_image,
+    read_feature_metadata,
+    read_file_list,
+    save_features,
+    write_atomic,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def rand_u8(h: int, w: int, c: int | None = 3) -> np.ndarray:
+    return RNG.integers(0, 256, (h, w) if c is None else (h, w, c), dtype=np.uint8)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def write_png16(path, array: np.ndarray) -> None:
+    """A 16-bit RGB(A) PNG written by hand (Pillow cannot write one), rows alternating the
+    None, Sub and Up filters so decoding must use the right bytes-per-pixel."""
+    height, width, channels = array.shape
+    rows = [array[y].astype(">u2").tobytes() for y in range(height)]
+    bpp = 2 * channels
+    raw = b""
+    for y, row in enumerate(rows):
+        data = np.frombuffer(row, np.uint8)
+        kind = y % 3
+        if kind == 1:  # Sub: byte minus the byte bpp to the left
+            left = np.concatenate([np.zeros(bpp, np.uint8), data[:-bpp]])
+            data = data - left
+        elif kind == 2:  # Up: byte minus the byte above
+            data = data - np.frombuffer(rows[y - 1], np.uint8)
+        raw += bytes([kind]) + data.astype(np.uint8).tobytes()
+    color_type = {3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+    )
+
+
+def bomb_png(path, width=100_000, height=100_000) -> None:
+    """A PNG whose header declares a huge image, with almost no pixel data."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def as_chw(array: np.ndarray, scale: float) -> torch.Tensor:
+    """Reference conversion in float64: (H, W[, C]) integers -> (3, H, W) float32."""
+    values = array.astype(np.float64) / scale
+    if values.ndim == 2:
+        values = np.repeat(values[..., None], 3, axis=-1)
+    return torch.from_numpy(values).permute(2, 0, 1).float()
+
+
+# ------------------------------------------------------------------------------------------
+# discovery
+# ------------------------------------------------------------------------------------------
+
+
+def touch(path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+
+
+def test_find_images_recursive_sorted_case_insensitive_hidden_skipped(tmp_path):
+    for name in ("b.PNG", "a/c.JpEg", "a/deep/d.tiff", "e.webp", "f.bmp", ".hidden.png", ".git/x.png", "n.txt", "g.gif"):
+        touch(tmp_path / name)
+    keys = [s.key for s in find_images([tmp_path])]
+    # expected set written by hand from the rules: image extensions only, no hidden entries
+    assert keys == ["a/c.JpEg", "a/deep/d.tiff", "b.PNG", "e.webp", "f.bmp"]
+    flat = [s.key for s in find_images([tmp_path], recursive=False)]
+    assert flat == ["b.PNG", "e.webp", "f.bmp"]
+    assert all(os.path.isabs(s.path) and os.path.exists(s.path) for s in find_images([tmp_path]))
+
+
+def test_find_images_symlink_loop_terminates(tmp_path):
+    touch(tmp_path / "a" / "x.png")
+    os.symlink(tmp_path / "a", tmp_path / "a" / "loop")  # a/loop -> a
+    os.symlink(tmp_path, tmp_path / "a" / "up")  # a/up -> root
+    keys = [s.key for s in find_images([tmp_path])]
+    assert keys == ["a/x.png"]
+
+
+def test_find_images_several_inputs_keyed_from_common_root(tmp_path):
+    for name in ("train/1.png", "val/1.png", "val/sub/2.png", "single.jpg"):
+        touch(tmp_path / name)
+    sources = find_images([tmp_path / "val", tmp_path / "train", tmp_path / "single.jpg", tmp_path / "val" / "sub"])
+    # the common root is tmp_path, so equal file names in train/ and val/ cannot collide; val/sub is not doubled
+    assert [s.key for s in sources] == ["single.jpg", "train/1.png", "val/1.png", "val/sub/2.png"]
+    assert [s.key for s in find_images([tmp_path / "val" / "1.png"])] == ["1.png"]
+
+
+def test_find_images_missing_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="input not found: .*nope"):
+        find_images([tmp_path / "nope"])
+    assert [s.key for s in find_images([tmp_path / "nope.png"], must_exist=False)] == ["nope.png"]
+    with pytest.raises(ValueError, match="no inputs given"):
+        find_images([])
+
+
+def test_read_file_list(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("# images\nimgs/a.png\n\n  /abs/b.jpg \n")
+    assert read_file_list(listing) == ["imgs/a.png", "/abs/b.jpg"]
+
+
+# ------------------------------------------------------------------------------------------
+# decoding
+# ------------------------------------------------------------------------------------------
+
+
+def test_rgb8_png_values(tmp_path):
+    array = rand_u8(9, 13)
+    Image.fromarray(array).save(tmp_path / "a.png")
+    x = load_image(tmp_path / "a.png")
+    assert x.shape == (3, 9, 13) and x.dtype == torch.float32 and x.is_contiguous()
+    torch.testing.assert_close(x, as_chw(array, 255), rtol=0, atol=1e-7)
+
+
+def test_gray_and_bilevel_repeat_to_rgb(tmp_path):
+    gray = rand_u8(7, 5, None)
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    torch.testing.assert_close(load_image(tmp_path / "g.png"), as_chw(gray, 255), rtol=0, atol=1e-7)
+    bits = gray > 127
+    Image.fromarray(bits).save(tmp_path / "b.png")  # mode "1"
+    torch.testing.assert_close(load_image(tmp_path / "b.png"), as_chw(bits.astype(np.uint8) * 255, 255), rtol=0, atol=0)
+
+
+def test_gray16_png_scaled_by_65535(tmp_path):
+    array = RNG.integers(0, 65536, (6, 8), dtype=np.uint16)
+    Image.fromarray(array).save(tmp_path / "g16.png")
+    torch.testing.assert_close(load_image(tmp_path / "g16.png"), as_chw(array, 65535), rtol=0, atol=1e-7)
+
+
+def test_rgb16_png_full_precision(tmp_path):
+    array = RNG.integers(0, 65536, (7, 9, 3), dtype=np.uint16)
+    write_png16(tmp_path / "c16.png", array)
+    # reference: the exact 16-bit samples we encoded, not Pillow's 8-bit reading
+    torch.testing.assert_close(load_image(tmp_path / "c16.png"), as_chw(array, 65535), rtol=0, atol=1e-7)
+
+
+def test_rgba16_png_alpha_rules(tmp_path):
+    array = RNG.integers(0, 65536, (5, 6, 4), dtype=np.uint16)
+    write_png16(tmp_path / "c16a.png", array)
+    with pytest.raises(ImageDecodeError, match="alpha channel.*--alpha drop"):
+        load_image(tmp_path / "c16a.png")
+    torch.testing.assert_close(
+        load_image(tmp_path / "c16a.png", alpha="drop"), as_chw(array[..., :3], 65535), rtol=0, atol=1e-7
+    )
+
+
+def test_rgb16_tiff_full_precision(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    array = RNG.integers(0, 65536, (5, 7, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "c16.tif", array, photometric="rgb")
+    torch.testing.assert_close(load_image(tmp_path / "c16.tif"), as_chw(array, 65535), rtol=0, atol=1e-7)
+
+
+def test_two_channel_tiff_refused(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(
+        tmp_path / "two.tif", rand_u8(4, 5, 2), photometric="minisblack", planarconfig="contig", extrasamples=["unspecified"]
+    )
+    with pytest.raises(ImageDecodeError, match="unsupported channel count: 2 channels"):
+        load_image(tmp_path / "two.tif")
+
+
+def test_float_tiff_refused(tmp_path):
+    Image.fromarray(np.ones((4, 4), np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ImageDecodeError, match="floating point image"):
+        load_image(tmp_path / "f.tif")
+
+
+def test_palette_converted_to_rgb(tmp_path):
+    indices = RNG.integers(0, 4, (6, 7), dtype=np.uint8)
+    palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]], np.uint8)
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette(palette.ravel().tolist())
+    image.save(tmp_path / "p.png")
+    # reference: palette lookup done in numpy
+    torch.testing.assert_close(load_image(tmp_path / "p.png"), as_chw(palette[indices], 255), rtol=0, atol=1e-7)
+    image.save(tmp_path / "pt.png", transparency=0)
+    with pytest.raises(ImageDecodeError, match="alpha channel"):
+        load_image(tmp_path / "pt.png")
+    torch.testing.assert_close(load_image(tmp_path / "pt.png", alpha="drop"), as_chw(palette[indices], 255), rtol=0, atol=1e-7)
+
+
+def test_rgba_and_la_need_alpha_drop(tmp_path):
+    rgba = rand_u8(5, 6, 4)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    with pytest.raises(ImageDecodeError, match=r"a\.png: has an alpha channel \(RGBA\); pass alpha='drop' \(CLI: --alpha drop\)"):
+        load_image(tmp_path / "a.png")
+    torch.testing.assert_close(load_image(tmp_path / "a.png", alpha="drop"), as_chw(rgba[..., :3], 255), rtol=0, atol=1e-7)
+    la = rand_u8(5, 6, 2)
+    Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
+    with pytest.raises(ImageDecodeError, match=r"alpha channel \(LA\)"):
+        load_image(tmp_path / "la.png")
+    torch.testing.assert_close(load_image(tmp_path / "la.png", alpha="drop"), as_chw(la[..., 0], 255), rtol=0, atol=1e-7)
+
+
+def test_cmyk_converted(tmp_path):
+    cmyk = rand_u8(4, 5, 4)
+    Image.fromarray(cmyk, mode="CMYK").save(tmp_path / "c.tif")
+    # reference: Pillow's own CMYK -> RGB conversion of the same pixels (the documented rule)
+    expected = np.asarray(Image.fromarray(cmyk, mode="CMYK").convert("RGB"))
+    torch.testing.assert_close(load_image(tmp_path / "c.tif"), as_chw(expected, 255), rtol=0, atol=1e-7)
+
+
+def test_exif_orientation_applied(tmp_path):
+    array = rand_u8(8, 16)
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    image.save(tmp_path / "o.png", exif=exif.tobytes())
+    x = load_image(tmp_path / "o.png")
+    # reference: the stored pixels rotated clockwise with numpy
+    torch.testing.assert_close(x, as_chw(np.rot90(array, -1), 255), rtol=0, atol=1e-7)
+    assert x.shape == (3, 16, 8)
+    assert probe_image(tmp_path / "o.png") == (8, 16)  # header size, as stored
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orient_matches_pillow_transpose(orientation):
+    array = rand_u8(3, 5)
+    # reference: Pillow's transpose method for each EXIF orientation (EXIF 2.3 spec table)
+    methods = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }
+    image = Image.fromarray(array)
+    expected = np.asarray(image.transpose(methods[orientation])) if orientation in methods else array
+    np.testing.assert_array_equal(orient(array, orientation), expected)
+
+
+def test_bomb_header_refused_without_decoding(tmp_path):
+    bomb_png(tmp_path / "bomb.png")
+    with pytest.raises(ImageDecodeError, match="decompression-bomb"):
+        load_image(tmp_path / "bomb.png")
+    with pytest.raises(ImageDecodeError, match="decompression-bomb"):
+        probe_image(tmp_path / "bomb.png")
+
+
+def test_bomb_warning_becomes_error(tmp_path, monkeypatch):
+    Image.fromarray(rand_u8(20, 20)).save(tmp_path / "a.png")
+    # 400 pixels is between Pillow's limit (300) and twice it: Pillow only *warns* there
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning escaping would fail the test
+        with pytest.raises(ImageDecodeError, match="decompression-bomb"):
+            load_image(tmp_path / "a.png")
+
+
+def test_max_pixels_option(tmp_path):
+    Image.fromarray(rand_u8(16, 16)).save(tmp_path / "a.png")
+    with pytest.raises(ImageDecodeError, match="16x16 = 256 pixels, above the limit of 100 pixels"):
+        load_image(tmp_path / "a.png", max_pixels=100)
+    assert load_image(tmp_path / "a.png", max_pixels=256).shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="above Pillow's own limit"):
+        load_image(tmp_path / "a.png", max_pixels=10**12)
+    with pytest.raises(ValueError, match="max_pixels must be a positive integer"):
+        load_image(tmp_path / "a.png", max_pixels=0)
+
+
+def test_bad_files_have_readable_reasons(tmp_path):
+    good = io.BytesIO()
+    Image.fromarray(rand_u8(32, 32)).save(good, format="PNG")
+    (tmp_path / "trunc.png").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    jpeg = io.BytesIO()
+    Image.fromarray(rand_u8(32, 32)).save(jpeg, format="JPEG")
+    (tmp_path / "trunc.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (tmp_path / "zero.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    cases = {
+        "trunc.png": "truncated",
+        "trunc.jpg": "truncated",
+        "zero.png": r"empty file \(0 bytes\)",
+        "text.png": "cannot identify the file format",
+        "missing.png": "file not found",
+    }
+    for name, reason in cases.items():
+        with pytest.raises(ImageDecodeError, match=reason) as info:
+            load_image(tmp_path / name)
+        assert info.value.path == str(tmp_path / name)
+
+
+def test_alpha_argument_validated(tmp_path):
+    with pytest.raises(ValueError, match="alpha must be one of 'error', 'drop', got 'keep'"):
+        load_image(tmp_path / "x.png", alpha="keep")
+
+
+def test_decode_error_pickles():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(ImageDecodeError("/a.png", "bad")))
+    assert (error.path, error.reason, str(error)) == ("/a.png", "bad", "/a.png: bad")
+
+
+# ------------------------------------------------------------------------------------------
+# feature files
+# ------------------------------------------------------------------------------------------
+
+
+def test_features_roundtrip_with_official_reader(tmp_path):
+    tensors = {
+        "relu2_1": torch.randn(4, 3, 2),
+        "relu1_1": torch.randn(2, 5).t(),  # non-contiguous view
+        "bf": torch.randn(3).to(torch.bfloat16),
+        "half": torch.randn(2, 2).half(),
+    }
+    metadata = {"arch": "vgg19", "taps": "relu1_1,relu2_1"}
+    path = tmp_path / "x.safetensors"
+    save_features(path, tensors, metadata)
+    loaded, meta = load_features(path)
+    assert meta == metadata and sorted(loaded) == sorted(tensors)
+    official = safetensors.torch.load_file(str(path))  # reference reader
+    for name, tensor in tensors.items():
+        assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor)
+        assert torch.equal(official[name], tensor)
+    assert read_feature_metadata(path) == metadata
+
+
+def test_features_bytes_deterministic_regardless_of_key_order(tmp_path):
+    a = {"x": torch.arange(6.0).view(2, 3), "y": torch.ones(2)}
+    save_features(tmp_path / "1.safetensors", a, {"b": "2", "a": "1"})
+    save_features(tmp_path / "2.safetensors", dict(reversed(list(a.items()))), {"a": "1", "b": "2"})
+    assert (tmp_path / "1.safetensors").read_bytes() == (tmp_path / "2.safetensors").read_bytes()
+    header_len = struct.unpack("<Q", (tmp_path / "1.safetensors").read_bytes()[:8])[0]
+    assert header_len % 8 == 0
+
+
+def test_save_features_validates(tmp_path):
+    with pytest.raises(TypeError, match="metadata must map str -> str"):
+        save_features(tmp_path / "a.safetensors", {"x": torch.ones(1)}, {"n": 3})
+    with pytest.raises(TypeError, match="non-empty dict"):
+        save_features(tmp_path / "a.safetensors", {}, {})
+    with pytest.raises(TypeError, match=r"tensors\['x'\] must be a torch.Tensor"):
+        save_features(tmp_path / "a.safetensors", {"x": [1.0]}, {})
+    assert not list(tmp_path.iterdir())
+
+
+def test_truncated_feature_file_is_invalid(tmp_path):
+    path = tmp_path / "x.safetensors"
+    save_features(path, {"x": torch.ones(100)}, {"k": "v"})
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        read_feature_metadata(path)
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        load_features(path)
+    with pytest.raises(FileNotFoundError, match="feature file not found"):
+        load_features(tmp_path / "nope.safetensors")
+
+
+def test_write_atomic_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / "out.safetensors"
+    path.write_bytes(b"old")
+
+    def chunks():
+        yield b"new partial"
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        write_atomic(path, chunks())
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]  # temp file removed
+    write_atomic(path, [b"new"])
+    assert path.read_bytes() == b"new"
