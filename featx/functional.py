@@ -55,7 +55,7 @@ LossResult = Union[torch.Tensor, tuple[torch.Tensor, dict[str, torch.Tensor]]]
 def _check_name(kind: str, value: object, choices: tuple) -> None:
     if value not in choices:
         hint = closest(value, [c for c in choices if isinstance(c, str)]) if isinstance(value, str) else ""
-        raise ValueError(f"unknown {kind} {value!r}.{hint} Valid {kind}s: {', '.join(map(repr, choices))}")
+        raise ValueError(f"unknown {kind} {value!r}.{hint} Valid choices: {', '.join(map(repr, choices))}")
 
 
 def _check_layer_weights(layer_weights: object) -> dict[str, float]:

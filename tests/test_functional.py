@@ -316,7 +316,7 @@ def test_missing_layer_lists_available_and_suggests():
 
 def test_unknown_criterion_reduction_normalize_list_valid_choices():
     a = make_feats()
-    with pytest.raises(ValueError, match=r"unknown criterion 'mae'.*Valid criterions: 'l1', 'l2', 'mse'"):
+    with pytest.raises(ValueError, match=r"unknown criterion 'mae'.*Valid choices: 'l1', 'l2', 'mse'"):
         perceptual_loss(a, a, LAYERS, criterion="mae")
     with pytest.raises(ValueError, match=r"unknown criterion 'charbonier'. Did you mean 'charbonnier'"):
         feature_distance(a["relu1_1"], a["relu1_1"], "charbonier")
