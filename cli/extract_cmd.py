@@ -1,9 +1,253 @@
-"""Placeholder for `featx extract` until its module lands."""
+"""``featx extract``: folder feature extraction (a thin shell over :func:`featx.extract.extract`).
+
+torch and featx's torch modules are imported inside the command, so ``featx --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Optional
 
 import click
 
+# Literal copies of featx.extract.REDUCTIONS / DTYPES and featx.io.ALPHA_MODES (importing them
+# here would import torch); tests check that they match.
+REDUCE_CHOICES = ("none", "gap", "gmp", "gram")
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
+ALPHA_CHOICES = ("error", "drop")
+
+EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
+
+
+class SetupError(click.ClickException):
+    """The run could not start (missing input or weights, no images, unwritable output): exit 2."""
+
+    exit_code = EXIT_SETUP
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _err(message: str) -> None:
+    """Print a line on stderr without breaking a progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def _split_paths(paths: tuple[str, ...], files_from: Optional[str], sample_images: Optional[str]) -> tuple[list[str], str]:
+    if sample_images is not None:
+        if paths:
+            raise click.UsageError("--sample-images OUT takes no INPUT/OUTPUT arguments")
+        return [os.path.join(sample_images, "images")], os.path.join(sample_images, "features")
+    if not paths:
+        raise click.UsageError("missing arguments: featx extract INPUT... OUTPUT (or --sample-images OUT)")
+    if len(paths) == 1 and files_from is None:
+        raise click.UsageError(f"missing OUTPUT folder: got only {paths[0]!r}; usage: featx extract INPUT... OUTPUT")
+    return list(paths[:-1]), paths[-1]
+
+
+def _weights_arg(weights: str) -> Any:
+    return None if weights.lower() == "random" else weights
+
+
+def _pause_hook(after: Optional[int]) -> Any:
+    """Testing aid (hidden ``--pause-after N``): stall after N written images so a test can kill us."""
+    if after is None:
+        return None
+    state = {"ok": 0}
+
+    def hook(record: dict) -> None:
+        if record["status"] == "ok":
+            state["ok"] += 1
+            if state["ok"] >= after:
+                time.sleep(3600)
+
+    return hook
+
+
+def _sample_images(folder: str, write: Any, rank0: bool) -> None:
+    """Rank 0 writes the sample PNGs; other torchrun ranks wait for them (at most a minute)."""
+    if rank0:
+        write(folder)
+        return
+    from featx.extract import SAMPLE_IMAGES
+
+    deadline = time.monotonic() + 60
+    while not all(os.path.exists(os.path.join(folder, f"{name}.png")) for name in SAMPLE_IMAGES):
+        if time.monotonic() > deadline:
+            raise SetupError(f"sample images did not appear in {folder} (written by rank 0)")
+        time.sleep(0.2)
+
+
+def _print_plan(summary: Any) -> None:
+    """Dry run: one line per image on stdout (extract / skip / error with reason), counts on stderr."""
+    for key, action in summary.planned:
+        if action.startswith("error: "):
+            click.echo(f"error    {key}: {action[len('error: '):]}")
+        else:
+            click.echo(f"{action.split(' ')[0]:<8} {key}")
+    todo = summary.files - summary.skipped - summary.errors
+    click.echo(
+        f"dry run: {summary.files} images: {todo} to extract, {summary.skipped} up to date, "
+        f"{summary.errors} failing; nothing written",
+        err=True,
+    )
+
+
+def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str], quiet: bool) -> None:
+    if quiet:
+        if summary.errors:
+            _err(f"featx extract: {summary.errors} of {summary.files} images failed; see {summary.manifest}")
+        return
+    lines = [
+        f"featx extract: {summary.files} images: {summary.ok} extracted, {summary.skipped} skipped (up to date), "
+        f"{summary.errors} failed in {summary.seconds:.1f} s ({summary.images_per_second:.2f} img/s extracted)"
+    ]
+    if sample_root is not None:
+        lines.append(f"  images:   {os.path.abspath(os.path.join(sample_root, 'images'))} (scikit-image samples)")
+    lines.append(f"  features: {summary.output} (one .safetensors per image, mirroring the input tree)")
+    if summary.example is not None:
+        shapes = ", ".join(f"{tap} {tuple(shape)}" for tap, shape in summary.shapes.items())
+        lines.append(f"  shapes of {os.path.basename(summary.example)}: {shapes}")
+    lines.append(f"  manifest: {summary.manifest}")
+    if summary.example is not None:
+        lines.append(f'  load in Python: tensors, metadata = featx.load_features("{summary.example}")')
+    if random_weights:
+        lines.append("  NOTE: the weights were RANDOM (--weights random): these are not ImageNet VGG features.")
+    click.echo("\n".join(lines))
+
 
 @click.command(name="extract")
-def extract() -> None:
-    """(not available yet)"""
-    raise click.UsageError("featx extract is not available in this build")
+@click.argument("paths", nargs=-1, metavar="INPUT... OUTPUT")
+@click.option("--files-from", type=click.Path(dir_okay=False), help="Text file listing images, one per line.")
+@click.option("--recursive/--no-recursive", default=True, show_default=True, help="Walk subfolders.")
+@click.option("--arch", default=None, help="VGG architecture (default vgg19).")
+@click.option("--taps", default=None, help="Preset name or comma-separated taps (default ttsr_lte).")
+@click.option("--preset", default=None, help="Use a preset's arch, taps and pooling (e.g. gatys).")
+@click.option(
+    "--weights",
+    default="DEFAULT",
+    show_default=True,
+    help="DEFAULT (ImageNet, local cache), a checkpoint name, a .pth/.safetensors path, or 'random'.",
+)
+@click.option("--reduce", type=click.Choice(REDUCE_CHOICES), default="none", show_default=True, help="Per-tap reduction.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="float32", show_default=True, help="Compute and stored dtype.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per forward pass.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Decoding worker processes.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--resume/--overwrite", default=True, show_default=True, help="Skip up-to-date outputs, or recompute all.")
+@click.option("--alpha", type=click.Choice(ALPHA_CHOICES), default="error", show_default=True, help="Refuse or drop alpha.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse images with more pixels.")
+@click.option("--fsync/--no-fsync", default=True, show_default=True, help="fsync each file before its atomic rename.")
+@click.option("--skip-errors", is_flag=True, help="Exit 0 even if some images failed.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; failures are still reported.")
+@click.option("--dry-run", is_flag=True, help="List what would be done; write nothing.")
+@click.option("--sample-images", type=click.Path(file_okay=False), default=None, metavar="OUT",
+              help="Run on scikit-image sample pictures written to OUT/images; features to OUT/features.")
+@click.option("--pause-after", type=click.IntRange(min=1), default=None, hidden=True)
+def extract(
+    paths: tuple[str, ...],
+    files_from: Optional[str],
+    recursive: bool,
+    arch: Optional[str],
+    taps: Optional[str],
+    preset: Optional[str],
+    weights: str,
+    reduce: str,
+    dtype: str,
+    batch_size: int,
+    workers: int,
+    device: str,
+    resume: bool,
+    alpha: str,
+    max_pixels: Optional[int],
+    fsync: bool,
+    skip_errors: bool,
+    quiet: bool,
+    dry_run: bool,
+    sample_images: Optional[str],
+    pause_after: Optional[int],
+) -> None:
+    """Extract VGG features of every image under INPUT... into OUTPUT.
+
+    One OUTPUT/<path>.safetensors per image (mirroring the input tree), plus manifest.jsonl and
+    summary.json. Reruns skip up-to-date outputs; bad images are reported and skipped.
+    Under torchrun, ranks share the work. Exit codes: 0 all images done, 1 some failed
+    (0 with --skip-errors), 2 usage or setup error (bad option, missing input or weights,
+    no images, unwritable OUTPUT).
+
+    \b
+    Examples:
+      featx extract --sample-images featx-demo --weights random
+      featx extract images/ feats/ --taps relu1_1,relu2_1 --reduce gram
+      torchrun --nproc-per-node 4 $(which featx) extract images/ feats/
+    """
+    import warnings
+
+    inputs, output = _split_paths(paths, files_from, sample_images)
+    if preset is not None and (taps is not None or arch is not None):
+        raise click.UsageError("--preset sets the arch and taps itself; do not combine it with --arch or --taps")
+
+    from featx.extract import OutputNotWritableError, extract as run_extract, write_sample_images
+    from featx.weights import RandomWeightsWarning, WeightsNotFoundError
+
+    weights_arg = _weights_arg(weights)
+    rank0 = _rank() == 0
+    if weights_arg is None and rank0:
+        _err(
+            "featx: warning: --weights random: features come from randomly initialised weights (fixed seed 0), "
+            "not from a trained network"
+        )
+    if sample_images is not None and not dry_run:
+        _sample_images(inputs[0], write_sample_images, rank0)
+    pause = _pause_hook(pause_after)
+
+    def on_record(record: dict) -> None:
+        if record["status"] == "error":
+            _err(f"featx: error: {record['path']}: {record['error']}")
+        if pause is not None:
+            pause(record)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once
+            summary = run_extract(
+                inputs,
+                output,
+                files_from=files_from,
+                recursive=recursive,
+                arch=arch or "vgg19",
+                taps=taps or "ttsr_lte",
+                preset=preset,
+                weights=weights_arg,
+                reduce=reduce,
+                dtype=dtype,
+                batch_size=batch_size,
+                num_workers=workers,
+                device=device,
+                resume=resume,
+                alpha=alpha,
+                max_pixels=max_pixels,
+                fsync=fsync,
+                dry_run=dry_run,
+                progress=not quiet,
+                on_record=on_record,
+            )
+    except WeightsNotFoundError as error:
+        raise SetupError(
+            f"{error}\n  - CLI: --weights PATH, or --weights random to try featx without trained weights"
+        ) from None
+    except (FileNotFoundError, OutputNotWritableError, ValueError, TypeError) as error:
+        raise SetupError(str(error)) from None
+
+    if dry_run:
+        if rank0:
+            _print_plan(summary)
+    elif rank0:
+        _print_summary(summary, weights_arg is None, sample_images, quiet)
+    if summary.errors and not skip_errors:
+        sys.exit(EXIT_FAILED)

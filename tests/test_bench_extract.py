@@ -1,0 +1,40 @@
+"""The extraction benchmark runs end to end at tiny sizes and writes the documented JSON fields.
+
+No timing asserts: only that every measurement exists, is positive and is consistent with the others.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_extract_small_writes_json(tmp_path):
+    out = tmp_path / "extract.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_extract.py"), "--small", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["benchmark"] == "extract" and results["config"]["small"] is True
+    variants = ("model_only", "featx", "featx_no_fsync", "naive")
+    assert set(results["images_per_second"]) == set(variants)
+    for name in variants:
+        assert results["images_per_second"][name] > 0
+        assert len(results["seconds"][name]) == results["config"]["repeats"]
+    ips = results["images_per_second"]
+    # the ratios are the quotients of the reported throughputs (rounded to 3 decimals)
+    assert abs(results["ratios"]["featx_vs_model_only"] - ips["featx"] / ips["model_only"]) < 0.01
+    assert abs(results["ratios"]["featx_vs_naive"] - ips["featx"] / ips["naive"]) < 0.01
+    assert sorted(results["memory"], key=int) == [str(n) for n in results["config"]["memory_images"]]
+    for entry in results["memory"].values():
+        assert entry["peak_rss_mb"] > 0 and entry["seconds"] > 0
+    assert results["config"]["gflop_per_image"] > 0 and results["matmul_peak_gflops"] > 0
+    assert "featx / variant" in done.stdout and "peak RSS MiB" in done.stdout
