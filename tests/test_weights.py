@@ -1,4 +1,4 @@
-"""Tests for featx.weights: known checkpoints, search order, strict loading, safety, cache, download.
+"""Tests for featx.weights: known checkpoints, search order, strict loading, safety and the features cache.
 
 Checkpoints are fabricated in torchvision's layout: ``features`` built by torchvision's own
 ``make_layers`` (the code torchvision's VGG uses), keys ``features.{i}.*``, plus ``classifier.*``
@@ -30,14 +30,12 @@ from featx.weights import (
     WeightsLoadError,
     WeightsNotFoundError,
     clear_cache,
-    download,
     featx_home,
     find,
     load_weights,
     locate,
     read_checkpoint,
     search_dirs,
-    verify,
 )
 
 _CFG = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}  # torchvision.models.vgg: cfgs letters
@@ -412,46 +410,3 @@ def test_clear_cache(tmp_path):
     load_weights(save(state, tmp_path / "c.pth"), arch="vgg11", expected=expected_of(state, 1))
     assert clear_cache() == 2  # the features file and index.json
     assert list((featx_home() / "cache").iterdir()) == []
-
-
-# ---------------------------------------------------------------------------------------------
-# verify and download (file:// URLs, offline)
-# ---------------------------------------------------------------------------------------------
-
-
-def test_verify(tmp_path):
-    path = tmp_path / "vgg19-dcbb9e9d.pth"
-    path.write_bytes(b"not the real file")
-    actual = hashlib.sha256(b"not the real file").hexdigest()
-    with pytest.raises(HashMismatchError, match=rf"expected dcbb9e9d\.\.\., got {actual}"):
-        verify(path)
-    assert verify(path, actual[:12]) == actual
-    other = tmp_path / "mine.pth"
-    other.write_bytes(b"x")
-    assert verify(other) == hashlib.sha256(b"x").hexdigest()  # unknown name: nothing to check against
-    with pytest.raises(ValueError, match="8 to 64 hex digits"):
-        verify(other, "xyz")
-
-
-def test_download_from_file_url(tmp_path):
-    source = save(tv_state_dict("vgg11", depth=1), tmp_path / "src" / "fake.pth")
-    digest = sha256_of(source)
-    dest = tmp_path / "dest"
-    path = download("vgg11", dest_dir=dest, progress=False, url=source.as_uri(), sha256=digest)
-    assert path == dest / "vgg11-8a719046.pth"
-    assert path.read_bytes() == source.read_bytes()
-    assert sorted(p.name for p in dest.iterdir()) == ["vgg11-8a719046.pth"]
-    # Already present and intact: returned without opening the (now missing) URL.
-    assert download("vgg11", dest_dir=dest, progress=False, url=(tmp_path / "gone").as_uri(), sha256=digest) == path
-
-
-def test_download_hash_mismatch_leaves_nothing(tmp_path):
-    source = save(tv_state_dict("vgg11", depth=1), tmp_path / "fake.pth")
-    dest = tmp_path / "dest"
-    with pytest.raises(HashMismatchError, match=r"expected 8a719046\.\.\., got [0-9a-f]{64}") as info:
-        download(VGGWeights.VGG11_IMAGENET1K_V1, dest_dir=dest, progress=False, url=source.as_uri())
-    assert info.value.actual == sha256_of(source)
-    assert list(dest.iterdir()) == []
-    with pytest.raises(OSError, match="could not download"):
-        download("vgg11", dest_dir=dest, progress=False, url=(tmp_path / "missing").as_uri())
-    assert list(dest.iterdir()) == []

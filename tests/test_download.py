@@ -1,0 +1,54 @@
+"""featx.download: hash verification and the explicit download, offline through file:// URLs."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from featx.download import download, verify
+from featx.weights import HashMismatchError, VGGWeights
+
+
+def fake_checkpoint(path, payload: bytes = b"fabricated checkpoint bytes"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return path
+
+
+def test_verify(tmp_path):
+    path = fake_checkpoint(tmp_path / "vgg19-dcbb9e9d.pth", b"not the real file")
+    actual = hashlib.sha256(b"not the real file").hexdigest()  # reference: hashlib on the same bytes
+    with pytest.raises(HashMismatchError, match=rf"expected dcbb9e9d\.\.\., got {actual}"):
+        verify(path)
+    assert verify(path, actual[:12]) == actual
+    other = fake_checkpoint(tmp_path / "mine.pth", b"x")
+    assert verify(other) == hashlib.sha256(b"x").hexdigest()  # unknown name: nothing to check against
+    with pytest.raises(ValueError, match="8 to 64 hex digits"):
+        verify(other, "xyz")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        verify(tmp_path / "absent.pth")
+
+
+def test_download_from_file_url(tmp_path):
+    source = fake_checkpoint(tmp_path / "src" / "fake.pth")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    dest = tmp_path / "dest"
+    path = download("vgg11", dest_dir=dest, progress=False, url=source.as_uri(), sha256=digest)
+    assert path == dest / "vgg11-8a719046.pth"
+    assert path.read_bytes() == source.read_bytes()
+    assert sorted(p.name for p in dest.iterdir()) == ["vgg11-8a719046.pth"]
+    # Already present and intact: returned without opening the (now missing) URL.
+    assert download("vgg11", dest_dir=dest, progress=False, url=(tmp_path / "gone").as_uri(), sha256=digest) == path
+
+
+def test_download_hash_mismatch_leaves_nothing(tmp_path):
+    source = fake_checkpoint(tmp_path / "fake.pth")
+    dest = tmp_path / "dest"
+    with pytest.raises(HashMismatchError, match=r"expected 8a719046\.\.\., got [0-9a-f]{64}") as info:
+        download(VGGWeights.VGG11_IMAGENET1K_V1, dest_dir=dest, progress=False, url=source.as_uri())
+    assert info.value.actual == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert list(dest.iterdir()) == []
+    with pytest.raises(OSError, match="could not download"):
+        download("vgg11", dest_dir=dest, progress=False, url=(tmp_path / "missing").as_uri())
+    assert list(dest.iterdir()) == []
