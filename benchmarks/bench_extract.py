@@ -5,7 +5,7 @@ features (VGG19 relu1_1, relu2_1, relu3_1; fp32; random weights), timed round-ro
 
 - ``model_only``: the same ``VGGFeatures`` forward on the images already in memory as tensors,
   in batches; no decoding, no output. The ceiling for the tool (target: featx >= 0.9x of it).
-- ``featx``: :func:`featx.extract.extract` end to end (discovery, header scan, decoding in 2
+- ``featx``: :func:`featx.extract.extract_features` end to end (discovery, header scan, decoding in 2
   DataLoader workers, forward, atomic fsynced safetensors writes, manifest and summary), with
   its defaults; ``featx_no_fsync`` is the same with ``fsync=False`` (``--no-fsync``).
 - ``naive``: the common loop: ``PIL.Image.open(...).convert("RGB")``, to tensor, a torchvision
@@ -171,16 +171,25 @@ def run_model_only(images: list[Any], batch_size: int, taps: str) -> float:
         return time.perf_counter() - start
 
 
-def run_featx(folder: Path, out: Path, batch_size: int, workers: int, taps: str, fsync: bool = True) -> dict[str, Any]:
+def run_featx(
+    folder: Path, out: Path, batch_size: int, workers: int, taps: str, fsync: bool = True, on_record: Any = None
+) -> dict[str, Any]:
     """One ``extract`` run into a fresh folder; returns seconds and counts."""
-    from featx.extract import extract
+    from featx.extract import extract_features
 
     shutil.rmtree(out, ignore_errors=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        summary = extract(
-            [str(folder)], str(out), taps=taps, weights=None, batch_size=batch_size, num_workers=workers, fsync=fsync
+        summary = extract_features(
+            [str(folder)],
+            str(out),
+            taps=taps,
+            weights=None,
+            batch_size=batch_size,
+            num_workers=workers,
+            fsync=fsync,
+            on_record=on_record,
         )
         seconds = time.perf_counter() - start
     shutil.rmtree(out, ignore_errors=True)
@@ -259,18 +268,26 @@ def memory_child(folder: str, out: str, batch_size: int, workers: int, taps: str
     """
     import featx.extract  # noqa: F401  (imports belong to the baseline)
 
+    count = len(list(Path(folder).iterdir()))
+    every = max(1, count // 20)
+    samples: list[float] = []
+
+    def sample(record: dict) -> None:  # current RSS every 5% of the images, from the writer thread
+        samples.append(_status_mib("VmRSS"))
+
     baseline = _status_mib("VmRSS")
     _reset_peak()
-    result = run_featx(Path(folder), Path(out), batch_size, workers, taps)
+    result = run_featx(Path(folder), Path(out), batch_size, workers, taps, on_record=sample)
     peak = _status_mib("VmHWM")
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {**result, "baseline_mb": baseline, "peak_mb": peak, "workers_peak_mb": children}
+    rss = samples[every - 1 :: every]
+    return {**result, "baseline_mb": baseline, "peak_mb": peak, "workers_peak_mb": children, "rss_samples_mb": rss}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny sizes for a smoke run (numbers not representative)")
-    parser.add_argument("--images", type=int, default=48, help="images for the throughput comparison")
+    parser.add_argument("--images", type=int, default=96, help="images for the throughput comparison")
     parser.add_argument("--size", type=int, default=256, help="image side for the throughput comparison")
     parser.add_argument("--repeats", type=int, default=3, help="round-robin repeats (the best is reported)")
     parser.add_argument("--mem-images", type=int, nargs=2, default=(100, 2000), metavar=("FEW", "MANY"))
@@ -312,6 +329,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "peak_added_mb": round(child["peak_mb"] - child["baseline_mb"], 1),
                 "workers_peak_mb": round(child["workers_peak_mb"], 1),
                 "seconds": round(child["seconds"], 2),
+                "rss_samples_mb": [round(v, 1) for v in child["rss_samples_mb"]],
+                "rss_second_half_mb": [
+                    round(min(child["rss_samples_mb"][len(child["rss_samples_mb"]) // 2 :]), 1),
+                    round(max(child["rss_samples_mb"][len(child["rss_samples_mb"]) // 2 :]), 1),
+                ],
             }
             shutil.rmtree(folder)
 
@@ -368,9 +390,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"matmul peak {peak:.0f} GFLOP/s; load average {results['machine']['load_average']}")
     print(format_table(["variant", "img/s", "GFLOP/s", "% peak", "featx / variant"], rows))
     print()
-    mem_rows = [[m["images"], m["peak_rss_mb"], m["peak_added_mb"], m["workers_peak_mb"], m["seconds"]] for m in (few, many)]
+    mem_rows = [
+        [m["images"], m["peak_rss_mb"], m["peak_added_mb"], "{:.0f}-{:.0f}".format(*m["rss_second_half_mb"]),
+         m["workers_peak_mb"], m["seconds"]]
+        for m in (few, many)
+    ]  # fmt: skip
     print(f"memory: extract in a fresh process, {args.mem_size}x{args.mem_size} images")
-    print(format_table(["images", "peak RSS MiB", "added MiB", "worker maxrss MiB", "seconds"], mem_rows))
+    print(format_table(["images", "peak RSS MiB", "added MiB", "RSS 2nd half MiB", "worker maxrss MiB", "seconds"], mem_rows))
     print(f"\nresults: {args.json}")
     return results
 

@@ -1,4 +1,4 @@
-"""``featx extract``: folder feature extraction (a thin shell over :func:`featx.extract.extract`).
+"""``featx extract``: folder feature extraction (a thin shell over :func:`featx.extract.extract_features`).
 
 torch and featx's torch modules are imported inside the command, so ``featx --help`` stays instant.
 """
@@ -192,7 +192,7 @@ def extract(
     if preset is not None and (taps is not None or arch is not None):
         raise click.UsageError("--preset sets the arch and taps itself; do not combine it with --arch or --taps")
 
-    from featx.extract import OutputNotWritableError, extract as run_extract, write_sample_images
+    from featx.extract import OutputNotWritableError, extract_features, write_sample_images
     from featx.weights import RandomWeightsWarning, WeightsNotFoundError
 
     weights_arg = _weights_arg(weights)
@@ -215,7 +215,7 @@ def extract(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once
-            summary = run_extract(
+            summary = extract_features(
                 inputs,
                 output,
                 files_from=files_from,

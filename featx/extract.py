@@ -1,6 +1,6 @@
 """The batch feature-extraction engine behind ``featx extract`` (plain Python, no click).
 
-:func:`extract` turns folders of images into one safetensors feature file per image, mirroring
+:func:`extract_features` turns folders of images into one safetensors feature file per image, mirroring
 the input tree, plus ``manifest.jsonl`` and ``summary.json``. It is built for 10^5-image datasets:
 
 - **Bad files never stop a run.** Decoding (by :mod:`featx.io`'s rules) happens in DataLoader
@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime
 import io as _stdio
 import json
-import logging
 import os
 import queue
 import re
@@ -59,14 +58,12 @@ __all__ = [
     "SAMPLE_IMAGES",
     "ExtractSummary",
     "OutputNotWritableError",
-    "extract",
+    "extract_features",
     "feature_path",
     "make_batches",
     "reduce_features",
     "write_sample_images",
 ]
-
-logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -78,7 +75,7 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bf
 """Compute dtypes (bf16/fp16 run under autocast); feature files store tensors in this dtype."""
 
 FORMAT = "featx-features/1"
-"""Value of the ``format`` metadata entry of feature files written by :func:`extract`."""
+"""Value of the ``format`` metadata entry of feature files written by :func:`extract_features`."""
 
 SAMPLE_IMAGES: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "camera", "brick", "grass", "gravel")
 """scikit-image sample pictures (bundled, no download) used by ``featx extract --sample-images``."""
@@ -578,7 +575,7 @@ def _record(source: ImageSource, status: str, **extra: Any) -> dict:
     return record
 
 
-def extract(
+def extract_features(
     inputs: Sequence[PathLike],
     output: PathLike,
     *,
@@ -649,6 +646,18 @@ def extract(
         ValueError: bad option, no images found, unknown arch/tap/preset.
         OutputNotWritableError: ``output`` cannot be created or written.
         featx.weights.WeightsNotFoundError: the requested weights are not on disk.
+
+    Example:
+        >>> import tempfile, os, warnings
+        >>> from PIL import Image
+        >>> from featx.io import load_features
+        >>> with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # random weights warn
+        ...     Image.new("RGB", (24, 16)).save(os.path.join(d, "a.png"))
+        ...     summary = extract_features([d], os.path.join(d, "feats"), taps="relu1_1", weights=None, num_workers=0)
+        ...     tensors, meta = load_features(os.path.join(d, "feats", "a.png.safetensors"))
+        >>> summary.ok, tuple(tensors["relu1_1"].shape), meta["taps"]
+        (1, (64, 16, 24), 'relu1_1')
     """
     start = time.perf_counter()
     wall_start = time.time()

@@ -507,12 +507,21 @@ def load_image(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, N
 # ----------------------------------------------------------------------------------------------
 
 
-def write_atomic(path: PathLike, chunks: Iterable[Any], *, fsync: bool = True) -> None:
+def write_atomic(path: PathLike, chunks: Iterable[Any], *, fsync: bool = True, sync_dir: bool = True) -> None:
     """Write bytes-like ``chunks`` to ``path`` atomically: a hidden temporary file in the same
     folder (``.NAME.PID.tmp``, never ending in ``.safetensors``), fsync, then ``os.replace``.
 
     Readers see either the old file or the complete new one, never a partial file, even if the
     process is killed. The folder must exist.
+
+    Args:
+        path: destination.
+        chunks: bytes-like objects written in order.
+        fsync: flush the file's data to disk before the rename, so a name that survives a power
+            loss always holds complete data.
+        sync_dir: also fsync the folder after the rename, so the rename itself survives a power
+            loss (one journal commit per file; :func:`save_features` skips it: a lost rename only
+            means the file is recomputed).
 
     Example:
         >>> import tempfile, os
@@ -539,7 +548,7 @@ def write_atomic(path: PathLike, chunks: Iterable[Any], *, fsync: bool = True) -
         except OSError:
             pass
         raise
-    if fsync and hasattr(os, "O_DIRECTORY"):  # persist the rename itself (POSIX)
+    if fsync and sync_dir and hasattr(os, "O_DIRECTORY"):  # persist the rename itself (POSIX)
         try:
             dir_fd = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
@@ -593,8 +602,10 @@ def save_features(
         path: destination (conventionally ending in ``.safetensors``); its folder must exist.
         tensors: ``{name: tensor}``; tensors are stored contiguous, on CPU, in their dtype.
         metadata: ``{str: str}`` stored in the header's ``__metadata__``.
-        fsync: flush the file to disk before the rename (durable across power loss). Without it
-            the rename is still atomic for other processes and for a killed writer.
+        fsync: flush the file's data to disk before the rename, so after a power loss the name
+            holds either nothing or complete data. Without it the rename is still atomic for other
+            processes and for a killed writer. (The folder is not synced per file: a rename lost
+            to a power cut leaves no file, and a resumed extraction simply recomputes it.)
 
     Raises:
         TypeError: empty ``tensors``, non-tensor values, unsupported dtype, or non-string metadata.
@@ -625,7 +636,7 @@ def save_features(
         buffers.append(data)
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # pad so tensor data starts 8-byte aligned
-    write_atomic(path, [struct.pack("<Q", len(text)), text, *buffers], fsync=fsync)
+    write_atomic(path, [struct.pack("<Q", len(text)), text, *buffers], fsync=fsync, sync_dir=False)
 
 
 def load_features(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

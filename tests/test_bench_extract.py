@@ -36,5 +36,6 @@ def test_bench_extract_small_writes_json(tmp_path):
     assert sorted(results["memory"], key=int) == [str(n) for n in results["config"]["memory_images"]]
     for entry in results["memory"].values():
         assert entry["peak_rss_mb"] > 0 and entry["seconds"] > 0
+        assert entry["rss_samples_mb"] and len(entry["rss_second_half_mb"]) == 2
     assert results["config"]["gflop_per_image"] > 0 and results["matmul_peak_gflops"] > 0
     assert "featx / variant" in done.stdout and "peak RSS MiB" in done.stdout

@@ -20,7 +20,7 @@ from PIL import Image
 from featx.extract import (
     FORMAT,
     OutputNotWritableError,
-    extract,
+    extract_features,
     feature_path,
     make_batches,
     reduce_features,
@@ -66,7 +66,7 @@ def make_images(root, sizes, seed=0):
 def run(inputs, out, ckpt, **kwargs):
     options = dict(taps=TAPS, weights=str(ckpt), num_workers=0, batch_size=2)
     options.update(kwargs)
-    return extract([str(p) for p in inputs], str(out), **options)
+    return extract_features([str(p) for p in inputs], str(out), **options)
 
 
 def manifest(out):
@@ -288,7 +288,7 @@ def test_random_weights_are_seeded(tmp_path):
     make_images(tmp_path / "in", [(24, 32)])
     for out in ("a", "b"):
         with pytest.warns(UserWarning, match="random weights"):
-            extract([str(tmp_path / "in")], str(tmp_path / out), taps="relu1_1", weights=None, num_workers=0)
+            extract_features([str(tmp_path / "in")], str(tmp_path / out), taps="relu1_1", weights=None, num_workers=0)
     assert feature_path(tmp_path / "a", "img0.png").read_bytes() == feature_path(tmp_path / "b", "img0.png").read_bytes()
     assert load_features(feature_path(tmp_path / "a", "img0.png"))[1]["weights_id"] == "random"
 
