@@ -22,3 +22,7 @@ cli.add_command(extract)
 cli.add_command(layers)
 cli.add_command(show)
 cli.add_command(weights)
+
+
+if __name__ == "__main__":
+    cli()
