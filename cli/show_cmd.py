@@ -19,7 +19,11 @@ import click
 @click.option("--channels", default=8, show_default=True, type=click.IntRange(min=1), help="Channels shown per tap.")
 @click.option("--pooling", default="max", show_default=True, help="max, avg, blur or none.")
 @click.option(
-    "--max-size", default=512, show_default=True, type=click.IntRange(min=0), help="Downscale longer side to this (0: keep)."
+    "--max-size",
+    default=512,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Downscale the longer side to this (0: keep the size).",
 )
 def show(
     image: str, taps: str, out: str, weights: str, arch: str, channels: int, pooling: str, max_size: int

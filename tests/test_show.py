@@ -98,7 +98,8 @@ def test_figure_size_matches_drawn_figure():
 def test_cli_show_writes_png(sample_png, tmp_path):
     out = tmp_path / "fig.png"
     result = CliRunner().invoke(
-        cli, ["show", str(sample_png), "--taps", "relu1_1,relu2_1", "--out", str(out), "--weights", "random", "--channels", "2"]
+        cli,
+        ["show", str(sample_png), "--taps", "relu1_1,relu2_1", "--out", str(out), "--weights", "random", "--channels", "2"],
     )
     assert result.exit_code == 0, result.output
     assert "untrained VGG" in result.stderr
