@@ -37,6 +37,7 @@ _EXPORTS = {
     "StyleLoss": "featx.losses",
     "TEXTURE_KINDS": "featx.losses",
     "TapInfo": "featx.layers",
+    "TapSummary": "featx.show",
     "TextureLoss": "featx.losses",
     "TransferalPerceptualLoss": "featx.losses",
     "VGGFeatures": "featx.extractor",
@@ -60,8 +61,10 @@ _EXPORTS = {
     "read_checkpoint": "featx.weights",
     "resolve_taps": "featx.layers",
     "save_features": "featx.io",
+    "show_features": "featx.show",
     "sliced_wasserstein_loss": "featx.texture",
     "style_loss": "featx.functional",
+    "summarize_features": "featx.show",
     "transferal_perceptual_loss": "featx.functional",
 }
 
