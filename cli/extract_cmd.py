@@ -143,6 +143,12 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
 @click.option("--alpha", type=click.Choice(ALPHA_CHOICES), default="error", show_default=True, help="Refuse or drop alpha.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse images with more pixels.")
 @click.option("--fsync/--no-fsync", default=True, show_default=True, help="fsync each file before its atomic rename.")
+@click.option(
+    "--malloc-tuning/--no-malloc-tuning",
+    default=True,
+    show_default=True,
+    help="Let glibc reuse large freed blocks (faster on CPU; see featx.allocator).",
+)
 @click.option("--skip-errors", is_flag=True, help="Exit 0 even if some images failed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; failures are still reported.")
 @click.option("--dry-run", is_flag=True, help="List what would be done; write nothing.")
@@ -166,6 +172,7 @@ def extract(
     alpha: str,
     max_pixels: Optional[int],
     fsync: bool,
+    malloc_tuning: bool,
     skip_errors: bool,
     quiet: bool,
     dry_run: bool,
@@ -195,6 +202,10 @@ def extract(
     from featx.extract import OutputNotWritableError, extract_features, write_sample_images
     from featx.weights import RandomWeightsWarning, WeightsNotFoundError
 
+    if malloc_tuning:
+        from featx.allocator import tune_malloc
+
+        tune_malloc()
     weights_arg = _weights_arg(weights)
     rank0 = _rank() == 0
     if weights_arg is None and rank0:
