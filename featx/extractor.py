@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, Union
 
 import torch
@@ -284,16 +284,3 @@ class VGGFeatures(nn.Module):
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, taps={self.taps}, pooling={self.pooling!r}, weights={self.weights_id!r}"
 
-
-def tap_shapes(extractor: VGGFeatures, height: int, width: int) -> Mapping[str, tuple[int, int, int]]:
-    """Expected ``(C, H, W)`` of each tap for an input of ``height x width`` (from ``feature_info``).
-
-    Example:
-        >>> import warnings
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore")
-        ...     vgg = VGGFeatures("vgg11", ["relu2_1"], weights=None)
-        >>> dict(tap_shapes(vgg, 33, 64))
-        {'relu2_1': (128, 16, 32)}
-    """
-    return {info.name: (info.channels, height // info.stride, width // info.stride) for info in extractor.feature_info}
