@@ -351,3 +351,20 @@ def test_bad_layer_weights_and_style_targets():
         style_loss(a, a, LAYERS, target_grams=gram_matrices(a))
     with pytest.raises(ValueError, match="must be 4-D"):
         gram_matrix(torch.randn(3, 4, 4))
+
+
+def test_l1_gradients_match_autograd_abs_for_both_inputs_and_broadcast_target():
+    """The sign-saving L1 against autograd through ``(a - b).abs()`` (the reference), float64."""
+    a = torch.randn(3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    for b_shape in ((3, 4, 5, 6), (1, 4, 5, 6)):
+        b = torch.randn(*b_shape, dtype=torch.float64, requires_grad=True)
+        with torch.no_grad():
+            b[..., 0, 0] = a[: b.shape[0], ..., 0, 0]  # exact ties: abs's gradient there is 0
+        weights = torch.arange(1.0, 4.0, dtype=torch.float64)
+        ours = (feature_distance(a, b, "l1", "none") * weights).sum()
+        ga, gb = torch.autograd.grad(ours, (a, b))
+        ref = ((a - b).abs().flatten(1).mean(dim=1) * weights).sum()
+        ra, rb = torch.autograd.grad(ref, (a, b))
+        torch.testing.assert_close(ours, ref)
+        torch.testing.assert_close(ga, ra)
+        torch.testing.assert_close(gb, rb)
