@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -19,3 +21,17 @@ def _isolated_homes(tmp_path_factory, monkeypatch):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture()
+def ckpt(tmp_path_factory):
+    """Random VGG19 weights up to relu2_1 (the extract tests' taps) saved as a ``.pth`` state dict,
+    so the command under test and the reference extractor load the same weights."""
+    from featx.extractor import VGGFeatures
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = VGGFeatures("vgg19", "relu1_1,relu2_1", weights=None)
+    path = tmp_path_factory.mktemp("ckpt") / "random_vgg19.pth"
+    torch.save(model.state_dict(), path)
+    return path

@@ -13,7 +13,6 @@ import struct
 import subprocess
 import sys
 import time
-import warnings
 import zlib
 
 import numpy as np
@@ -29,17 +28,6 @@ from featx.io import load_features, load_image
 from featx_cli.main import cli
 
 TAPS = "relu1_1,relu2_1"
-
-
-@pytest.fixture()
-def ckpt(tmp_path_factory):
-    """Random VGG19 weights up to relu2_1 saved as a state-dict file, shared by CLI and reference."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = VGGFeatures("vgg19", TAPS, weights=None)
-    path = tmp_path_factory.mktemp("ckpt") / "random_vgg19.pth"
-    torch.save(model.state_dict(), path)
-    return path
 
 
 def small(array: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -30,17 +29,6 @@ from featx.extractor import VGGFeatures
 from featx.io import load_features, load_image
 
 TAPS = "relu1_1,relu2_1"
-
-
-@pytest.fixture()
-def ckpt(tmp_path_factory):
-    """A random VGG19 checkpoint (features up to relu2_1) saved as a .pth state dict."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = VGGFeatures("vgg19", TAPS, weights=None)
-    path = tmp_path_factory.mktemp("ckpt") / "vgg19_random.pth"
-    torch.save(model.state_dict(), path)
-    return path
 
 
 def reference(ckpt, path, taps=TAPS, **load_kwargs):
