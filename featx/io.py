@@ -42,6 +42,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx._checks import check_choice
+from featx.atomic import aligned_buffer, write_atomic, write_atomic_buffer
 
 __all__ = [
     "ALPHA_MODES",
@@ -57,6 +58,7 @@ __all__ = [
     "read_feature_metadata",
     "read_file_list",
     "save_features",
+    "serialize_features",
     "write_atomic",
 ]
 
@@ -507,60 +509,6 @@ def load_image(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, N
 # ----------------------------------------------------------------------------------------------
 
 
-def write_atomic(path: PathLike, chunks: Iterable[Any], *, fsync: bool = True, sync_dir: bool = True) -> None:
-    """Write bytes-like ``chunks`` to ``path`` atomically: a hidden temporary file in the same
-    folder (``.NAME.PID.tmp``, never ending in ``.safetensors``), fsync, then ``os.replace``.
-
-    Readers see either the old file or the complete new one, never a partial file, even if the
-    process is killed. The folder must exist.
-
-    Args:
-        path: destination.
-        chunks: bytes-like objects written in order.
-        fsync: flush the file's data to disk before the rename, so a name that survives a power
-            loss always holds complete data.
-        sync_dir: also fsync the folder after the rename, so the rename itself survives a power
-            loss (one journal commit per file; :func:`save_features` skips it: a lost rename only
-            means the file is recomputed).
-
-    Example:
-        >>> import tempfile, os
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     write_atomic(os.path.join(d, "a.txt"), [b"hello ", b"world"])
-        ...     open(os.path.join(d, "a.txt"), "rb").read(), sorted(os.listdir(d))
-        (b'hello world', ['a.txt'])
-    """
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    temp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            if fsync:
-                os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-    if fsync and sync_dir and hasattr(os, "O_DIRECTORY"):  # persist the rename itself (POSIX)
-        try:
-            dir_fd = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
-
-
 def _check_feature_inputs(tensors: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
     if not isinstance(tensors, Mapping) or not tensors:
         raise TypeError(f"tensors must be a non-empty dict of name -> Tensor, got {tensors!r:.80}")
@@ -580,13 +528,59 @@ def _check_feature_inputs(tensors: Mapping[str, Any], metadata: Mapping[str, Any
             raise TypeError(f"metadata must map str -> str, got {key!r}: {value!r} ({type(value).__name__})")
 
 
-def _raw_bytes(tensor: torch.Tensor) -> memoryview:
-    """The tensor's bytes, little-endian, without a copy when it is already contiguous on CPU."""
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    array = flat.view(torch.uint8).numpy() if flat.numel() else np.zeros(0, np.uint8)
-    if sys.byteorder != "little" and flat.element_size() > 1:
-        array = flat.numpy().byteswap().view(np.uint8)  # pragma: no cover - big-endian hosts
-    return memoryview(array).cast("B")
+def serialize_features(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> tuple[torch.Tensor, int]:
+    """Lay out a safetensors file in one page-aligned buffer, ready for :func:`write_atomic_buffer`.
+
+    The header lists tensors and metadata with sorted keys (tensors by decreasing element size,
+    then name), padded with spaces so tensor data starts 8-byte aligned: equal inputs give
+    byte-identical files. Each tensor is copied once, straight into its place, whatever its
+    memory layout (a ``channels_last`` feature map is stored as plain ``C x H x W``).
+
+    Args:
+        tensors: ``{name: tensor}`` (any device, dtype listed in ``_SAFETENSORS_DTYPES``).
+        metadata: ``{str: str}`` stored in the header's ``__metadata__``.
+
+    Returns:
+        ``(buffer, nbytes)``: a ``uint8`` CPU tensor from :func:`featx.atomic.aligned_buffer`
+        whose first ``nbytes`` are the file.
+
+    Raises:
+        TypeError: empty ``tensors``, non-tensor values, unsupported dtype, or non-string metadata.
+
+    Example:
+        >>> buffer, nbytes = serialize_features({"a": torch.ones(2)}, {})
+        >>> nbytes, bytes(buffer[8:nbytes - 8].numpy()).rstrip()
+        (72, b'{"a":{"data_offsets":[0,8],"dtype":"F32","shape":[2]}}')
+    """
+    _check_feature_inputs(tensors, metadata)
+    order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name in order:
+        tensor = tensors[name]
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # pad so tensor data starts 8-byte aligned
+    start = 8 + len(text)
+    nbytes = start + offset
+    buffer = aligned_buffer(nbytes)
+    head = memoryview(buffer.numpy())
+    head[:start] = struct.pack("<Q", len(text)) + text
+    for name in order:
+        begin, end = header[name]["data_offsets"]
+        tensor = tensors[name].detach()
+        place = buffer[start + begin : start + end]
+        if tensor.numel():
+            place.view(tensor.dtype).view(tensor.shape).copy_(tensor)
+        if sys.byteorder != "little" and tensor.element_size() > 1:  # pragma: no cover - big-endian hosts
+            place.numpy().view(f"u{tensor.element_size()}").byteswap(inplace=True)  # safetensors is little-endian
+    return buffer, nbytes
 
 
 def save_features(
@@ -594,13 +588,15 @@ def save_features(
 ) -> None:
     """Write tensors and metadata as a safetensors file, deterministically and atomically.
 
-    The header lists tensors and metadata with sorted keys, so equal inputs give byte-identical
-    files. The file is written to a hidden temporary name in the same folder, fsynced, and renamed
-    (see :func:`write_atomic`). Any safetensors reader opens it.
+    The bytes are laid out by :func:`serialize_features` (sorted header: equal inputs give
+    byte-identical files) and written by :func:`featx.atomic.write_atomic_buffer`: a hidden
+    temporary name in the same folder, fsync, rename; files from 1 MiB up bypass the page cache
+    (``O_DIRECT``) where the system allows it. Any safetensors reader opens the file.
 
     Args:
         path: destination (conventionally ending in ``.safetensors``); its folder must exist.
-        tensors: ``{name: tensor}``; tensors are stored contiguous, on CPU, in their dtype.
+        tensors: ``{name: tensor}``; stored contiguous (``C x H x W`` order for 3-D maps of any
+            memory format), in their dtype.
         metadata: ``{str: str}`` stored in the header's ``__metadata__``.
         fsync: flush the file's data to disk before the rename, so after a power loss the name
             holds either nothing or complete data. Without it the rename is still atomic for other
@@ -619,24 +615,8 @@ def save_features(
         >>> tensors["relu1_1"].shape, meta
         (torch.Size([2, 3]), {'arch': 'vgg19'})
     """
-    _check_feature_inputs(tensors, metadata)
-    order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
-    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
-    buffers: list[memoryview] = []
-    offset = 0
-    for name in order:
-        tensor = tensors[name]
-        data = _raw_bytes(tensor)
-        header[name] = {
-            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + data.nbytes],
-        }
-        offset += data.nbytes
-        buffers.append(data)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)  # pad so tensor data starts 8-byte aligned
-    write_atomic(path, [struct.pack("<Q", len(text)), text, *buffers], fsync=fsync, sync_dir=False)
+    buffer, nbytes = serialize_features(tensors, metadata)
+    write_atomic_buffer(path, buffer, nbytes, fsync=fsync)
 
 
 def load_features(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

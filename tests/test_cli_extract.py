@@ -16,7 +16,6 @@ import time
 import zlib
 
 import numpy as np
-import pytest
 import skimage.data
 import torch
 from click.testing import CliRunner

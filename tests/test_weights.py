@@ -23,7 +23,6 @@ from torchvision.models.vgg import cfgs, make_layers
 
 from featx.layers import ARCHS
 from featx.weights import (
-    HashMismatchError,
     LoadedWeights,
     RandomWeightsWarning,
     VGGWeights,
