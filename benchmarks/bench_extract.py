@@ -1,21 +1,32 @@
 """``featx extract`` throughput and memory versus the model alone and a naive per-image loop.
 
-Three ways to turn N PNG images (256x256, crops of the scikit-image samples) into ``ttsr_lte``
-features (VGG19 relu1_1, relu2_1, relu3_1; fp32; random weights), timed round-robin in one run:
+Ways to turn N PNG images (256x256, crops of the scikit-image samples) into ``ttsr_lte`` features
+(VGG19 relu1_1, relu2_1, relu3_1; fp32; random weights). Every variant runs in its own fresh
+Python process (allocator settings are process-wide and must not leak between variants); the
+variants take turns, round-robin, and the best of the repeats is reported:
 
-- ``model_only``: the same ``VGGFeatures`` forward on the images already in memory as tensors,
-  in batches; no decoding, no output. The ceiling for the tool (target: featx >= 0.9x of it).
-- ``featx``: :func:`featx.extract.extract_features` end to end (discovery, header scan, decoding in 2
-  DataLoader workers, forward, atomic fsynced safetensors writes, manifest and summary), with
-  its defaults; ``featx_no_fsync`` is the same with ``fsync=False`` (``--no-fsync``).
-- ``naive``: the common loop: ``PIL.Image.open(...).convert("RGB")``, to tensor, a torchvision
-  ``vgg19().features[:12]`` forward with a clone per tap, ``torch.save`` per image (no fsync).
-  Target: featx >= 1.5x.
+- ``model_only``: ``VGGFeatures("vgg19", "ttsr_lte")`` called on batches already in memory, as a
+  user calls it (``contiguous_format``, glibc's default allocator); no decoding, no output.
+- ``model_only_engine``: the same forward with the settings ``featx extract`` runs it with
+  (``channels_last`` model and input, malloc tuning); outputs stay ``channels_last`` (no
+  conversion to ``C x H x W``). The strict compute ceiling of the tool.
+- ``featx``: the command itself, ``featx extract IMAGES OUT --weights random --quiet`` with its
+  defaults (2 DataLoader workers, batch 8, fsync per file, malloc tuning); the time is the
+  ``seconds`` of its ``summary.json`` (discovery, header scan, decoding, forward, writing, manifest;
+  not the interpreter start-up).
+- ``featx_python``: :func:`featx.extract.extract_features` with the same options in a process
+  that did not tune malloc (the library never changes process-wide allocator settings itself).
+- ``naive``: the common loop, ``PIL.Image.open(...).convert("RGB")``, to tensor, a torchvision
+  ``vgg19().features[:12]`` forward with a clone per tap, ``torch.save`` per image (no fsync),
+  in a plain process; ``naive_tuned`` is the same loop after the same malloc tuning.
 
-Memory: peak RSS (``VmHWM``) of ``extract`` in a fresh process for a small and a large image
-count (smaller images, same taps, so the disk holds the outputs); it should be flat (no
-per-image growth). The worker column is ``ru_maxrss`` of the DataLoader workers, which counts
-pages they share with the parent.
+Targets (issue 5): featx >= 0.9x the model alone, >= 1.5x the naive loop. Both model-only
+figures are reported, so the ratio against either can be read off.
+
+Memory: peak RSS (``VmHWM``) of ``extract`` (after malloc tuning, as the command runs) in a fresh
+process for a small and a large image count (smaller images, same taps, so the disk holds the
+outputs); it should be flat (no per-image growth). The worker column is ``ru_maxrss`` of the
+DataLoader workers, which counts pages they share with the parent.
 
 Usage:
     python benchmarks/bench_extract.py            # full run, writes benchmarks/results/extract.json
@@ -157,12 +168,24 @@ def _quiet_extractor(taps: str) -> Any:
         return VGGFeatures("vgg19", taps, weights=None)
 
 
-def run_model_only(images: list[Any], batch_size: int, taps: str) -> float:
-    """Seconds for the forward passes alone (images already decoded, in memory)."""
+def _tune_malloc() -> None:
+    from featx.allocator import tune_malloc
+
+    tune_malloc()
+
+
+def run_model_only(folder: Path, batch_size: int, taps: str, engine: bool) -> float:
+    """Seconds for the forward passes alone (images decoded beforehand, in memory)."""
     import torch
 
-    model = _quiet_extractor(taps)
-    batches = [torch.stack(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    from featx.io import load_image
+
+    if engine:
+        _tune_malloc()
+    layout = torch.channels_last if engine else torch.contiguous_format
+    model = _quiet_extractor(taps).to(memory_format=layout)
+    images = [load_image(path) for path in sorted(folder.iterdir())]
+    batches = [torch.stack(images[i : i + batch_size]).contiguous(memory_format=layout) for i in range(0, len(images), batch_size)]
     with torch.inference_mode():
         model(batches[0][:1])  # warm-up
         start = time.perf_counter()
@@ -171,10 +194,27 @@ def run_model_only(images: list[Any], batch_size: int, taps: str) -> float:
         return time.perf_counter() - start
 
 
+def run_featx_command(folder: Path, out: Path, batch_size: int, workers: int, taps: str) -> float:
+    """``featx extract`` as a user runs it (a fresh process); seconds from its ``summary.json``."""
+    shutil.rmtree(out, ignore_errors=True)
+    featx = Path(sys.executable).with_name("featx")
+    command = [str(featx)] if featx.exists() else [sys.executable, "-c", "from featx_cli.main import cli; cli()"]
+    command += ["extract", str(folder), str(out), "--taps", taps, "--weights", "random", "--quiet",
+                "--batch-size", str(batch_size), "--workers", str(workers)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    if done.returncode != 0:
+        raise RuntimeError(f"featx extract failed (rc={done.returncode}):\n{done.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    shutil.rmtree(out, ignore_errors=True)
+    if summary["error"]:
+        raise RuntimeError(f"featx extract failed on {summary['error']} images")
+    return float(summary["seconds"])
+
+
 def run_featx(
-    folder: Path, out: Path, batch_size: int, workers: int, taps: str, fsync: bool = True, on_record: Any = None
+    folder: Path, out: Path, batch_size: int, workers: int, taps: str, on_record: Any = None
 ) -> dict[str, Any]:
-    """One ``extract`` run into a fresh folder; returns seconds and counts."""
+    """One :func:`extract_features` run into a fresh folder; returns seconds and counts."""
     from featx.extract import extract_features
 
     shutil.rmtree(out, ignore_errors=True)
@@ -182,14 +222,7 @@ def run_featx(
         warnings.simplefilter("ignore")
         start = time.perf_counter()
         summary = extract_features(
-            [str(folder)],
-            str(out),
-            taps=taps,
-            weights=None,
-            batch_size=batch_size,
-            num_workers=workers,
-            fsync=fsync,
-            on_record=on_record,
+            [str(folder)], str(out), taps=taps, weights=None, batch_size=batch_size, num_workers=workers, on_record=on_record
         )
         seconds = time.perf_counter() - start
     shutil.rmtree(out, ignore_errors=True)
@@ -198,8 +231,10 @@ def run_featx(
     return {"seconds": seconds, "ok": summary.ok}
 
 
-def run_naive(paths: list[Path], out: Path) -> float:
+def run_naive(folder: Path, out: Path, tuned: bool) -> float:
     """Seconds for the common per-image loop (torchvision slice, clone per tap, torch.save)."""
+    if tuned:
+        _tune_malloc()
     import numpy as np
     import torch
     import torchvision
@@ -213,7 +248,7 @@ def run_naive(paths: list[Path], out: Path) -> float:
     out.mkdir(parents=True)
     start = time.perf_counter()
     with torch.no_grad():
-        for path in paths:
+        for path in sorted(folder.iterdir()):
             image = Image.open(path).convert("RGB")
             x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
             x = (x - mean) / std
@@ -228,7 +263,31 @@ def run_naive(paths: list[Path], out: Path) -> float:
     return seconds
 
 
-_MARKER = "@@EXTRACT_MEMORY@@"
+VARIANTS = ("model_only", "model_only_engine", "featx", "featx_python", "naive", "naive_tuned")
+
+
+def timing_child(variant: str, folder: str, out: str, batch_size: int, workers: int, taps: str) -> dict[str, Any]:
+    """Runs in a fresh process (see :func:`in_fresh_process`): one timed run of ``variant``."""
+    folder_path, out_path = Path(folder), Path(out)
+    if variant in ("model_only", "model_only_engine"):
+        seconds = run_model_only(folder_path, batch_size, taps, engine=variant == "model_only_engine")
+    elif variant == "featx_python":
+        seconds = run_featx(folder_path, out_path, batch_size, workers, taps)["seconds"]
+    elif variant in ("naive", "naive_tuned"):
+        seconds = run_naive(folder_path, out_path, tuned=variant == "naive_tuned")
+    else:
+        raise ValueError(f"unknown variant {variant!r}")
+    return {"seconds": seconds}
+
+
+def time_variant(variant: str, **kwargs: Any) -> float:
+    """Seconds of one run of ``variant``, in a fresh process."""
+    if variant == "featx":
+        return run_featx_command(Path(kwargs["folder"]), Path(kwargs["out"]), kwargs["batch_size"], kwargs["workers"], kwargs["taps"])
+    return in_fresh_process("--timing-child", variant=variant, **kwargs)["seconds"]
+
+
+_MARKER = "@@EXTRACT_CHILD@@"
 
 
 def _status_mib(field: str) -> float:
@@ -250,23 +309,26 @@ def _reset_peak() -> None:
         pass
 
 
-def measure_memory(**kwargs: Any) -> dict[str, Any]:
-    """Run :func:`memory_child` in a fresh Python process and return its result."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", json.dumps(kwargs)]
+def in_fresh_process(mode: str, **kwargs: Any) -> dict[str, Any]:
+    """Run :func:`timing_child` or :func:`memory_child` (``mode``) in a fresh Python process."""
+    command = [sys.executable, str(Path(__file__).resolve()), mode, json.dumps(kwargs)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     lines = [line for line in done.stdout.splitlines() if line.startswith(_MARKER)]
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"memory run {kwargs} failed (rc={done.returncode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{mode} {kwargs} failed (rc={done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(lines[-1][len(_MARKER) :])
 
 
 def memory_child(folder: str, out: str, batch_size: int, workers: int, taps: str) -> dict[str, Any]:
-    """Runs in a fresh process (see :func:`measure_memory`): one extract, peak RSS from ``VmHWM``.
+    """Runs in a fresh process (see :func:`in_fresh_process`): one extract after malloc tuning (as
+    the command runs it), peak RSS from ``VmHWM``.
 
     ``ru_maxrss`` of an exec'd child starts at its parent's peak, so the peak is read from the
     kernel's per-process high-water mark instead, reset after the imports.
     """
     import featx.extract  # noqa: F401  (imports belong to the baseline)
+
+    _tune_malloc()
 
     count = len(list(Path(folder).iterdir()))
     every = max(1, count // 20)
@@ -301,26 +363,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from featx.io import load_image
-
     with tempfile.TemporaryDirectory(prefix="featx-bench-") as tmp:
         root = Path(tmp)
-        paths = make_images(root / "images", args.images, args.size)
-        images = [load_image(path) for path in paths]
-        times: dict[str, list[float]] = {"model_only": [], "featx": [], "featx_no_fsync": [], "naive": []}
+        make_images(root / "images", args.images, args.size)
+        common = {"folder": str(root / "images"), "out": str(root / "out"), "batch_size": args.batch_size,
+                  "workers": args.workers, "taps": TAPS}  # fmt: skip
+        times: dict[str, list[float]] = {name: [] for name in VARIANTS}
         for _ in range(args.repeats):  # round-robin, so machine load drifts hit all variants alike
-            times["model_only"].append(run_model_only(images, args.batch_size, TAPS))
-            for name, fsync in (("featx", True), ("featx_no_fsync", False)):
-                run = run_featx(root / "images", root / "out", args.batch_size, args.workers, TAPS, fsync=fsync)
-                times[name].append(run["seconds"])
-            times["naive"].append(run_naive(paths, root / "naive"))
+            for name in VARIANTS:
+                times[name].append(time_variant(name, **common))
 
         print("seconds per run:", {name: [round(t, 2) for t in values] for name, values in times.items()}, flush=True)
         memory = {}
         for count in args.mem_images:
             folder = root / f"mem{count}"
             make_images(folder, count, args.mem_size, seed=1)
-            child = measure_memory(
+            child = in_fresh_process(
+                "--memory-child",
                 folder=str(folder), out=str(root / "memout"), batch_size=args.batch_size, workers=args.workers, taps=TAPS
             )
             memory[str(count)] = {
@@ -370,8 +429,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": {
             "featx_vs_model_only": round(ratio_model, 3),
             "featx_vs_naive": round(ratio_naive, 3),
-            "featx_no_fsync_vs_model_only": round(throughput["featx_no_fsync"] / throughput["model_only"], 3),
-            "featx_no_fsync_vs_naive": round(throughput["featx_no_fsync"] / throughput["naive"], 3),
+            "featx_vs_model_only_engine": round(throughput["featx"] / throughput["model_only_engine"], 3),
+            "featx_vs_naive_tuned": round(throughput["featx"] / throughput["naive_tuned"], 3),
+            "featx_python_vs_model_only": round(throughput["featx_python"] / throughput["model_only"], 3),
+            "featx_python_vs_naive": round(throughput["featx_python"] / throughput["naive"], 3),
             "target_vs_model_only": 0.9,
             "target_vs_naive": 1.5,
         },
@@ -402,7 +463,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
-        print(_MARKER + json.dumps(memory_child(**json.loads(sys.argv[2]))), flush=True)
+    if len(sys.argv) == 3 and sys.argv[1] in ("--memory-child", "--timing-child"):
+        child = memory_child if sys.argv[1] == "--memory-child" else timing_child
+        print(_MARKER + json.dumps(child(**json.loads(sys.argv[2]))), flush=True)
     else:
         main()

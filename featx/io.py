@@ -21,8 +21,9 @@ Decoding rules (:func:`load_image`), the same for the library and ``featx extrac
 - Every failure raises :class:`ImageDecodeError` (a ``ValueError``) with a one-line reason.
 
 Feature files are plain safetensors (no pickle): tensors by tap name plus ``str -> str``
-metadata. :func:`save_features` writes them byte-deterministically (sorted header) to a hidden
-temporary name in the target folder, fsyncs, and renames atomically.
+metadata. :func:`serialize_features` lays them out byte-deterministically (sorted header) in one
+page-aligned buffer; :func:`save_features` then writes it with :mod:`featx.atomic` (hidden
+temporary name in the target folder, fsync, atomic rename; ``O_DIRECT`` from 1 MiB up).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def test_bench_extract_small_writes_json(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["benchmark"] == "extract" and results["config"]["small"] is True
-    variants = ("model_only", "featx", "featx_no_fsync", "naive")
+    variants = ("model_only", "model_only_engine", "featx", "featx_python", "naive", "naive_tuned")
     assert set(results["images_per_second"]) == set(variants)
     for name in variants:
         assert results["images_per_second"][name] > 0
@@ -33,6 +33,7 @@ def test_bench_extract_small_writes_json(tmp_path):
     # the ratios are the quotients of the reported throughputs (rounded to 3 decimals)
     assert abs(results["ratios"]["featx_vs_model_only"] - ips["featx"] / ips["model_only"]) < 0.01
     assert abs(results["ratios"]["featx_vs_naive"] - ips["featx"] / ips["naive"]) < 0.01
+    assert abs(results["ratios"]["featx_vs_model_only_engine"] - ips["featx"] / ips["model_only_engine"]) < 0.01
     assert sorted(results["memory"], key=int) == [str(n) for n in results["config"]["memory_images"]]
     for entry in results["memory"].values():
         assert entry["peak_rss_mb"] > 0 and entry["seconds"] > 0
