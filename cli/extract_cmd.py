@@ -144,6 +144,12 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse images with more pixels.")
 @click.option("--fsync/--no-fsync", default=True, show_default=True, help="fsync each file before its atomic rename.")
 @click.option(
+    "--direct-io/--no-direct-io",
+    default=True,
+    show_default=True,
+    help="Write feature files (from 1 MiB) bypassing the page cache where supported.",
+)
+@click.option(
     "--malloc-tuning/--no-malloc-tuning",
     default=True,
     show_default=True,
@@ -172,6 +178,7 @@ def extract(
     alpha: str,
     max_pixels: Optional[int],
     fsync: bool,
+    direct_io: bool,
     malloc_tuning: bool,
     skip_errors: bool,
     quiet: bool,
@@ -244,6 +251,7 @@ def extract(
                 alpha=alpha,
                 max_pixels=max_pixels,
                 fsync=fsync,
+                direct_io=direct_io,
                 dry_run=dry_run,
                 progress=not quiet,
                 on_record=on_record,

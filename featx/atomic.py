@@ -164,7 +164,9 @@ def _write_direct(name: str, data: memoryview, nbytes: int, fsync: bool) -> bool
     return True
 
 
-def write_atomic_buffer(path: PathLike, buffer: torch.Tensor, nbytes: int, *, fsync: bool = True) -> None:
+def write_atomic_buffer(
+    path: PathLike, buffer: torch.Tensor, nbytes: int, *, fsync: bool = True, direct: bool = True
+) -> None:
     """Atomically write the first ``nbytes`` of an :func:`aligned_buffer` to ``path``.
 
     Same guarantees as :func:`write_atomic` (hidden temporary name, optional fsync, rename;
@@ -178,6 +180,8 @@ def write_atomic_buffer(path: PathLike, buffer: torch.Tensor, nbytes: int, *, fs
         buffer: a contiguous ``uint8`` CPU tensor from :func:`aligned_buffer`.
         nbytes: bytes of ``buffer`` that make the file (``<= buffer.numel()``).
         fsync: flush the data to disk before the rename.
+        direct: allow ``O_DIRECT``; ``False`` always writes through the page cache (then the
+            file stays cached for an immediate re-read).
 
     Raises:
         TypeError: ``buffer`` is not a contiguous ``uint8`` CPU tensor.
@@ -206,7 +210,8 @@ def write_atomic_buffer(path: PathLike, buffer: torch.Tensor, nbytes: int, *, fs
     _, temp = _temp_name(path)
     data = memoryview(buffer.numpy()).cast("B")
     direct = (
-        hasattr(os, "O_DIRECT")
+        direct
+        and hasattr(os, "O_DIRECT")
         and nbytes >= DIRECT_MIN_BYTES
         and buffer.data_ptr() % ALIGNMENT == 0
         and buffer.numel() % ALIGNMENT == 0

@@ -135,6 +135,13 @@ def test_mixed_corpus_matches_direct_extractor(tmp_path, ckpt):
     assert again.exit_code == 0 and again.output == ""  # quiet and nothing failed: silent
     assert {line["status"] for line in manifest(out)} == {"skipped"}
 
+    # the page-cache write path (--no-direct-io, no fsync, no malloc tuning) writes the same bytes
+    cached = tmp_path / "cached"
+    options = ("--alpha", "drop", "--batch-size", "3", "--no-direct-io", "--no-fsync", "--no-malloc-tuning", "--quiet")
+    assert invoke(tmp_path / "in", cached, "--weights", ckpt, "--taps", TAPS, *options).exit_code == 0
+    for key in expected_sizes:
+        assert feature_path(cached, key).read_bytes() == feature_path(out, key).read_bytes()
+
 
 def test_bad_files_reported_and_exit_codes(tmp_path, ckpt):
     reasons = bad_corpus(tmp_path / "in")

@@ -318,3 +318,31 @@ def test_write_sample_images(tmp_path):
     mtime = os.stat(paths[0]).st_mtime_ns
     write_sample_images(tmp_path, max_side=32)
     assert os.stat(paths[0]).st_mtime_ns == mtime  # identical files are left alone
+
+
+def test_direct_io_and_page_cache_writes_give_the_same_files(tmp_path, ckpt, monkeypatch):
+    from featx import atomic
+
+    paths = make_images(tmp_path / "in", [(72, 64)] * 2)  # relu1_1 alone is 64*72*64*4 bytes > 1 MiB
+    direct_opens = []
+    real_open = os.open
+
+    def spy(path, flags, *args, **kwargs):
+        if flags & getattr(os, "O_DIRECT", 0):
+            direct_opens.append(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(atomic.os, "open", spy)
+    run([tmp_path / "in"], tmp_path / "direct", ckpt)
+    opened = len(direct_opens)
+    run([tmp_path / "in"], tmp_path / "cached", ckpt, direct_io=False)
+    assert len(direct_opens) == opened  # direct_io=False never asks for O_DIRECT
+    if hasattr(os, "O_DIRECT"):
+        assert opened == 2  # one per feature file; manifest and summary go through the page cache
+    for path in paths:
+        direct = feature_path(tmp_path / "direct", path.name).read_bytes()
+        assert direct == feature_path(tmp_path / "cached", path.name).read_bytes()
+        tensors, _ = load_features(feature_path(tmp_path / "direct", path.name))
+        expected = reference(ckpt, path)
+        for name in expected:  # reference: VGGFeatures called directly on the decoded image
+            torch.testing.assert_close(tensors[name], expected[name], rtol=1e-4, atol=1e-5)
