@@ -20,7 +20,7 @@ variants take turns, round-robin, and the best of the repeats is reported:
   ``vgg19().features[:12]`` forward with a clone per tap, ``torch.save`` per image (no fsync),
   in a plain process; ``naive_tuned`` is the same loop after the same malloc tuning.
 
-Targets (issue 5): featx >= 0.9x the model alone, >= 1.5x the naive loop. Both model-only
+Targets: featx >= 0.9x the model alone, >= 1.5x the naive loop. Both model-only
 figures are reported, so the ratio against either can be read off.
 
 Memory: peak RSS (``VmHWM``) of ``extract`` (after malloc tuning, as the command runs) in a fresh
