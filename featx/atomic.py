@@ -8,7 +8,7 @@ Two entry points share one recipe (hidden temporary name in the target folder, o
   buffers go straight to the device with ``O_DIRECT`` where the OS and filesystem allow it: the
   kernel then neither copies the data into the page cache nor writes it back later, which on a
   2-core machine is most of the CPU cost of saving feature maps (measured: kernel time of a
-  96-image ``featx extract`` run 5.1 s -> 0.5 s, see ``benchmarks/README.md``). Where
+  96-image ``featx extract`` run 5.1 s -> 0.5 s, see ``docs/cli.md``). Where
   ``O_DIRECT`` is missing (macOS, Windows) or refused (some filesystems), it falls back to a
   buffered write of the same bytes, so the file content never depends on the path taken.
 """
