@@ -84,6 +84,17 @@ def _sync_folder(folder: str) -> None:
         os.close(dir_fd)
 
 
+def _write_buffered(name: str, chunks: Iterable[Any], fsync: bool) -> None:
+    """Write ``chunks`` to a new file ``name`` through the page cache, optionally fsynced."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    with os.fdopen(fd, "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+        handle.flush()
+        if fsync:
+            os.fsync(handle.fileno())
+
+
 def _publish(temp: str, path: str, write: Any) -> None:
     """Run ``write(temp)``, then rename ``temp`` to ``path``; remove ``temp`` on any failure."""
     try:
@@ -123,16 +134,7 @@ def write_atomic(path: PathLike, chunks: Iterable[Any], *, fsync: bool = True, s
     path = os.fspath(path)
     folder, temp = _temp_name(path)
 
-    def write(name: str) -> None:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            if fsync:
-                os.fsync(handle.fileno())
-
-    _publish(temp, path, write)
+    _publish(temp, path, lambda name: _write_buffered(name, chunks, fsync))
     if fsync and sync_dir:
         _sync_folder(folder)
 
@@ -218,13 +220,7 @@ def write_atomic_buffer(
     )
 
     def write(name: str) -> None:
-        if direct and _write_direct(name, data, nbytes, fsync):
-            return
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data[:nbytes])
-            handle.flush()
-            if fsync:
-                os.fsync(handle.fileno())
+        if not (direct and _write_direct(name, data, nbytes, fsync)):
+            _write_buffered(name, [data[:nbytes]], fsync)
 
     _publish(temp, path, write)
