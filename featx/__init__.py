@@ -26,6 +26,7 @@ _EXPORTS = {
     "FeatureLoss": "featx.losses",
     "HashMismatchError": "featx.weights",
     "ImageDecodeError": "featx.io",
+    "InputRangeWarning": "featx.extractor",
     "LTE": "featx.lte",
     "LoadedWeights": "featx.weights",
     "MomentLoss": "featx.texture",

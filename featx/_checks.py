@@ -81,7 +81,8 @@ def check_image_batch(x: object, *, gray: str, min_size: int, deepest_tap: str, 
 
     Raises:
         TypeError: not a tensor, not floating point, or a dtype that does not match the weights.
-        ValueError: wrong number of dimensions or channels, or too small for ``deepest_tap``.
+        ValueError: wrong number of dimensions or channels, an empty batch, a meta-device tensor,
+            or too small for ``deepest_tap``.
 
     Shape:
         ``(B, 3, H, W)``, or ``(B, 1, H, W)`` with ``gray="repeat"``.
@@ -96,6 +97,13 @@ def check_image_batch(x: object, *, gray: str, min_size: int, deepest_tap: str, 
     if x.ndim != 4:
         hint = " Add a batch dimension with x.unsqueeze(0)." if x.ndim == 3 else ""
         raise ValueError(f"expected a 4-D tensor (B, 3, H, W), got shape {tuple(x.shape)}.{hint}")
+    if x.shape[0] == 0:
+        raise ValueError(f"expected at least one image, got an empty batch of shape {tuple(x.shape)}")
+    if x.is_meta:
+        raise ValueError(
+            "got a tensor on the meta device, which has a shape but no data; "
+            "move it to a real device (x.to('cpu') or x.to('cuda')) first"
+        )
     channels = x.shape[1]
     if channels == 1:
         if gray != "repeat":

@@ -12,26 +12,47 @@ from torch import nn
 from featx._checks import InputRange, check_choice, check_image_batch, check_input_range
 from featx.layers import PRESETS, LayerSpec, TapInfo, check_arch, check_pooling, layer_specs, min_input_size, resolve_taps
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VGGFeatures"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputRangeWarning", "VGGFeatures"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_RANGE_CHECKED_CALLS = 4  # forward calls whose input min/max are checked against input_range
 
 
-def _input_affine(input_range: InputRange) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel ``scale, shift`` mapping ``input_range`` to ImageNet-normalised values in one affine.
+class InputRangeWarning(UserWarning):
+    """Inputs look like another value range than the module's ``input_range``."""
+
+
+def _input_affine(input_range: InputRange) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel ``scale, shift`` (float64 values) mapping ``input_range`` to ImageNet-normalised
+    values in one affine.
 
     ``x01 = (x - lo) / (hi - lo)`` and ``(x01 - mean) / std`` fuse to ``x * scale + shift`` with
     ``scale = 1 / ((hi - lo) std)`` and ``shift = -(lo / (hi - lo) + mean) / std``.
     """
     if input_range == "normalized":
-        return torch.ones(1, 3, 1, 1), torch.zeros(1, 3, 1, 1)
+        return (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
     lo, hi = input_range  # type: ignore[misc]
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
-    scale = 1.0 / ((hi - lo) * std)
-    shift = -(lo / (hi - lo) + mean) / std
-    return scale.float(), shift.float()
+    scale = tuple(1.0 / ((hi - lo) * std) for std in IMAGENET_STD)
+    shift = tuple(-(lo / (hi - lo) + mean) / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD))
+    return scale, shift
+
+
+def _range_problem(low: float, high: float, input_range: tuple[float, float]) -> Union[str, None]:
+    """Why inputs spanning ``[low, high]`` look like another value range than ``input_range``, or ``None``.
+
+    "Clearly outside" means beyond half the range's span on either side (an SR network's output
+    that overshoots ``[0, 1]``, as an untrained one does, is fine; tanh outputs in ``[-1, 1]`` or
+    ``[0, 255]`` images fed to ``(0, 1)`` are not); a range of 100 or more (``(0, 255)``) fed values that all lie in
+    ``[-1.5, 1.5]`` looks like ``[0, 1]`` or ``[-1, 1]`` data.
+    """
+    lo, hi = input_range
+    span = hi - lo
+    if low < lo - span / 2 or high > hi + span / 2:
+        return "lies clearly outside"
+    if span >= 100 and -1.5 <= low < high <= 1.5:
+        return "uses a tiny part (as [0, 1] or [-1, 1] data would) of"
+    return None
 
 
 def _make_pool(pooling: str, channels: int) -> nn.Module:
@@ -63,17 +84,27 @@ def _make_layer(spec: LayerSpec, pooling: str, inplace_relu: bool) -> nn.Module:
 
 
 def _drop_frozen_weights(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-    """State-dict post hook: a frozen extractor inside a parent contributes no entries."""
-    if prefix and module.frozen:  # type: ignore[attr-defined]
-        for key in [key for key in state_dict if key.startswith(prefix)]:
-            del state_dict[key]
+    """State-dict post hook: an extractor built frozen contributes no entries to a parent's state dict."""
+    if not prefix or module.learnable:  # type: ignore[attr-defined]
+        return
+    if not module.frozen and not module._warned_not_saved:  # type: ignore[attr-defined]
+        module._warned_not_saved = True  # type: ignore[attr-defined]
+        warnings.warn(
+            f"the VGGFeatures at {prefix.rstrip('.')!r} was built frozen and later unfrozen: its parameters "
+            "require grad but are not saved in the parent's state_dict (what is saved is decided at "
+            "construction). Build it with requires_grad=True to train and save it.",
+            UserWarning,
+            stacklevel=4,
+        )
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        del state_dict[key]
 
 
 def _keep_frozen_weights(
     module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any, strict: bool, *args: Any
 ) -> None:
-    """Load pre hook: a parent checkpoint without the frozen extractor's entries keeps its weights."""
-    if not module.frozen:  # type: ignore[attr-defined]
+    """Load pre hook: a parent checkpoint without an extractor built frozen keeps its weights."""
+    if module.learnable:  # type: ignore[attr-defined]
         return
     own = module.state_dict()  # unprefixed: the hook above only drops entries when nested
     if not any(prefix + key in state_dict for key in own):
@@ -89,10 +120,21 @@ class VGGFeatures(nn.Module):
     every other ReLU stays in-place). Inputs are mapped from ``input_range`` and ImageNet-normalised
     by one fused per-channel affine.
 
-    Frozen (the default, ``requires_grad=False``): no parameter requires grad, the module stays in
-    eval mode when a parent calls ``.train()``, and it adds nothing to a parent's ``state_dict``
-    (a parent checkpoint without its entries loads strictly). Calling ``requires_grad_(True)``
-    unfreezes it. Learnable (``requires_grad=True``) behaves like any module and is saved.
+    Frozen (the default, ``requires_grad=False``): no parameter requires grad and the module stays
+    in eval mode when a parent calls ``.train()``. Learnable (``requires_grad=True``) behaves like
+    any module.
+
+    What a parent's ``state_dict`` holds is decided at construction (:attr:`learnable`): an
+    extractor built frozen adds nothing (a parent checkpoint without its entries loads strictly
+    and keeps its weights); one built learnable is always saved, also after a later
+    ``requires_grad_(False)`` (train, then freeze for fine-tuning or export: the trained weights
+    stay in the checkpoint). Unfreezing an extractor built frozen makes it trainable, but it is
+    still not saved, and the first parent ``state_dict()`` that drops it warns.
+
+    Inputs that look like another value range than ``input_range`` (for example ``[-1, 1]``
+    tanh outputs with the default ``(0, 1)``, or ``[0, 255]`` images) warn
+    :class:`InputRangeWarning` once, from the min/max of the first calls only. Silence it with
+    ``warnings.filterwarnings("ignore", category=featx.InputRangeWarning)``.
 
     Args:
         arch: ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19`` or a ``_bn`` variant.
@@ -158,13 +200,16 @@ class VGGFeatures(nn.Module):
         self.taps: tuple[str, ...] = tuple(info.name for info in self.feature_info)
         self.min_input_size = min_input_size(arch, self.taps[-1], pooling)
         self._tap_at = {info.index: info.name for info in self.feature_info}
-        self._range_checked = self.input_range == "normalized"
+        self._range_checks_left = 0 if self.input_range == "normalized" else _RANGE_CHECKED_CALLS
+        self._warned_not_saved = False
 
         specs = layer_specs(arch, pooling)[: self.feature_info[-1].index + 1]
         self.features = nn.Sequential(
             *(_make_layer(spec, pooling, inplace_relu=spec.index - 1 not in self._tap_at) for spec in specs)
         )
-        scale, shift = _input_affine(self.input_range)
+        # The affine in float64 (exact for float64 modules) and as float32 buffers that follow .to().
+        self._affine64 = _input_affine(self.input_range)
+        scale, shift = (torch.tensor(values).view(1, 3, 1, 1) for values in self._affine64)
         self.register_buffer("input_scale", scale, persistent=False)
         self.register_buffer("input_shift", shift, persistent=False)
 
@@ -183,6 +228,7 @@ class VGGFeatures(nn.Module):
                     target = self.get_parameter(key) if key.endswith(("weight", "bias")) else self.get_buffer(key)
                     target.copy_(value)
             self.weights_id, self.weights_sha256 = loaded.weights_id, loaded.sha256
+        self.learnable = requires_grad  # decides, once, whether parents' state dicts hold the weights
         self.requires_grad_(requires_grad)
         self.train(requires_grad)
         self.register_state_dict_post_hook(_drop_frozen_weights)
@@ -219,7 +265,7 @@ class VGGFeatures(nn.Module):
 
     @property
     def frozen(self) -> bool:
-        """True when no parameter requires grad (then the module is eval-locked and not saved by parents)."""
+        """True when no parameter requires grad now (then the module is eval-locked)."""
         return not any(param.requires_grad for param in self.parameters())
 
     def train(self, mode: bool = True) -> VGGFeatures:
@@ -229,25 +275,37 @@ class VGGFeatures(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map inputs from ``input_range`` to ImageNet-normalised values (one fused affine).
 
+        float64 inputs use the affine's exact float64 values; other dtypes use the buffers
+        (float32 unless the module was cast).
+
         Shape:
             ``(B, 3, H, W) -> (B, 3, H, W)``.
         """
         if self.input_range == "normalized":
             return x
+        if x.dtype == torch.float64:
+            scale, shift = (
+                torch.tensor(values, dtype=torch.float64, device=x.device).view(1, 3, 1, 1)
+                for values in self._affine64
+            )
+            return x * scale + shift
         return x * self.input_scale.to(x.dtype) + self.input_shift.to(x.dtype)
 
-    def _warn_on_unexpected_range(self, x: torch.Tensor) -> None:
-        """Warn once if the first input looks like it uses another value range (one host sync)."""
-        self._range_checked = True
-        lo, hi = self.input_range  # type: ignore[misc]
-        span = hi - lo
+    def _check_range(self, x: torch.Tensor) -> None:
+        """Warn once if one of the first inputs looks like another value range (one host sync a call)."""
+        self._range_checks_left -= 1
         low, high = torch.stack([x.detach().min(), x.detach().max()]).float().tolist()
-        if high > hi + span or low < lo - span:
+        problem = _range_problem(low, high, self.input_range)  # type: ignore[arg-type]
+        if problem is not None:
+            self._range_checks_left = 0
+            lo, hi = self.input_range  # type: ignore[misc]
             warnings.warn(
-                f"input values span [{low:.3g}, {high:.3g}] but input_range=({lo:g}, {hi:g}); "
-                "pass the range your data uses, e.g. input_range=(0, 255) or (-1, 1). "
-                "(checked on the first call only)",
-                stacklevel=3,
+                f"input values span [{low:.3g}, {high:.3g}], which {problem} input_range=({lo:g}, {hi:g}); "
+                "pass the range your data uses, e.g. input_range=(-1, 1) for tanh outputs or (0, 255). "
+                "(checked on the first calls only; silence with "
+                "warnings.filterwarnings('ignore', category=featx.InputRangeWarning))",
+                InputRangeWarning,
+                stacklevel=5,  # the caller of the module (through nn.Module.__call__)
             )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -271,8 +329,8 @@ class VGGFeatures(nn.Module):
             deepest_tap=self.taps[-1],
             dtype=self.input_scale.dtype,
         )
-        if not self._range_checked and not torch.compiler.is_compiling():
-            self._warn_on_unexpected_range(x)
+        if self._range_checks_left > 0 and not torch.compiler.is_compiling():
+            self._check_range(x)
         x = self.normalize(x)
         out: dict[str, torch.Tensor] = {}
         for index, layer in enumerate(self.features):

@@ -94,6 +94,11 @@ def _lookup(feats: object, layer: str, role: str) -> torch.Tensor:
 def _check_4d(value: torch.Tensor, layer: str, role: str) -> None:
     if value.ndim != 4:
         raise ValueError(f"{role} feature {layer!r} must be 4-D (B, C, H, W), got shape {tuple(value.shape)}")
+    if value.numel() == 0:
+        raise ValueError(
+            f"{role} feature {layer!r} is empty (shape {tuple(value.shape)}): a loss needs at least one "
+            "sample with at least one channel and position"
+        )
 
 
 def _check_finite(value: torch.Tensor, layer: str, role: str) -> None:
@@ -225,7 +230,7 @@ def gram_matrix(feat: torch.Tensor, normalize: Optional[str] = "chw") -> torch.T
 
     Raises:
         TypeError: ``feat`` is not a floating point tensor.
-        ValueError: ``feat`` is not 4-D, or unknown ``normalize``.
+        ValueError: ``feat`` is not 4-D, has no channels or positions, or unknown ``normalize``.
 
     Shape:
         ``(B, C, H, W) -> (B, C, C)``.
@@ -245,6 +250,10 @@ def gram_matrix(feat: torch.Tensor, normalize: Optional[str] = "chw") -> torch.T
     _check_name("normalize", normalize, GRAM_NORMALIZATIONS)
     batch, channels, height, width = feat.shape
     positions = height * width
+    if positions == 0 or channels == 0:
+        raise ValueError(
+            f"feat of shape {tuple(feat.shape)} has no channels or no positions; a Gram matrix needs C, H, W >= 1"
+        )
     with _autocast_off(feat.device):
         flat = feat.reshape(batch, channels, positions).to(_compute_dtype(feat))
         if normalize is None:
@@ -343,8 +352,8 @@ def feature_distance(
     for name, value in (("a", a), ("b", b)):
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
             raise TypeError(f"{name} must be a floating point tensor, got {type(value).__name__}")
-    if a.ndim < 1:
-        raise ValueError(f"a must have a batch dimension, got shape {tuple(a.shape)}")
+    if a.ndim < 1 or a.numel() == 0:
+        raise ValueError(f"a must have a batch dimension and at least one element, got shape {tuple(a.shape)}")
     b = _match_batch(a, b, "input", same_size=True) if a.shape != b.shape else b
     with _autocast_off(a.device):
         dtype = _compute_dtype(a, b)

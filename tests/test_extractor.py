@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 import warnings
 
@@ -32,23 +33,83 @@ def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def torchvision_taps(features: nn.Sequential, names: tuple[str, ...], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Reference: every layer output of torchvision's ``features`` on ImageNet-normalised ``x``."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    h = ((x.double() - mean) / std).to(x.dtype)
+    out = {}
+    with torch.no_grad():
+        for name, layer in zip(names, features):
+            h = layer(h)
+            out[name] = h
+    return out
+
+
+# Exactness is checked in float64, where the summation order (threads, SIMD width, oneDNN/MKL
+# kernels) moves results by ~1e-16 relative per operation, so a 1e-10 bound holds on any CPU.
+FLOAT64_RTOL = 1e-10
+
+
 @pytest.mark.parametrize("arch", ["vgg16", "vgg19", "vgg19_bn"])
-def test_every_tap_matches_torchvision(arch):
+def test_every_tap_matches_torchvision_in_float64(arch):
+    features, state_dict = torchvision_features(arch)
+    names = layer_names(arch)
+    extractor = VGGFeatures(arch, names, weights=state_dict).double()
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    out = extractor(x)
+    assert list(out) == list(names)
+    ref = torchvision_taps(features.double(), names, x)
+    for name in names:
+        scale = ref[name].abs().max().item()
+        torch.testing.assert_close(out[name], ref[name], rtol=FLOAT64_RTOL, atol=FLOAT64_RTOL * scale, msg=name)
+    # Pre-activation conv taps really are pre-activation: they hold negative values.
+    for name in names:
+        if name.startswith("conv"):
+            assert (out[name] < 0).any(), name
+
+
+def fp32_tolerance(arch: str, name: str) -> float:
+    """Bound on |fp32 - float64| relative to the tap's largest magnitude.
+
+    Each 3x3 convolution sums ``K = 9 * C_in`` products; with round-to-nearest the accumulated
+    error is about ``sqrt(K) * u`` relative (u = 2**-24, unit roundoff of float32) for sums of
+    random-sign terms, and errors of successive layers add. So after ``n`` convolutions the
+    error is below ``n * sqrt(K_max) * u`` times the magnitude; a factor 8 covers blocked or
+    pairwise summation orders of other kernels and BN's extra affine.
+    """
+    specs = [s for s in layer_specs(arch) if s.kind == "conv"]
+    index = next(s.index for s in layer_specs(arch) if s.name == name)
+    convs = [s for s in specs if s.index <= index]
+    if not convs:
+        return 8 * 2**-24
+    k_max = max(9 * s.in_channels for s in convs)
+    return 8 * len(convs) * math.sqrt(k_max) * 2**-24
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg19", "vgg19_bn"])
+def test_every_tap_matches_torchvision_in_float32_within_rounding(arch):
+    """The float32 extractor against torchvision's VGG run in float64 (same weights)."""
     features, state_dict = torchvision_features(arch)
     names = layer_names(arch)
     extractor = VGGFeatures(arch, names, weights=state_dict)
     x = torch.rand(2, 3, 32, 32)
     out = extractor(x)
-    assert list(out) == list(names)
-    h = imagenet_normalize(x)
-    with torch.no_grad():
-        for index, layer in enumerate(features):
-            h = layer(h)
-            torch.testing.assert_close(out[names[index]], h, rtol=1e-6, atol=1e-6, msg=f"tap {names[index]}")
-    # Pre-activation conv taps really are pre-activation: they hold negative values.
+    ref = torchvision_taps(features.double(), names, x.double())
     for name in names:
-        if name.startswith("conv"):
-            assert (out[name] < 0).any(), name
+        scale = ref[name].abs().max().item()
+        error = (out[name].double() - ref[name]).abs().max().item()
+        assert error <= fp32_tolerance(arch, name) * scale, (name, error / scale, fp32_tolerance(arch, name))
+
+
+def test_float64_input_affine_is_exact():
+    """The fused range + ImageNet affine of a float64 module has no float32 rounding in it."""
+    extractor = VGGFeatures("vgg11", ["conv1_1"], weights=None, input_range=(-1, 1)).double()
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64) * 2 - 1
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    expected = ((x + 1) / 2 - mean) / std  # the unfused formula in float64
+    torch.testing.assert_close(extractor.normalize(x), expected, rtol=1e-14, atol=1e-14)
 
 
 def test_conv_tap_not_corrupted_by_inplace_relu():
@@ -116,11 +177,10 @@ def test_avg_pooling_matches_torchvision_with_avgpool():
     for i, module in enumerate(features):
         if isinstance(module, nn.MaxPool2d):
             features[i] = nn.AvgPool2d(2, 2)
-    x = torch.rand(1, 3, 32, 32)
-    out = VGGFeatures("vgg11", ["relu3_1"], weights=state_dict, pooling="avg")(x)
-    with torch.no_grad():
-        ref = features[:8](imagenet_normalize(x))  # relu3_1 is index 7 in vgg11
-    torch.testing.assert_close(out["relu3_1"], ref, rtol=1e-6, atol=1e-6)
+    x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
+    out = VGGFeatures("vgg11", ["relu3_1"], weights=state_dict, pooling="avg").double()(x)
+    ref = torchvision_taps(features[:8].double(), layer_names("vgg11")[:8], x)["relu3_1"]  # relu3_1 is index 7
+    torch.testing.assert_close(out["relu3_1"], ref, rtol=FLOAT64_RTOL, atol=FLOAT64_RTOL * ref.abs().max().item())
 
 
 def test_parameter_counts_match_torchvision():
@@ -213,14 +273,76 @@ def test_unknown_names_suggest_closest():
         VGGFeatures("vgg19", "lpips_vgg", weights=None)
 
 
-def test_range_warning_only_on_first_call(small):
-    extractor = copy.deepcopy(small)
-    extractor._range_checked = False
-    with pytest.warns(UserWarning, match=r"input values span \[0, 255\] but input_range=\(0, 1\)"):
-        extractor(torch.linspace(0, 255, 3 * 16 * 16).view(1, 3, 16, 16))
+def test_empty_batch_and_meta_inputs_give_clear_errors(small):
+    with pytest.raises(ValueError, match=r"at least one image, got an empty batch of shape \(0, 3, 16, 16\)"):
+        small(torch.rand(0, 3, 16, 16))
+    with pytest.raises(ValueError, match="meta device.*no data"):
+        small(torch.empty(1, 3, 16, 16, device="meta"))
+
+
+@pytest.mark.parametrize(
+    ("data", "input_range", "problem"),
+    [
+        (lambda x: 2 * x - 1, (0, 1), "clearly outside"),  # tanh outputs fed to the (0, 1) default
+        (lambda x: 255 * x, (0, 1), "clearly outside"),  # 8-bit values fed to (0, 1)
+        (lambda x: x, (0, 255), "tiny part"),  # [0, 1] data declared (0, 255)
+        (lambda x: 255 * x, (-1, 1), "clearly outside"),
+    ],
+)
+def test_inputs_in_another_range_warn_once(data, input_range, problem):
+    from featx.extractor import InputRangeWarning
+
+    extractor = VGGFeatures("vgg11", ["relu1_1"], weights=None, input_range=input_range)
+    x = data(torch.linspace(0, 1, 3 * 16 * 16).view(1, 3, 16, 16))
+    with pytest.warns(InputRangeWarning, match=rf"input values span .*{problem}.*input_range=.*filterwarnings"):
+        extractor(x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        extractor(torch.full((1, 3, 16, 16), 255.0))  # no second warning
+        extractor(x)  # once per module
+        extractor(x)
+
+
+def test_inputs_in_range_or_slightly_beyond_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        extractor = VGGFeatures("vgg11", ["relu1_1"], weights=None)
+        ranged = VGGFeatures("vgg11", ["relu1_1"], weights=None, input_range=(-1, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extractor(torch.rand(1, 3, 16, 16) * 1.6 - 0.3)  # an SR output overshooting [0, 1]
+        ranged(torch.rand(1, 3, 16, 16) * 2 - 1)
+
+
+def test_range_is_checked_on_the_first_calls_only():
+    """A mismatch that first appears after the checked calls is not looked for (no host syncs)."""
+    from featx.extractor import _RANGE_CHECKED_CALLS, InputRangeWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        extractor = VGGFeatures("vgg11", ["relu1_1"], weights=None)
+    good, bad = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16) * 2 - 1
+    for _ in range(_RANGE_CHECKED_CALLS - 1):
+        extractor(good)
+    with pytest.warns(InputRangeWarning):
+        extractor(bad)  # the last checked call still sees it
+    fresh = copy.deepcopy(VGGFeatures("vgg11", ["relu1_1"], weights=None))
+    for _ in range(_RANGE_CHECKED_CALLS):
+        fresh(good)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh(bad)
+
+
+def test_range_warning_reaches_loss_users():
+    """The ttsr preset fed [-1, 1] images with the default (0, 1) range warns (its value is 3.3x off)."""
+    from featx.extractor import InputRangeWarning
+    from featx.losses import PerceptualLoss
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss = PerceptualLoss(preset="ttsr", arch="vgg19", weights=None)
+    with pytest.warns(InputRangeWarning, match="input_range=\\(0, 1\\)"):
+        loss(torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1)
 
 
 # ---------------------------------------------------------------- frozen / learnable
@@ -267,11 +389,35 @@ def test_learnable_extractor_trains_and_is_saved():
     assert "extractor.features.1.running_mean" in parent.state_dict()
 
 
-def test_unfreezing_with_requires_grad_():
+def test_unfreezing_an_extractor_built_frozen_trains_but_is_not_saved_and_warns():
     extractor = VGGFeatures("vgg11", ["relu1_1"], weights=None)
     extractor.requires_grad_(True)
-    assert not extractor.frozen
-    assert "extractor.features.0.weight" in Parent(extractor).state_dict()
+    assert not extractor.frozen and not extractor.learnable
+    parent = Parent(extractor)
+    with pytest.warns(UserWarning, match="built frozen and later unfrozen.*not saved"):
+        keys = list(parent.state_dict())
+    assert keys == ["head.weight", "head.bias"]
+
+
+@pytest.mark.filterwarnings("ignore::featx.extractor.InputRangeWarning")  # the random head's outputs
+def test_learnable_extractor_frozen_later_is_still_saved_and_reloads_strictly():
+    """Train -> freeze -> save -> strict reload (TTSR fine-tuning / export): nothing is lost."""
+    trained = Parent(VGGFeatures("vgg11", ["relu2_1"], weights=None, requires_grad=True))
+    optimizer = torch.optim.SGD(trained.parameters(), lr=0.1)
+    trained.extractor(trained.head(torch.rand(2, 3, 16, 16)))["relu2_1"].mean().backward()
+    optimizer.step()
+    trained.requires_grad_(False)  # freeze for fine-tuning or export
+    assert trained.extractor.frozen and trained.extractor.learnable
+    checkpoint = trained.state_dict()
+    assert "extractor.features.0.weight" in checkpoint
+    reloaded = Parent(VGGFeatures("vgg11", ["relu2_1"], weights=None, requires_grad=True))
+    reloaded.requires_grad_(False)
+    reloaded.load_state_dict(checkpoint, strict=True)
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    # A checkpoint that lacks a learnable extractor's weights is refused, not silently accepted.
+    with pytest.raises(RuntimeError, match="Missing key.*extractor.features.0.weight"):
+        reloaded.load_state_dict({"head.weight": checkpoint["head.weight"], "head.bias": checkpoint["head.bias"]})
 
 
 def test_deepcopy_pickle_and_to_dtype():
@@ -310,20 +456,66 @@ def test_bfloat16_autocast_runs_close_to_fp32():
     assert rel < 0.05
 
 
+class LossParent(nn.Module):
+    """An SR-like model whose forward runs a frozen extractor on its own output."""
+
+    def __init__(self, extractor: VGGFeatures) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 3, 1)
+        self.extractor = extractor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extractor(self.head(x))["relu2_1"].mean()
+
+
+@pytest.mark.filterwarnings("ignore::featx.extractor.InputRangeWarning")  # the random head's outputs
 def test_ddp_wrapped_parent_single_process(tmp_path):
-    """A frozen extractor inside a DDP-wrapped model (gloo, one rank) runs a training step."""
+    """A frozen extractor inside a DDP-wrapped model (gloo, one rank): the step goes through
+    ``DistributedDataParallel.forward`` and its gradient all-reduce, and equals the plain model's."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
-        parent = Parent(VGGFeatures("vgg11", ["relu2_1"], weights=None))
+        parent = LossParent(VGGFeatures("vgg11", ["relu2_1"], weights=None))
+        plain = copy.deepcopy(parent)
         model = nn.parallel.DistributedDataParallel(parent)
-        x = torch.rand(1, 3, 16, 16)
-        loss = model.module.extractor(model.module.head(x))["relu2_1"].mean()
-        loss.backward()
-        assert parent.head.weight.grad is not None
+        x = torch.rand(2, 3, 16, 16)
+        model(x).backward()
+        plain(x).backward()
+        torch.testing.assert_close(parent.head.weight.grad, plain.head.weight.grad)
+        assert all(p.grad is None for p in parent.extractor.parameters())
+        assert list(model.state_dict()) == ["module.head.weight", "module.head.bias"]
     finally:
         dist.destroy_process_group()
+
+
+def max_blur_pool_formula(x: torch.Tensor) -> torch.Tensor:
+    """Anti-aliased max pooling (Zhang 2019, "Making CNNs shift-invariant again"): 2x2 max with
+    stride 1, then the binomial [1, 2, 1] x [1, 2, 1] / 16 blur with stride 2, zero padding 1."""
+    x = torch.nn.functional.max_pool2d(x, kernel_size=2, stride=1)
+    row = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype)
+    kernel = (row[:, None] * row[None, :] / 16).expand(x.shape[1], 1, 3, 3)
+    return torch.nn.functional.conv2d(x, kernel, stride=2, padding=1, groups=x.shape[1])
+
+
+def test_blur_pooling_matches_kornia_and_the_formula():
+    import kornia
+
+    x = torch.rand(2, 4, 13, 16, dtype=torch.float64)
+    torch.testing.assert_close(kornia.filters.MaxBlurPool2D(kernel_size=3)(x), max_blur_pool_formula(x))
+    # The whole blur-pooled backbone: torchvision's VGG with each max pool replaced by kornia's.
+    features, state_dict = torchvision_features("vgg11")
+    for i, module in enumerate(features):
+        if isinstance(module, nn.MaxPool2d):
+            features[i] = kornia.filters.MaxBlurPool2D(kernel_size=3)
+    names = layer_names("vgg11")
+    extractor = VGGFeatures("vgg11", ["relu2_1", "relu3_1", "pool3"], weights=state_dict, pooling="blur").double()
+    image = torch.rand(1, 3, 32, 32, dtype=torch.float64)
+    out = extractor(image)
+    ref = torchvision_taps(features.double(), names, image)
+    for name in out:
+        scale = ref[name].abs().max().item()
+        torch.testing.assert_close(out[name], ref[name], rtol=FLOAT64_RTOL, atol=FLOAT64_RTOL * scale, msg=name)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)

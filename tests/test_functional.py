@@ -368,3 +368,16 @@ def test_l1_gradients_match_autograd_abs_for_both_inputs_and_broadcast_target():
         torch.testing.assert_close(ours, ref)
         torch.testing.assert_close(ga, ra)
         torch.testing.assert_close(gb, rb)
+
+
+def test_empty_inputs_give_clear_errors_not_nan():
+    """A batch of 0 or a 0x0 map used to give NaN, an obscure reduction error or ZeroDivisionError."""
+    with pytest.raises(ValueError, match=r"shape \(1, 4, 0, 0\) has no channels or no positions"):
+        gram_matrix(torch.rand(1, 4, 0, 0))
+    empty = {"relu1_1": torch.rand(0, 4, 8, 8)}
+    with pytest.raises(ValueError, match=r"pred feature 'relu1_1' is empty \(shape \(0, 4, 8, 8\)\)"):
+        perceptual_loss(empty, empty, {"relu1_1": 1.0})
+    with pytest.raises(ValueError, match="is empty"):
+        style_loss(empty, empty, {"relu1_1": 1.0})
+    with pytest.raises(ValueError, match="at least one element"):
+        feature_distance(torch.rand(0, 3), torch.rand(0, 3))

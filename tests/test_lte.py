@@ -118,3 +118,35 @@ def test_frozen_copy_syncs_from_learnable_with_load_state_dict():
 def test_rgb_range_must_be_positive():
     with pytest.raises(ValueError, match="rgb_range must be a positive number"):
         LTE(weights=None, rgb_range=0)
+
+
+class TTSRLike(nn.Module):
+    """TTSR's model layout: a learnable LTE inside the model, a frozen copy for the loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 3, 1)
+        self.LTE = LTE(weights=None)
+        self.LTE_copy = LTE(weights=None, requires_grad=False)
+
+
+@pytest.mark.filterwarnings("ignore::featx.extractor.InputRangeWarning")
+def test_ttsr_train_freeze_save_and_strict_reload_keep_the_trained_lte():
+    """Train the LTE, freeze the whole model (fine-tuning phase or export), save, reload strictly:
+    the trained LTE weights are in the checkpoint and come back; the copy still syncs."""
+    model = TTSRLike()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    lv1, lv2, lv3 = model.LTE(torch.sigmoid(model.head(torch.rand(2, 3, 16, 16))))
+    (lv1.mean() + lv2.mean() + lv3.mean()).backward()
+    optimizer.step()
+    model.requires_grad_(False)
+    checkpoint = model.state_dict()
+    assert "LTE.vgg.features.0.weight" in checkpoint
+    assert not any(key.startswith("LTE_copy.") for key in checkpoint)  # the frozen copy is never saved
+    fresh = TTSRLike()  # other random weights
+    fresh.load_state_dict(checkpoint, strict=True)
+    trained = model.LTE.vgg.features[0].weight
+    torch.testing.assert_close(fresh.LTE.vgg.features[0].weight, trained, rtol=0, atol=0)
+    # TTSR's per-step sync of the copy still copies the (frozen) learnable LTE.
+    fresh.LTE_copy.load_state_dict(fresh.LTE.state_dict())
+    torch.testing.assert_close(fresh.LTE_copy.vgg.features[0].weight, trained, rtol=0, atol=0)
