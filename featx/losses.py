@@ -543,23 +543,44 @@ class FeatureLoss(_ImageLoss):
     Each term has its own layer weights and term weight (:math:`\lambda`); the backbone has the
     union of their taps. ``return_terms=True`` gives keys ``"perceptual/<layer>"``,
     ``"style/<layer>"`` and ``"texture/<layer>"``, each already multiplied by its term weight, so
-    they add up to the total. BasicSR's ``PerceptualLoss(layer_weights, perceptual_weight=a,
-    style_weight=b, criterion=c)`` is ``FeatureLoss(perceptual=lw, style=lw, perceptual_weight=a,
-    style_weight=b, criterion=c, style_criterion=c)`` (see ``docs/losses.md``).
+    they add up to the total.
+
+    With a ``preset``, the term weights follow BasicSR's ``PerceptualLoss``: the preset's layers
+    and criterion make the perceptual term (``perceptual_weight=0`` leaves it out), and
+    ``style_weight > 0`` adds a Gram term on the preset's layers (or its own style layers, e.g.
+    ``gatys``) with the preset's criterion and ``gram_normalize="chw"``. So BasicSR's
+    ``PerceptualLoss(layer_weights, perceptual_weight=a, style_weight=b, criterion=c)`` is
+    ``FeatureLoss(perceptual=layer_weights, preset=..., perceptual_weight=a, style_weight=b)``
+    with a preset of criterion ``c``, or ``FeatureLoss(perceptual=lw, style=lw,
+    perceptual_weight=a, style_weight=b, criterion=c, style_criterion=c)`` without one (see
+    ``docs/losses.md``).
+
+    Nothing asked for is dropped or changed silently: an option that belongs to a term the loss
+    does not have (``style_weight``, ``style_criterion``, ``gram_normalize`` without a style
+    term; ``texture_kind``/``texture_options``/``texture_weight`` without texture layers;
+    ``criterion``/``normalize_channels`` without a perceptual term) raises ``ValueError`` naming
+    the argument, unless that term was switched off with its weight set to 0 (as BasicSR
+    configurations do); so does a zero term weight on layers given explicitly.
 
     Args:
         perceptual: ``{layer: weight}`` of the feature term, or ``None``.
         style: ``{layer: weight}`` of the Gram term, or ``None``.
         texture: ``{layer: weight}`` of the texture term, or ``None``.
         preset: fills ``perceptual`` (and ``style`` for ``gatys``), criterion, arch, pooling.
-        perceptual_weight, style_weight, texture_weight: the term weights :math:`\lambda`.
-        criterion: feature-term distance (default ``l1`` or the preset's).
-        style_criterion: Gram-term distance (default ``mse``).
-        gram_normalize: Gram normalisation of the style term.
+        perceptual_weight: :math:`\lambda_p` (default 1).
+        style_weight: :math:`\lambda_s`; default 1 when there are style layers, else no style term.
+            With a preset and no style layers, ``style_weight > 0`` adds BasicSR's style term.
+        texture_weight: :math:`\lambda_t` (default 1).
+        criterion: feature-term distance (default the preset's, else ``l1``).
+        style_criterion: Gram-term distance (default the preset's criterion, else ``mse``).
+        gram_normalize: Gram normalisation of the style term (``"chw"``, ``"hw"`` or ``None``).
         normalize_channels: unit-normalise features of the perceptual term.
-        texture_kind: ``sliced_wasserstein``, ``moments``, ``contextual`` or ``gram``.
+        texture_kind: ``sliced_wasserstein`` (default), ``moments``, ``contextual`` or ``gram``.
         texture_options: keyword options of the texture function.
         Other arguments: as for :class:`PerceptualLoss`.
+
+    Raises:
+        ValueError: unknown names, no term at all, or an argument that would be ignored (named).
 
     Example:
         >>> import warnings
@@ -583,13 +604,13 @@ class FeatureLoss(_ImageLoss):
         *,
         preset: Optional[str] = None,
         perceptual_weight: float = 1.0,
-        style_weight: float = 1.0,
-        texture_weight: float = 1.0,
+        style_weight: Optional[float] = None,
+        texture_weight: Optional[float] = None,
         criterion: Optional[str] = None,
-        style_criterion: str = "mse",
+        style_criterion: Optional[str] = None,
         gram_normalize: Optional[str] = "chw",
         normalize_channels: Optional[bool] = None,
-        texture_kind: str = "sliced_wasserstein",
+        texture_kind: Optional[str] = None,
         texture_options: Optional[Mapping[str, Any]] = None,
         arch: Optional[str] = None,
         weights: Any = "DEFAULT",
@@ -603,26 +624,56 @@ class FeatureLoss(_ImageLoss):
     ) -> None:
         super().__init__()
         spec = _get_preset(preset)
-        if spec is not None:
-            if perceptual is None and spec.layer_weights and spec.criterion is not None:
-                perceptual = dict(spec.layer_weights)
-            if style is None and spec.style_weights:
-                style = dict(spec.style_weights)
-        criterion = criterion or (spec.criterion if spec is not None else None) or "l1"
-        if normalize_channels is None:
-            normalize_channels = spec.normalize_channels if spec is not None else False
+        perceptual_weight = _check_term_weight("perceptual_weight", perceptual_weight)
+        if style_weight is not None:
+            style_weight = _check_term_weight("style_weight", style_weight)
+        if texture_weight is not None:
+            texture_weight = _check_term_weight("texture_weight", texture_weight)
+        perceptual = _explicit_or_preset(
+            "perceptual", perceptual, perceptual_weight,
+            dict(spec.layer_weights) if spec is not None and spec.criterion is not None else None,
+        )  # fmt: skip
+        preset_style = None
+        if spec is not None and (spec.style_weights or (style_weight or 0) > 0):
+            preset_style = _style_weights_of(spec)  # the preset's Gram layers, else BasicSR reuses its layers
+        style = _explicit_or_preset("style", style, 1.0 if style_weight is None else style_weight, preset_style)
+        if texture is not None and texture_weight == 0:
+            raise ValueError("texture_weight=0 would drop the texture term given by texture=; remove one of them")
+
+        unused = []  # options of a term the loss does not have, unless that term was switched off with weight 0
+        if perceptual is None and perceptual_weight != 0:
+            unused += [name for name, value in (("criterion", criterion), ("normalize_channels", normalize_channels))
+                       if value is not None]  # fmt: skip
+        if style is None and style_weight != 0:
+            unused += [name for name, value in (("style_weight", style_weight), ("style_criterion", style_criterion))
+                       if value is not None]  # fmt: skip
+            if gram_normalize != "chw":
+                unused.append("gram_normalize")
+        if texture is None and texture_weight != 0:
+            unused += [name for name, value in (("texture_kind", texture_kind), ("texture_weight", texture_weight),
+                       ("texture_options", texture_options)) if value is not None]  # fmt: skip
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)} given, but the loss has no term that uses "
+                f"{'it' if len(unused) == 1 else 'them'} (perceptual: {perceptual is not None}, "
+                f"style: {style is not None}, texture: {texture is not None}); pass the term's layers "
+                "(perceptual=/style=/texture=) or a preset, set the term's weight to 0, or drop the argument"
+            )
+
+        preset_criterion = spec.criterion if spec is not None else None
         terms = []
         if perceptual is not None:
-            weight = _check_term_weight("perceptual_weight", perceptual_weight)
-            terms.append(_perceptual_term(perceptual, weight, criterion, normalize_channels, eps))
+            if normalize_channels is None:
+                normalize_channels = spec.normalize_channels if spec is not None else False
+            chosen = criterion or preset_criterion or "l1"
+            terms.append(_perceptual_term(perceptual, perceptual_weight, chosen, normalize_channels, eps))
         if style is not None:
-            weight = _check_term_weight("style_weight", style_weight)
-            terms.append(_style_term("style", style, weight, style_criterion, gram_normalize, eps))
+            weight = 1.0 if style_weight is None else style_weight
+            chosen = style_criterion or preset_criterion or "mse"
+            terms.append(_style_term("style", style, weight, chosen, gram_normalize, eps))
         if texture is not None:
-            weight = _check_term_weight("texture_weight", texture_weight)
-            terms.append(_texture_term(texture, weight, texture_kind, texture_options))
-        elif texture_options:
-            raise ValueError("texture_options given without texture layer weights (texture=)")
+            weight = 1.0 if texture_weight is None else texture_weight
+            terms.append(_texture_term(texture, weight, texture_kind or "sliced_wasserstein", texture_options))
         self._setup(
             terms,
             preset=spec,
@@ -635,6 +686,18 @@ class FeatureLoss(_ImageLoss):
             gray=gray,
             extractor=extractor,
         )
+
+
+def _explicit_or_preset(
+    group: str, explicit: Optional[Mapping[str, float]], weight: float, from_preset: Optional[dict[str, float]]
+) -> Optional[Mapping[str, float]]:
+    """The layers of a term: the explicit ones (a zero term weight on them is an error), else the
+    preset's, which a zero term weight leaves out (BasicSR's ``perceptual_weight=0``/``style_weight=0``)."""
+    if explicit is not None:
+        if weight == 0:
+            raise ValueError(f"{group}_weight=0 would drop the {group} term given by {group}=; remove one of them")
+        return explicit
+    return from_preset if weight != 0 else None
 
 
 class TransferalPerceptualLoss(nn.Module):

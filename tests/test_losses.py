@@ -172,6 +172,152 @@ def test_reproduces_basicsr_fro_criterion(vgg19_features):
         assert rel(combined, expected) < 1e-5
 
 
+# ------------------------------------------------------------------ the real BasicSR 1.4.2
+
+
+@pytest.fixture()
+def basicsr_perceptual(vgg19_features, monkeypatch):
+    """BasicSR 1.4.2's own ``PerceptualLoss`` class (test extra), whose VGG19 is torchvision's,
+    built by BasicSR's ``VGGFeatureExtractor`` with the same random weights as featx.
+
+    BasicSR calls ``torchvision.models.vgg.vgg19(pretrained=True)`` (a download) when its
+    ``experiments/pretrained_models`` file is absent; only that one call is replaced, by a model
+    holding ``vgg19_features``. Everything else (slicing, input norm, clones, criteria, Gram,
+    weights) runs BasicSR's code.
+    """
+    import sys
+    import types
+
+    import torchvision
+
+    # basicsr 1.4.2 imports a torchvision module that newer torchvision renamed
+    monkeypatch.setitem(sys.modules, "torchvision.transforms.functional_tensor", torchvision.transforms.functional)
+    basic_loss = pytest.importorskip("basicsr.losses.basic_loss")
+    vgg_arch = pytest.importorskip("basicsr.archs.vgg_arch")
+
+    def vgg19(pretrained=False, **kwargs):
+        with torch.device("meta"):  # the classifier is never used; do not allocate 500 MB for it
+            model = torchvision.models.vgg19(weights=None)
+        model.features = copy.deepcopy(vgg19_features)
+        return model
+
+    monkeypatch.setattr(vgg_arch, "vgg", types.SimpleNamespace(vgg19=vgg19))
+    monkeypatch.setattr(vgg_arch, "VGG_PRETRAIN_PATH", "/nonexistent/vgg19-dcbb9e9d.pth")
+    return basic_loss.PerceptualLoss
+
+
+def test_real_esrgan_preset_with_style_weight_equals_real_basicsr(basicsr_perceptual, vgg19_features):
+    """``FeatureLoss(preset=..., style_weight=s)`` has BasicSR's terms: the preset's layers and
+    criterion (l1) for the style term too, Gram normalised by C*H*W. Reference: BasicSR 1.4.2's
+    ``PerceptualLoss(layer_weights, criterion='l1', style_weight=s)``, run in float64 (its ImageNet
+    mean/std buffers are float32 values, so agreement is to ~1e-7 relative, not 1e-15)."""
+    from featx.layers import PRESETS
+
+    layer_weights = dict(PRESETS["real_esrgan"].layer_weights)
+    reference = basicsr_perceptual(layer_weights, perceptual_weight=1.0, style_weight=0.5, criterion="l1").double()
+    loss = FeatureLoss(preset="real_esrgan", style_weight=0.5, weights=vgg19_features.state_dict()).double()
+    x, gt = torch.rand(2, 3, 32, 32, dtype=torch.float64), torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    percep, style = reference(x, gt)
+    total, terms = loss(x, gt, return_terms=True)
+    assert [t.options["criterion"] for t in loss.terms] == ["l1", "l1"]
+    assert rel(group_sum(terms, "perceptual"), percep) < 1e-6
+    assert rel(group_sum(terms, "style"), style) < 1e-6
+    assert rel(total, percep + style) < 1e-6
+
+
+def test_explicit_terms_equal_real_basicsr_fro_and_l1(basicsr_perceptual, vgg19_features):
+    """Without a preset: ``style=`` the same layers and ``style_criterion=criterion``."""
+    layers = {"relu1_2": 1.0, "conv3_4": 0.5}
+    sd = vgg19_features.state_dict()
+    x, gt = torch.rand(1, 3, 16, 16, dtype=torch.float64), torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    for criterion, range_norm in (("fro", False), ("l1", True)):
+        reference = basicsr_perceptual(layers, perceptual_weight=0.7, style_weight=2.0, criterion=criterion,
+                                       range_norm=range_norm).double()  # fmt: skip
+        loss = FeatureLoss(perceptual=layers, style=layers, perceptual_weight=0.7, style_weight=2.0,
+                           criterion=criterion, style_criterion=criterion, weights=sd,
+                           input_range=(-1, 1) if range_norm else (0, 1)).double()  # fmt: skip
+        inputs = (2 * x - 1, 2 * gt - 1) if range_norm else (x, gt)
+        percep, style = reference(*inputs)
+        _, terms = loss(*inputs, return_terms=True)
+        assert rel(group_sum(terms, "perceptual"), percep) < 1e-6, criterion
+        assert rel(group_sum(terms, "style"), style) < 1e-6, criterion
+
+
+def test_presets_never_drop_or_change_a_requested_term():
+    kwargs = {"arch": "vgg11", "weights": None}
+    # a preset without Gram layers lends its layers and criterion to style_weight > 0 (BasicSR)
+    lw = {"relu1_1": 1.0, "relu2_1": 0.5}
+    esrgan_like = FeatureLoss(perceptual=lw, style_weight=0.5, preset=None, style=lw, **kwargs)
+    assert [t.group for t in esrgan_like.terms] == ["perceptual", "style"]
+    real = FeatureLoss(preset="real_esrgan", style_weight=0.5, weights=None)
+    assert [t.group for t in real.terms] == ["perceptual", "style"]
+    assert real.terms[1].layer_weights == real.terms[0].layer_weights
+    assert real.terms[1].options == {"criterion": "l1", "normalize": "chw", "eps": 1e-3}
+    assert real.terms[1].weight == 0.5
+    # with a preset, explicit style layers also default to the preset's criterion
+    explicit = FeatureLoss(preset="real_esrgan", style={"conv2_2": 1.0}, weights=None)
+    assert explicit.terms[1].options["criterion"] == "l1"
+    # BasicSR's switches: weight 0 leaves a preset's term out
+    only_style = FeatureLoss(preset="real_esrgan", perceptual_weight=0, style_weight=1.0, weights=None)
+    assert [t.group for t in only_style.terms] == ["style"]
+    assert [t.group for t in FeatureLoss(preset="real_esrgan", style_weight=0, weights=None).terms] == ["perceptual"]
+    # every combination that would drop or silently ignore what was asked for raises, naming it
+    with pytest.raises(ValueError, match=r"style_weight given, but the loss has no term that uses it"):
+        FeatureLoss(perceptual=lw, style_weight=0.5, **kwargs)
+    with pytest.raises(ValueError, match=r"style_weight=0 would drop the style term given by style="):
+        FeatureLoss(perceptual=lw, style=lw, style_weight=0, **kwargs)
+    with pytest.raises(ValueError, match=r"perceptual_weight=0 would drop the perceptual term"):
+        FeatureLoss(perceptual=lw, perceptual_weight=0, **kwargs)
+    with pytest.raises(ValueError, match=r"texture_kind, texture_weight given"):
+        FeatureLoss(perceptual=lw, texture_kind="moments", texture_weight=2.0, **kwargs)
+    with pytest.raises(ValueError, match=r"texture_options given"):
+        FeatureLoss(perceptual=lw, texture_options={"seed": 0}, **kwargs)
+    with pytest.raises(ValueError, match=r"style_criterion, gram_normalize given"):
+        FeatureLoss(perceptual=lw, style_criterion="l1", gram_normalize="hw", **kwargs)
+    with pytest.raises(ValueError, match=r"criterion, normalize_channels given"):
+        FeatureLoss(style=lw, criterion="l1", normalize_channels=True, **kwargs)
+    with pytest.raises(ValueError, match=r"texture_weight=0 would drop the texture term"):
+        FeatureLoss(texture=lw, texture_weight=0, **kwargs)
+    # options of a term switched off with weight 0 are fine (BasicSR configurations pass them)
+    FeatureLoss(perceptual=lw, style_weight=0, style_criterion="l1", **kwargs)
+
+
+# ------------------------------------------------------------------ the real lpips package
+
+
+def test_lpips_vgg_preset_matches_real_lpips_baseline():
+    """The ``lpips_vgg`` preset against ``lpips.LPIPS(net="vgg", lpips=False)`` (the uncalibrated
+    baseline of the lpips package, test extra) with the same random VGG16 weights, in float64.
+
+    lpips sums squared differences of unit-normalised features over channels and averages over
+    positions; featx's ``mse`` averages over channels too, so lpips' per-layer value is C times
+    featx's term, and the preset's terms times C_l add up to the lpips value. lpips scales inputs
+    with its ScalingLayer (ImageNet statistics rounded to 3 decimals), so featx gets the scaled
+    images with ``input_range="normalized"``.
+    """
+    import torchvision
+
+    lpips = pytest.importorskip("lpips")
+    reference = lpips.LPIPS(net="vgg", lpips=False, pnet_rand=True, verbose=False).double()
+    ours = torchvision.models.vgg16(weights=None).features.double()
+    convs = [m for m in reference.net.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        for conv, src in zip(convs, [m for m in ours if isinstance(m, nn.Conv2d)]):
+            conv.weight.copy_(src.weight)
+            conv.bias.copy_(src.bias)
+    x, y = torch.rand(2, 3, 32, 32, dtype=torch.float64) * 2 - 1, torch.rand(2, 3, 32, 32, dtype=torch.float64) * 2 - 1
+    value, per_layer = reference(x, y, retPerLayer=True)
+    loss = PerceptualLoss(preset="lpips_vgg", reduction="none", input_range="normalized",
+                          weights=ours.state_dict()).double()  # fmt: skip
+    _, terms = loss(reference.scaling_layer(x), reference.scaling_layer(y), return_terms=True)
+    channels = {"relu1_2": 64, "relu2_2": 128, "relu3_3": 256, "relu4_3": 512, "relu5_3": 512}
+    total = 0
+    for (name, c), layer_value in zip(channels.items(), per_layer):
+        torch.testing.assert_close(terms[f"perceptual/{name}"] * c, layer_value.flatten(), rtol=1e-10, atol=0)
+        total = total + terms[f"perceptual/{name}"] * c
+    torch.testing.assert_close(total, value.flatten(), rtol=1e-10, atol=0)
+
+
 # ------------------------------------------------------------------ piq
 
 
