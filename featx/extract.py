@@ -53,6 +53,7 @@ from featx.io import (
 )
 
 __all__ = [
+    "DEFAULT_TAPS",
     "DTYPES",
     "FORMAT",
     "REDUCTIONS",
@@ -74,6 +75,10 @@ or Gram matrix ``(C, C)`` (``F F^T / (C H W)``, :func:`featx.functional.gram_mat
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """Compute dtypes (bf16/fp16 run under autocast); feature files store tensors in this dtype."""
+
+DEFAULT_TAPS = "relu1_1,relu2_1,relu3_1"
+"""Taps extracted when none are given: the layers of the ``ttsr_lte`` preset, named so that they
+exist in every VGG (the preset itself is defined for vgg19 only)."""
 
 FORMAT = "featx-features/1"
 """Value of the ``format`` metadata entry of feature files written by :func:`extract_features`."""
@@ -590,7 +595,7 @@ def extract_features(
     files_from: Optional[PathLike] = None,
     recursive: bool = True,
     arch: str = "vgg19",
-    taps: Union[str, Sequence[str]] = "ttsr_lte",
+    taps: Union[str, Sequence[str]] = DEFAULT_TAPS,
     preset: Optional[str] = None,
     weights: Any = "DEFAULT",
     reduce: str = "none",
@@ -627,7 +632,8 @@ def extract_features(
         files_from: a text file listing images, one per line (added to ``inputs``).
         recursive: walk subfolders.
         arch: VGG architecture (ignored with ``preset``).
-        taps: preset name, tap name, ``"a,b"`` or a list (ignored with ``preset``).
+        taps: preset name, tap name, ``"a,b"`` or a list (ignored with ``preset``); the default
+            :data:`DEFAULT_TAPS` (``relu1_1,relu2_1,relu3_1``) exists in every ``arch``.
         preset: build the extractor with :meth:`VGGFeatures.from_preset` (its arch, taps, pooling).
         weights: as for :class:`~featx.extractor.VGGFeatures`; ``None`` gives random weights
             from a fixed seed (0), so reruns and ranks agree (a ``RandomWeightsWarning`` is issued).
