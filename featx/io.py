@@ -426,6 +426,8 @@ def _pixels(image: Image.Image, path: str, alpha: str, limit: Union[int, None]) 
     if mode in _ALPHA_MODES_PIL:
         if alpha != "drop":
             raise ImageDecodeError(path, _alpha_reason(mode))
+        if mode == "La":  # premultiplied gray: Pillow converts it only to LA (unpremultiplying)
+            image = image.convert("LA")
         mode = _ALPHA_MODES_PIL[mode]
         image = image.convert(mode)
     if mode in ("L", "RGB") or mode in _GRAY16_MODES:

@@ -231,6 +231,20 @@ def test_rgba_and_la_need_alpha_drop(tmp_path):
     torch.testing.assert_close(load_image(tmp_path / "la.png", alpha="drop"), as_chw(la[..., 0], 255), rtol=0, atol=1e-7)
 
 
+def test_premultiplied_gray_alpha_dropped_to_straight_gray(tmp_path):
+    # Fails on the code before the fix: alpha="drop" on an La image (TIFF with associated alpha)
+    # raised "conversion from La to L not supported".
+    tifffile = pytest.importorskip("tifffile")
+    alpha = RNG.integers(1, 256, (4, 5), dtype=np.uint8)
+    gray = (RNG.random((4, 5)) * alpha).astype(np.uint8)  # premultiplied: gray <= alpha
+    tifffile.imwrite(tmp_path / "la.tif", np.dstack([gray, alpha]), photometric="minisblack", extrasamples=["assocalpha"])
+    with pytest.raises(ImageDecodeError, match=r"alpha channel \(La\)"):
+        load_image(tmp_path / "la.tif")
+    # reference: un-premultiplied in numpy, gray * 255 / alpha (what RGBa -> RGB does in Pillow)
+    straight = np.minimum(255, gray.astype(np.float64) * 255 / alpha)
+    torch.testing.assert_close(load_image(tmp_path / "la.tif", alpha="drop"), as_chw(straight, 255), rtol=0, atol=1 / 255)
+
+
 def test_cmyk_converted(tmp_path):
     cmyk = rand_u8(4, 5, 4)
     Image.fromarray(cmyk, mode="CMYK").save(tmp_path / "c.tif")
