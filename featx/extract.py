@@ -370,7 +370,8 @@ def _plan_one(source: ImageSource, ctx: _Context) -> _Plan:
             if size is not None and metadata == ctx.metadata(source, stat, size) and set(shapes) == set(ctx.taps):
                 return _Plan("done", size=size, stat=stat, shapes=shapes)
     try:
-        size = probe_image(source.path, max_pixels=ctx.max_pixels)
+        # the header rules of the decoder (alpha, TIFF channels): a dry run fails what the real run fails
+        size = probe_image(source.path, alpha=ctx.alpha, max_pixels=ctx.max_pixels)
     except ImageDecodeError as error:
         return _Plan("error", reason=error.reason)
     if min(size) < ctx.min_size:
@@ -395,6 +396,7 @@ class _Context:
     taps: tuple[str, ...]
     min_size: int
     common: dict[str, str]
+    alpha: str = "error"
 
     def metadata(self, source: ImageSource, stat: tuple[int, int], size: tuple[int, int]) -> dict[str, str]:
         return {
@@ -695,6 +697,7 @@ def extract_features(
             taps=extractor.taps,
             min_size=extractor.min_input_size,
             common=_common_metadata(extractor, reduce, dtype),
+            alpha=alpha,
         )
         bar_enabled = progress and dist.rank == 0
         plans = _plan_all(sources, ctx, dist, bar_enabled)

@@ -231,6 +231,84 @@ def test_rgba_and_la_need_alpha_drop(tmp_path):
     torch.testing.assert_close(load_image(tmp_path / "la.png", alpha="drop"), as_chw(la[..., 0], 255), rtol=0, atol=1e-7)
 
 
+def _alpha_file(path, kind: str) -> None:
+    """Write a 4x3 (HxW) image with an alpha channel of the given kind."""
+    tifffile = pytest.importorskip("tifffile")
+    if kind == "RGBA png":
+        Image.fromarray(rand_u8(4, 3, 4)).save(path)
+    elif kind == "LA png":
+        Image.fromarray(rand_u8(4, 3, 2), mode="LA").save(path)
+    elif kind == "P png with transparency":
+        Image.fromarray(rand_u8(4, 3)).quantize(4).save(path, transparency=0)
+    elif kind == "PA tiff":
+        Image.new("PA", (3, 4)).save(path)
+    elif kind == "La tiff (associated alpha)":
+        tifffile.imwrite(path, rand_u8(4, 3, 2), photometric="minisblack", extrasamples=["assocalpha"])
+    elif kind == "RGBA tiff (ExtraSamples alpha)":
+        tifffile.imwrite(path, rand_u8(4, 3, 4), photometric="rgb", extrasamples=["unassalpha"])
+    elif kind == "16-bit RGBA png":
+        write_png16(path, RNG.integers(0, 65536, (4, 3, 4), dtype=np.uint16))
+    elif kind == "16-bit RGBA tiff (ExtraSamples alpha)":
+        array = RNG.integers(0, 65536, (4, 3, 4), dtype=np.uint16)
+        tifffile.imwrite(path, array, photometric="rgb", extrasamples=["unassalpha"])
+    elif kind == "RGBA webp":
+        Image.fromarray(rand_u8(4, 3, 4)).save(path, format="WEBP", lossless=True)
+    else:
+        raise AssertionError(kind)
+
+
+ALPHA_KINDS = {  # kind -> what the refusal names (the Pillow mode, or the 16-bit layout)
+    "RGBA png": "RGBA",
+    "LA png": "LA",
+    "P png with transparency": "RGBA",
+    "PA tiff": "PA",
+    "La tiff (associated alpha)": "La",
+    "RGBA tiff (ExtraSamples alpha)": "RGBA",
+    "16-bit RGBA png": "16-bit RGBA",
+    "16-bit RGBA tiff (ExtraSamples alpha)": "4-channel 16-bit TIFF",
+    "RGBA webp": "RGBA",
+}
+
+
+@pytest.mark.parametrize("kind", list(ALPHA_KINDS))
+def test_probe_image_refuses_alpha_from_the_header_like_load_image(tmp_path, kind):
+    # Fails on the code before the change: probe_image had no alpha rule (and no alpha=), so a
+    # dry run listed these images as "extract" while the real run failed them.
+    path = tmp_path / ("a.tif" if "tiff" in kind else "a.webp" if "webp" in kind else "a.png")
+    _alpha_file(path, kind)
+    expected = f"{path}: has an alpha channel ({ALPHA_KINDS[kind]}); pass alpha='drop' (CLI: --alpha drop) to discard it"
+    with pytest.raises(ImageDecodeError) as probed:
+        probe_image(path)
+    with pytest.raises(ImageDecodeError) as loaded:
+        load_image(path)
+    assert str(probed.value) == str(loaded.value) == expected  # the same reason, from the header alone
+    assert probe_image(path, alpha="drop") == (4, 3)
+    assert load_image(path, alpha="drop").shape == (3, 4, 3)
+
+
+def test_probe_image_accepts_images_without_alpha(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    Image.fromarray(rand_u8(4, 3)).save(tmp_path / "rgb.png")
+    Image.fromarray(rand_u8(4, 3, None)).save(tmp_path / "l_trns.png", transparency=0)  # tRNS on gray: no alpha
+    Image.fromarray(rand_u8(4, 3)).save(tmp_path / "rgb_trns.png", transparency=(0, 0, 0))
+    Image.fromarray(rand_u8(4, 3)).quantize(4).save(tmp_path / "p.png")
+    write_png16(tmp_path / "rgb16.png", RNG.integers(0, 65536, (4, 3, 3), dtype=np.uint16))
+    tifffile.imwrite(tmp_path / "rgb16.tif", RNG.integers(0, 65536, (4, 3, 3), dtype=np.uint16), photometric="rgb")
+    tifffile.imwrite(tmp_path / "rgbx.tif", rand_u8(4, 3, 4), photometric="rgb", extrasamples=["unspecified"])
+    for path in sorted(tmp_path.iterdir()):
+        assert probe_image(path) == (4, 3), path.name
+        assert load_image(path).shape == (3, 4, 3), path.name  # and the decoder agrees
+
+
+def test_probe_image_refuses_tiff_channel_counts_like_load_image(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "two.tif", rand_u8(4, 5, 2), photometric="minisblack", extrasamples=["unspecified"])
+    with pytest.raises(ImageDecodeError, match="unsupported channel count: 2 channels"):
+        probe_image(tmp_path / "two.tif", alpha="drop")
+    with pytest.raises(ValueError, match="alpha must be one of 'error', 'drop', got 'keep'"):
+        probe_image(tmp_path / "two.tif", alpha="keep")
+
+
 def test_premultiplied_gray_alpha_dropped_to_straight_gray(tmp_path):
     # Fails on the code before the fix: alpha="drop" on an La image (TIFF with associated alpha)
     # raised "conversion from La to L not supported".
