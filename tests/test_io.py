@@ -43,9 +43,10 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def write_png16(path, array: np.ndarray) -> None:
+def write_png16(path, array: np.ndarray, orientation: int | None = None) -> None:
     """A 16-bit RGB(A) PNG written by hand (Pillow cannot write one), rows alternating the
-    None, Sub and Up filters so decoding must use the right bytes-per-pixel."""
+    None, Sub and Up filters so decoding must use the right bytes-per-pixel; with
+    ``orientation``, an ``eXIf`` chunk (PNG 1.5) holding that EXIF orientation."""
     height, width, channels = array.shape
     rows = [array[y].astype(">u2").tobytes() for y in range(height)]
     bpp = 2 * channels
@@ -61,8 +62,17 @@ def write_png16(path, array: np.ndarray) -> None:
         raw += bytes([kind]) + data.astype(np.uint8).tobytes()
     color_type = {3: 2, 4: 6}[channels]
     header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    exif = b""
+    if orientation is not None:
+        tags = Image.Exif()
+        tags[0x0112] = orientation
+        exif = png_chunk(b"eXIf", tags.tobytes()[len(b"Exif\0\0") :])  # the chunk holds the bare TIFF structure
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + exif
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
     )
 
 
@@ -187,6 +197,49 @@ def test_rgb16_tiff_full_precision(tmp_path):
     array = RNG.integers(0, 65536, (5, 7, 3), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "c16.tif", array, photometric="rgb")
     torch.testing.assert_close(load_image(tmp_path / "c16.tif"), as_chw(array, 65535), rtol=0, atol=1e-7)
+
+
+# Upright pixels for each EXIF orientation, written out with numpy (EXIF 2.3 table), independent of
+# featx.io.orient: 3 = rotate 180, 5 = transpose, 6 = rotate 90 clockwise, 8 = rotate 90 counter-clockwise.
+UPRIGHT = {
+    3: lambda a: a[::-1, ::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def high_precision_u16(h: int, w: int, c: int) -> np.ndarray:
+    """16-bit samples whose low byte matters: no value is a multiple of 257 (a widened 8-bit value)."""
+    array = RNG.integers(0, 65536, (h, w, c), dtype=np.uint16)
+    array[array % 257 == 0] += 1
+    return array
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_rgb16_png_exif_orientation(tmp_path, orientation):
+    # Catches the mutation "_png16_array ignores the EXIF orientation" (returning the array without
+    # orient(...)), which no other test noticed: the full-precision path must still turn the image upright.
+    array = high_precision_u16(4, 7, 3)
+    write_png16(tmp_path / "o16.png", array, orientation=orientation)
+    with Image.open(tmp_path / "o16.png") as image:
+        assert image.getexif()[0x0112] == orientation  # the chunk is read as EXIF
+    expected = as_chw(np.ascontiguousarray(UPRIGHT[orientation](array)), 65535)
+    # exact up to float rounding: one 16-bit step is 1.5e-5, so a lost low byte or a wrong turn fails
+    torch.testing.assert_close(load_image(tmp_path / "o16.png"), expected, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_rgb16_tiff_orientation_tag(tmp_path, orientation):
+    # Catches the mutation "_tiff16_array ignores the orientation tag" (returning the array without
+    # orient(...)), which no other test noticed.
+    tifffile = pytest.importorskip("tifffile")
+    array = high_precision_u16(4, 7, 3)
+    tifffile.imwrite(tmp_path / "o16.tif", array, photometric="rgb", extratags=[(274, "H", 1, orientation, True)])
+    with tifffile.TiffFile(tmp_path / "o16.tif") as tif:
+        assert tif.pages[0].tags[274].value == orientation  # the tag is in the file
+    expected = as_chw(np.ascontiguousarray(UPRIGHT[orientation](array)), 65535)
+    torch.testing.assert_close(load_image(tmp_path / "o16.tif"), expected, rtol=0, atol=1e-7)
 
 
 def test_two_channel_tiff_refused(tmp_path):
