@@ -12,11 +12,12 @@ from typing import Any, Optional
 
 import click
 
-# Literal copies of featx.extract.REDUCTIONS / DTYPES and featx.io.ALPHA_MODES (importing them
-# here would import torch); tests check that they match.
+# Literal copies of featx.extract.REDUCTIONS / DTYPES / DEFAULT_TAPS and featx.io.ALPHA_MODES
+# (importing them here would import torch); tests check that they match.
 REDUCE_CHOICES = ("none", "gap", "gmp", "gram")
 DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 ALPHA_CHOICES = ("error", "drop")
+DEFAULT_TAPS = "relu1_1,relu2_1,relu3_1"
 
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 
@@ -126,7 +127,11 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
 @click.option("--files-from", type=click.Path(dir_okay=False), help="Text file listing images, one per line.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Walk subfolders.")
 @click.option("--arch", default=None, help="VGG architecture (default vgg19).")
-@click.option("--taps", default=None, help="Preset name or comma-separated taps (default ttsr_lte).")
+@click.option(
+    "--taps",
+    default=None,
+    help=f"Preset name or comma-separated taps (default {DEFAULT_TAPS}: the ttsr_lte layers, valid for every arch).",
+)
 @click.option("--preset", default=None, help="Use a preset's arch, taps and pooling (e.g. gatys).")
 @click.option(
     "--weights",
@@ -239,7 +244,7 @@ def extract(
                 files_from=files_from,
                 recursive=recursive,
                 arch=arch or "vgg19",
-                taps=taps or "ttsr_lte",
+                taps=taps or DEFAULT_TAPS,
                 preset=preset,
                 weights=weights_arg,
                 reduce=reduce,

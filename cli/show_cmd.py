@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+# A literal copy of featx.io.ALPHA_MODES (importing it here would import torch); a test checks it.
+ALPHA_CHOICES = ("error", "drop")
+
 
 @click.command(name="show")
 @click.argument("image", type=click.Path(dir_okay=False))
@@ -25,8 +28,15 @@ import click
     type=click.IntRange(min=0),
     help="Downscale the longer side to this (0: keep the size).",
 )
+@click.option(
+    "--alpha",
+    type=click.Choice(ALPHA_CHOICES),
+    default="error",
+    show_default=True,
+    help="Refuse an image with an alpha channel, or drop the alpha channel.",
+)
 def show(
-    image: str, taps: str, out: str, weights: str, arch: str, channels: int, pooling: str, max_size: int
+    image: str, taps: str, out: str, weights: str, arch: str, channels: int, pooling: str, max_size: int, alpha: str
 ) -> None:
     """Picture what a loss compares: the strongest feature maps and the Gram matrix of each tap.
 
@@ -35,9 +45,15 @@ def show(
     import warnings
 
     from featx.io import ImageDecodeError
-    from featx.show import show_features
+    from featx.show import MATPLOTLIB_HINT, require_matplotlib, show_features
     from featx.weights import RandomWeightsWarning, WeightsNotFoundError
 
+    try:
+        require_matplotlib()
+    except ImportError:
+        raise click.ClickException(
+            f"featx show needs matplotlib to draw its figure, and it cannot be imported; {MATPLOTLIB_HINT}"
+        ) from None
     chosen = None if weights.lower() == "random" else weights
     if chosen is None:
         click.echo("warning: --weights random: the feature maps come from an untrained VGG", err=True)
@@ -53,6 +69,7 @@ def show(
                 channels=channels,
                 pooling=pooling,
                 max_size=max_size or None,
+                alpha=alpha,
             )
     except ImageDecodeError as error:
         raise click.BadParameter(str(error), param_hint="IMAGE") from None

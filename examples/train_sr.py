@@ -15,12 +15,16 @@ Run:
     python examples/train_sr.py                      # defaults: a few minutes on 2 CPU cores
     python examples/train_sr.py --steps 20 --out-dir /tmp/sr   # smoke test
 
-Writes ``loss_curve.png`` and ``comparison.png`` (bicubic | network | ground truth) to ``--out-dir``.
+Writes to ``--out-dir``: ``sr_net.pt`` (the trained network's state dict) and ``results.json``
+(losses per step, PSNRs, settings) first, then ``loss_curve.png`` and ``comparison.png``
+(bicubic | network | ground truth). The figures need matplotlib (a featx dependency); where it
+cannot be imported they are skipped with a note, and the saved results are unaffected.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import time
@@ -260,14 +264,42 @@ def save_comparison(panels: dict[str, torch.Tensor], hr: torch.Tensor, scale: in
     fig.savefig(path)
 
 
+def save_figures(
+    history: dict[str, list[float]],
+    l1_vs_bicubic: list[float],
+    panels: dict[str, torch.Tensor],
+    hr: torch.Tensor,
+    scale: int,
+    out_dir: str,
+) -> tuple[Optional[str], Optional[str]]:
+    """Draw ``loss_curve.png`` and ``comparison.png``; returns their paths, or ``(None, None)``
+    with a note when matplotlib cannot be imported (the results are saved before this)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        print(
+            f"note: matplotlib cannot be imported ({error}): skipping loss_curve.png and comparison.png; "
+            "the results are saved. Install it with: pip install matplotlib"
+        )
+        return None, None
+    loss_curve = os.path.join(out_dir, "loss_curve.png")
+    comparison = os.path.join(out_dir, "comparison.png")
+    save_loss_curve(history, l1_vs_bicubic, loss_curve)
+    save_comparison(panels, hr, scale, comparison)
+    print(f"wrote {loss_curve} and {comparison}")
+    return loss_curve, comparison
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Train, evaluate on the held-out picture and write the PNGs.
+    """Train, evaluate on the held-out picture, save the network and the numbers, then draw the PNGs.
 
     Returns:
         ``losses`` (total per step), ``l1_vs_bicubic`` (per step), ``parts`` (``l1``/``perceptual``/``style`` per step),
         ``fixed_batch_loss`` (before, after: the objective on one fixed validation batch),
-        ``psnr_bicubic``, ``psnr_sr`` (dB on the held-out picture), ``seconds``,
-        ``loss_curve`` and ``comparison`` (PNG paths), ``weights_id``.
+        ``psnr_bicubic``, ``psnr_sr`` (dB on the held-out picture), ``seconds``, ``weights_id``,
+        ``checkpoint`` (``sr_net.pt``) and ``results`` (``results.json``, the numbers above), both
+        written before any drawing, and ``loss_curve`` and ``comparison`` (PNG paths; ``None``
+        when matplotlib cannot be imported).
     """
     args = parse_args(argv)
     torch.manual_seed(args.seed)
@@ -333,16 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     bicubic_eval = upscale_bicubic(lr_eval, args.scale).clamp(0, 1)
     psnr_bicubic, psnr_sr = psnr(bicubic_eval, hr_eval, args.scale), psnr(sr_eval, hr_eval, args.scale)
 
-    loss_curve = os.path.join(args.out_dir, "loss_curve.png")
-    comparison = os.path.join(args.out_dir, "comparison.png")
-    save_loss_curve(history, l1_vs_bicubic, loss_curve)
-    save_comparison({"bicubic": bicubic_eval, "network": sr_eval}, hr_eval, args.scale, comparison)
-    print(
-        f"held-out {args.holdout} ({width}x{height}, x{args.scale}): bicubic {psnr_bicubic:.2f} dB, "
-        f"network {psnr_sr:.2f} dB ({psnr_sr - psnr_bicubic:+.2f} dB); {args.steps} steps in {seconds:.0f} s"
-    )
-    print(f"wrote {loss_curve} and {comparison}")
-    return {
+    result: dict[str, Any] = {
         "losses": history["total"],
         "l1_vs_bicubic": l1_vs_bicubic,
         "parts": {name: values for name, values in history.items() if name != "total"},
@@ -350,10 +373,23 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         "psnr_bicubic": psnr_bicubic,
         "psnr_sr": psnr_sr,
         "seconds": seconds,
-        "loss_curve": loss_curve,
-        "comparison": comparison,
         "weights_id": loss_fn.extractor.weights_id,
     }
+    print(
+        f"held-out {args.holdout} ({width}x{height}, x{args.scale}): bicubic {psnr_bicubic:.2f} dB, "
+        f"network {psnr_sr:.2f} dB ({psnr_sr - psnr_bicubic:+.2f} dB); {args.steps} steps in {seconds:.0f} s"
+    )
+    # the trained network and the numbers are saved before drawing, so a plotting failure loses nothing
+    checkpoint = os.path.join(args.out_dir, "sr_net.pt")
+    torch.save(net.state_dict(), checkpoint)
+    results = os.path.join(args.out_dir, "results.json")
+    with open(results, "w", encoding="utf-8") as handle:
+        json.dump({**result, "args": vars(args)}, handle, indent=1)
+    print(f"wrote {checkpoint} and {results}")
+    loss_curve, comparison = save_figures(
+        history, l1_vs_bicubic, {"bicubic": bicubic_eval, "network": sr_eval}, hr_eval, args.scale, args.out_dir
+    )
+    return {**result, "checkpoint": checkpoint, "results": results, "loss_curve": loss_curve, "comparison": comparison}
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from featx.io import (
 )
 
 __all__ = [
+    "DEFAULT_TAPS",
     "DTYPES",
     "FORMAT",
     "REDUCTIONS",
@@ -74,6 +75,10 @@ or Gram matrix ``(C, C)`` (``F F^T / (C H W)``, :func:`featx.functional.gram_mat
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """Compute dtypes (bf16/fp16 run under autocast); feature files store tensors in this dtype."""
+
+DEFAULT_TAPS = "relu1_1,relu2_1,relu3_1"
+"""Taps extracted when none are given: the layers of the ``ttsr_lte`` preset, named so that they
+exist in every VGG (the preset itself is defined for vgg19 only)."""
 
 FORMAT = "featx-features/1"
 """Value of the ``format`` metadata entry of feature files written by :func:`extract_features`."""
@@ -365,7 +370,8 @@ def _plan_one(source: ImageSource, ctx: _Context) -> _Plan:
             if size is not None and metadata == ctx.metadata(source, stat, size) and set(shapes) == set(ctx.taps):
                 return _Plan("done", size=size, stat=stat, shapes=shapes)
     try:
-        size = probe_image(source.path, max_pixels=ctx.max_pixels)
+        # the header rules of the decoder (alpha, TIFF channels): a dry run fails what the real run fails
+        size = probe_image(source.path, alpha=ctx.alpha, max_pixels=ctx.max_pixels)
     except ImageDecodeError as error:
         return _Plan("error", reason=error.reason)
     if min(size) < ctx.min_size:
@@ -390,6 +396,7 @@ class _Context:
     taps: tuple[str, ...]
     min_size: int
     common: dict[str, str]
+    alpha: str = "error"
 
     def metadata(self, source: ImageSource, stat: tuple[int, int], size: tuple[int, int]) -> dict[str, str]:
         return {
@@ -590,7 +597,7 @@ def extract_features(
     files_from: Optional[PathLike] = None,
     recursive: bool = True,
     arch: str = "vgg19",
-    taps: Union[str, Sequence[str]] = "ttsr_lte",
+    taps: Union[str, Sequence[str]] = DEFAULT_TAPS,
     preset: Optional[str] = None,
     weights: Any = "DEFAULT",
     reduce: str = "none",
@@ -627,7 +634,8 @@ def extract_features(
         files_from: a text file listing images, one per line (added to ``inputs``).
         recursive: walk subfolders.
         arch: VGG architecture (ignored with ``preset``).
-        taps: preset name, tap name, ``"a,b"`` or a list (ignored with ``preset``).
+        taps: preset name, tap name, ``"a,b"`` or a list (ignored with ``preset``); the default
+            :data:`DEFAULT_TAPS` (``relu1_1,relu2_1,relu3_1``) exists in every ``arch``.
         preset: build the extractor with :meth:`VGGFeatures.from_preset` (its arch, taps, pooling).
         weights: as for :class:`~featx.extractor.VGGFeatures`; ``None`` gives random weights
             from a fixed seed (0), so reruns and ranks agree (a ``RandomWeightsWarning`` is issued).
@@ -689,6 +697,7 @@ def extract_features(
             taps=extractor.taps,
             min_size=extractor.min_input_size,
             common=_common_metadata(extractor, reduce, dtype),
+            alpha=alpha,
         )
         bar_enabled = progress and dist.rank == 0
         plans = _plan_all(sources, ctx, dist, bar_enabled)

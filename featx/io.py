@@ -14,7 +14,8 @@ Decoding rules (:func:`load_image`), the same for the library and ``featx extrac
   RGB; CMYK and YCbCr are converted to RGB by Pillow (no ICC colour management; ICC profiles are
   ignored everywhere). Images with an alpha channel (``RGBA``, ``LA``, palette with transparency)
   are refused unless ``alpha="drop"`` (CLI ``--alpha drop``), which discards alpha without
-  compositing. Other channel counts (e.g. a 2-channel TIFF without alpha) are refused.
+  compositing. Other channel counts (e.g. a 2-channel TIFF without alpha) are refused. Both rules
+  are decided from the header, so :func:`probe_image` applies them too (``featx extract --dry-run``).
 - Size: images above ``max_pixels`` pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``, about 89.5
   megapixels) are refused from their header, before any pixel is decoded; Pillow's
   ``DecompressionBombWarning`` is turned into that error, never left as a warning.
@@ -287,14 +288,28 @@ def _open(path: str, limit: Union[int, None]) -> Image.Image:
     return image
 
 
-def probe_image(path: PathLike, *, max_pixels: Union[int, None] = None) -> tuple[int, int]:
+def probe_image(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, None] = None) -> tuple[int, int]:
     """Read an image's stored ``(height, width)`` from its header, without decoding pixels.
 
-    The size is as stored in the file, before EXIF orientation is applied.
+    The size is as stored in the file, before EXIF orientation is applied. The header is also
+    checked against the rules of :func:`load_image` that it decides, with the same reasons: an
+    alpha channel (``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, palette with transparency, 16-bit
+    RGBA PNG, TIFF with an alpha extra sample) is refused unless ``alpha="drop"``, and so are
+    TIFF channel counts that :func:`load_image` refuses. So a plan made from headers (``featx
+    extract --dry-run``) fails the images the real run fails on these grounds.
+
+    Args:
+        path: image file.
+        alpha: ``"error"`` refuses images with an alpha channel; ``"drop"`` accepts them.
+        max_pixels: refuse images with more pixels than this (as for :func:`load_image`).
+
+    Returns:
+        ``(height, width)`` as stored.
 
     Raises:
-        ImageDecodeError: unreadable header, empty file, or above the pixel limit.
-        ValueError: bad ``max_pixels``.
+        ImageDecodeError: unreadable header, empty file, above the pixel limit, alpha channel
+            without ``alpha="drop"``, or unsupported TIFF channel count.
+        ValueError: unknown ``alpha`` or bad ``max_pixels``.
 
     Example:
         >>> import tempfile, os
@@ -304,11 +319,13 @@ def probe_image(path: PathLike, *, max_pixels: Union[int, None] = None) -> tuple
         ...     probe_image(os.path.join(d, "a.png"))
         (10, 20)
     """
+    check_choice("alpha", alpha, ALPHA_MODES)
     path = os.fspath(path)
     limit = _pixel_limit(max_pixels)
     try:
         with _open(path, limit) as image:
             width, height = image.size
+            _check_alpha(image, path, alpha)
     except ImageDecodeError:
         raise
     except Exception as error:  # any Pillow/OS failure is a per-file decode error
@@ -363,6 +380,38 @@ def _check_tiff_channels(image: Image.Image, path: str) -> tuple[int, int]:
     return samples, bits
 
 
+def _png16_rawmode(image: Image.Image) -> Union[str, None]:
+    """``"RGB;16B"`` or ``"RGBA;16B"`` for a 16-bit colour PNG (read at full precision), else ``None``."""
+    tile = getattr(image, "tile", None)
+    if image.format != "PNG" or not tile or len(tile) != 1:
+        return None
+    rawmode = tile[0][3]
+    return rawmode if rawmode in ("RGB;16B", "RGBA;16B") else None
+
+
+def _header_alpha(image: Image.Image, path: str) -> Union[str, None]:
+    """The alpha channel :func:`load_image` will find, as its refusal names it, from the header only.
+
+    ``None`` without alpha. TIFF channel counts that cannot be decoded raise here already.
+    """
+    if image.format == "TIFF":
+        samples, bits = _check_tiff_channels(image, path)
+        if bits == 16 and samples >= 2:  # read by tifffile: 2 and 4 samples carry alpha
+            return f"{samples}-channel 16-bit TIFF" if samples in (2, 4) else None
+    if _png16_rawmode(image) is not None:
+        return "16-bit RGBA" if image.mode == "RGBA" else None
+    if image.mode == "P":
+        return "RGBA" if "transparency" in image.info else None
+    return image.mode if image.mode in _ALPHA_MODES_PIL else None
+
+
+def _check_alpha(image: Image.Image, path: str, alpha: str) -> None:
+    """Refuse an image whose header shows an alpha channel unless ``alpha == "drop"``."""
+    what = _header_alpha(image, path)
+    if what is not None and alpha != "drop":
+        raise ImageDecodeError(path, _alpha_reason(what))
+
+
 def _tiff16_array(path: str, image: Image.Image) -> np.ndarray:
     """16-bit multi-channel TIFF pixels via tifffile (Pillow keeps only 8 bits), upright."""
     import tifffile
@@ -383,12 +432,8 @@ def _png16_array(path: str, image: Image.Image, limit: Union[int, None]) -> Unio
     same stream a second time with the little-endian unpacker yields the low bytes, and the two
     together are the exact 16-bit samples.
     """
-    tile = getattr(image, "tile", None)
-    if image.format != "PNG" or not tile or len(tile) != 1:
-        return None
-    entry = tile[0]
-    rawmode = entry[3]
-    if rawmode not in ("RGB;16B", "RGBA;16B"):
+    rawmode = _png16_rawmode(image)
+    if rawmode is None:
         return None
     with _open(path, limit) as low_image:
         low_tile = low_image.tile[0]
@@ -403,6 +448,7 @@ def _png16_array(path: str, image: Image.Image, limit: Union[int, None]) -> Unio
 
 def _pixels(image: Image.Image, path: str, alpha: str, limit: Union[int, None]) -> np.ndarray:
     """Decode to an upright ``uint8``/``uint16`` array ``(H, W)`` or ``(H, W, 3)``."""
+    _check_alpha(image, path, alpha)  # the header rule probe_image applies, so plans agree
     bits = 8
     if image.format == "TIFF":
         samples, bits = _check_tiff_channels(image, path)
@@ -426,6 +472,8 @@ def _pixels(image: Image.Image, path: str, alpha: str, limit: Union[int, None]) 
     if mode in _ALPHA_MODES_PIL:
         if alpha != "drop":
             raise ImageDecodeError(path, _alpha_reason(mode))
+        if mode == "La":  # premultiplied gray: Pillow converts it only to LA (unpremultiplying)
+            image = image.convert("LA")
         mode = _ALPHA_MODES_PIL[mode]
         image = image.convert(mode)
     if mode in ("L", "RGB") or mode in _GRAY16_MODES:

@@ -18,9 +18,38 @@ import torch
 if TYPE_CHECKING:  # matplotlib is imported lazily, only when drawing
     from matplotlib.figure import Figure
 
-__all__ = ["TapSummary", "figure_size", "plot_features", "show_features", "summarize_features"]
+__all__ = [
+    "MATPLOTLIB_HINT",
+    "TapSummary",
+    "figure_size",
+    "plot_features",
+    "require_matplotlib",
+    "show_features",
+    "summarize_features",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+MATPLOTLIB_HINT = "install it with: pip install matplotlib (a base dependency of featx; reinstalling featx brings it back)"
+"""How to get matplotlib back: the end of the error :func:`require_matplotlib` raises."""
+
+
+def require_matplotlib() -> None:
+    """Check that matplotlib can be imported, before any work that only ends in a drawing.
+
+    matplotlib is a base dependency of featx, but a minimal or hand-pruned environment may lack
+    it; drawing then fails here, with what to do, instead of deep inside the plotting code.
+
+    Raises:
+        ImportError: matplotlib cannot be imported; the message says how to install it.
+
+    Example:
+        >>> require_matplotlib()  # matplotlib is installed: nothing happens
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise ImportError(f"featx.show draws with matplotlib, which cannot be imported ({error}); {MATPLOTLIB_HINT}") from error
 
 
 @dataclass(frozen=True)
@@ -135,7 +164,9 @@ def plot_features(
 
     Raises:
         ValueError: ``summaries`` is empty or ``image`` is not ``(3, H, W)``.
+        ImportError: matplotlib is not installed (the message says how to install it).
     """
+    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure
@@ -204,6 +235,7 @@ def show_features(
     channels: int = 8,
     pooling: str = "max",
     max_size: Optional[int] = 512,
+    alpha: str = "error",
     extractor: Optional[Any] = None,
     panel: float = 1.6,
     dpi: int = 100,
@@ -219,6 +251,8 @@ def show_features(
         channels: strongest channels to show per tap.
         pooling: pooling variant.
         max_size: downscale (antialiased, aspect kept) so the longer side is at most this; ``None`` keeps the size.
+        alpha: for an image file with an alpha channel: ``"error"`` refuses it, ``"drop"`` discards
+            alpha (see :func:`featx.io.load_image`; CLI ``--alpha``). Ignored for tensors.
         extractor: a ready :class:`featx.VGGFeatures` to use instead of building one (``taps``,
             ``arch``, ``weights`` and ``pooling`` are then ignored).
         panel: panel size in inches.
@@ -229,9 +263,10 @@ def show_features(
 
     Raises:
         featx.io.ImageDecodeError: the image file cannot be read (missing, corrupt, ...).
-        ValueError: unknown arch/tap/pooling, ``channels`` < 1, bad ``max_size``, or an image
+        ValueError: unknown arch/tap/pooling/alpha, ``channels`` < 1, bad ``max_size``, or an image
             smaller than the deepest tap needs.
         featx.weights.WeightsNotFoundError: ``weights`` names a checkpoint that is not on disk.
+        ImportError: matplotlib is not installed (checked first, before any work).
 
     Example:
         >>> import torch, warnings
@@ -243,8 +278,12 @@ def show_features(
     """
     import torch.nn.functional as F
 
+    from featx._checks import check_choice
     from featx.extractor import VGGFeatures
+    from featx.io import ALPHA_MODES
 
+    require_matplotlib()
+    check_choice("alpha", alpha, ALPHA_MODES)
     if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1):
         raise ValueError(f"max_size must be a positive int or None, got {max_size!r}")
     if isinstance(image, torch.Tensor):
@@ -255,7 +294,7 @@ def show_features(
     else:
         from featx.io import load_image
 
-        picture = load_image(image)
+        picture = load_image(image, alpha=alpha)
         source = os.path.basename(os.fspath(image))
     if max_size is not None and max(picture.shape[1:]) > max_size:
         scale = max_size / max(picture.shape[1:])

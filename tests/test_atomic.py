@@ -101,6 +101,56 @@ def test_o_direct_refused_falls_back_to_identical_buffered_bytes(tmp_path, monke
     assert os.listdir(tmp_path) == ["out.bin"]
 
 
+@pytest.mark.parametrize("fsync", [True, False])
+def test_o_direct_path_fsyncs_its_file_before_the_rename(tmp_path, monkeypatch, fsync):
+    # Catches the mutation "_write_direct skips os.fsync", which every other test passed: the
+    # O_DIRECT path must flush the same descriptor it wrote, before the rename publishes the name.
+    if not HAS_DIRECT:
+        pytest.skip("no O_DIRECT on this platform: every write is buffered")
+    events: list[tuple] = []
+    real_open, real_fsync, real_close, real_replace = os.open, os.fsync, os.close, os.replace
+
+    def spy_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)  # a refusal (EINVAL) propagates unrecorded
+        events.append(("open", fd, bool(flags & os.O_DIRECT)))
+        return fd
+
+    def spy_fsync(fd):
+        events.append(("fsync", fd))
+        return real_fsync(fd)
+
+    def spy_close(fd):
+        events.append(("close", fd))
+        return real_close(fd)
+
+    def spy_replace(src, dst):
+        events.append(("replace",))
+        return real_replace(src, dst)
+
+    nbytes = DIRECT_MIN_BYTES + 4096 + 123  # >= 1 MiB; the aligned buffer is a whole number of pages
+    buffer = filled(nbytes, seed=2)
+    monkeypatch.setattr(atomic.os, "open", spy_open)
+    monkeypatch.setattr(atomic.os, "fsync", spy_fsync)
+    monkeypatch.setattr(atomic.os, "close", spy_close)
+    monkeypatch.setattr(atomic.os, "replace", spy_replace)
+    write_atomic_buffer(tmp_path / "out.bin", buffer, nbytes, fsync=fsync, direct=True)
+    monkeypatch.undo()
+
+    opens = [event for event in events if event[0] == "open"]
+    if not opens or not opens[0][2] or len(opens) > 1:
+        pytest.skip("the filesystem of tmp_path refused O_DIRECT: the buffered fallback was taken")
+    assert (tmp_path / "out.bin").read_bytes() == buffer[:nbytes].numpy().tobytes()
+    fd = opens[0][1]
+    if fsync:
+        opened = events.index(opens[0])
+        assert ("fsync", fd) in events[opened:], "the file written with O_DIRECT was not fsynced"
+        synced, closed = events.index(("fsync", fd), opened), events.index(("close", fd), opened)
+        renamed = events.index(("replace",), opened)
+        assert opened < synced < closed < renamed  # the O_DIRECT descriptor, flushed, then closed, then renamed
+    else:
+        assert not [event for event in events if event[0] == "fsync"]
+
+
 def test_other_write_errors_propagate_and_leave_nothing(tmp_path, monkeypatch):
     real_write = os.write
 

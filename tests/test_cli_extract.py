@@ -16,6 +16,7 @@ import time
 import zlib
 
 import numpy as np
+import pytest
 import skimage.data
 import torch
 from click.testing import CliRunner
@@ -271,6 +272,8 @@ def test_dry_run_lists_and_writes_nothing(tmp_path, ckpt):
     result = invoke(tmp_path / "in", tmp_path / "out", "--weights", ckpt, "--taps", TAPS, "--dry-run")
     assert result.exit_code == 1  # it would fail: header-level errors were found
     assert "extract  good1.png" in result.stdout and "error    zero.png: empty file (0 bytes)" in result.stdout
+    assert "error    alpha.png: has an alpha channel (RGBA)" in result.stdout  # header-level, as in the real run
+    assert "error    two.tif: unsupported channel count: 2 channels" in result.stdout
     assert "dry run: 9 images:" in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -290,12 +293,53 @@ def test_no_recursive_and_files_from(tmp_path, ckpt):
 
 
 def test_choices_match_the_engine_and_no_torch_at_import():
-    from featx.extract import DTYPES, REDUCTIONS
+    from featx.extract import DEFAULT_TAPS, DTYPES, REDUCTIONS
     from featx.io import ALPHA_MODES
     from featx_cli import extract_cmd
 
+    assert extract_cmd.DEFAULT_TAPS == DEFAULT_TAPS
     assert extract_cmd.REDUCE_CHOICES == REDUCTIONS
     assert extract_cmd.DTYPE_CHOICES == tuple(DTYPES)
     assert extract_cmd.ALPHA_CHOICES == ALPHA_MODES
     code = "import sys, featx_cli.extract_cmd; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg11_bn"])
+def test_default_taps_work_for_every_arch(tmp_path, arch):
+    # Fails on the code before the change: the default taps were the ttsr_lte preset, which is
+    # defined for vgg19 only, so `featx extract --arch vgg16` without --taps exited 2.
+    (tmp_path / "in").mkdir()
+    Image.fromarray(small(skimage.data.astronaut(), 16, 16)).save(tmp_path / "in" / "a.png")
+    result = invoke(tmp_path / "in", tmp_path / "out", "--arch", arch, "--weights", "random", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    tensors, meta = load_features(feature_path(tmp_path / "out", "a.png"))
+    assert meta["arch"] == arch and meta["taps"] == "relu1_1,relu2_1,relu3_1"
+    # expected shapes from VGG's plan: 64/128/256 channels at strides 1/2/4
+    assert {name: tuple(t.shape) for name, t in tensors.items()} == {
+        "relu1_1": (64, 16, 16), "relu2_1": (128, 8, 8), "relu3_1": (256, 4, 4)
+    }  # fmt: skip
+
+
+def test_dry_run_reports_alpha_like_the_real_run(tmp_path, ckpt):
+    # Fails on the code before the change: the dry run listed rgba.png as "extract" (the header
+    # check knew no alpha rule) and the real run then failed it.
+    (tmp_path / "in").mkdir()
+    Image.fromarray(small(skimage.data.astronaut(), 16, 16)).save(tmp_path / "in" / "good.png")
+    rgba = np.dstack([small(skimage.data.chelsea(), 16, 16), np.full((16, 16), 200, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "in" / "rgba.png")
+    reason = "has an alpha channel (RGBA); pass alpha='drop' (CLI: --alpha drop) to discard it"
+    common = (tmp_path / "in", tmp_path / "out", "--weights", ckpt, "--taps", TAPS, "--workers", "0")
+
+    dry = invoke(*common, "--dry-run")
+    assert dry.exit_code == 1  # it would fail
+    assert dry.stdout.splitlines() == ["extract  good.png", f"error    rgba.png: {reason}"]
+    assert "1 to extract, 0 up to date, 1 failing" in dry.stderr
+    dropped = invoke(*common, "--dry-run", "--alpha", "drop")
+    assert dropped.exit_code == 0
+    assert dropped.stdout.splitlines() == ["extract  good.png", "extract  rgba.png"]
+    assert not (tmp_path / "out").exists()
+
+    real = invoke(*common, "--quiet")  # the real run fails the same image with the same reason
+    assert real.exit_code == 1
+    assert {line["path"]: line.get("error") for line in manifest(tmp_path / "out")} == {"good.png": None, "rgba.png": reason}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -43,10 +44,52 @@ def test_train_sr_tiny_run(tmp_path, capsys):
     for key in ("loss_curve", "comparison"):
         with Image.open(result[key]) as picture:
             assert picture.format == "PNG" and picture.width > 100
+    saved = json.loads((tmp_path / "results.json").read_text())  # the same numbers, saved
+    assert saved["fixed_batch_loss"] == [before, after] and saved["psnr_sr"] == result["psnr_sr"]
     assert result["weights_id"] == "random"
     assert "random weights" in capsys.readouterr().out
     # reference PSNR: 10 log10(1 / MSE) computed here on the same bicubic image
     assert 15 < result["psnr_bicubic"] < 60
+
+
+TINY_TRAIN_SR = ["--steps", "3", "--batch", "2", "--patch", "16", "--channels", "4", "--blocks", "1",
+                 "--eval-size", "32", "--log-every", "0"]  # fmt: skip
+MATPLOTLIB_MODULES = ("matplotlib", "matplotlib.backends", "matplotlib.backends.backend_agg", "matplotlib.figure")
+
+
+def check_saved_result(train_sr, out_dir, steps: int) -> dict:
+    """results.json holds the run's numbers and sr_net.pt loads into a fresh SRNet; returns the numbers."""
+    saved = json.loads((out_dir / "results.json").read_text())
+    assert len(saved["losses"]) == steps and 15 < saved["psnr_sr"] < 60
+    net = train_sr.SRNet(scale=2, channels=4, blocks=1)
+    net.load_state_dict(torch.load(out_dir / "sr_net.pt", weights_only=True))
+    return saved
+
+
+def test_train_sr_without_matplotlib_keeps_the_result(tmp_path, monkeypatch, capsys):
+    # Fails on the code before the change: the run ended in ModuleNotFoundError after training,
+    # and nothing of the trained network or its numbers was saved.
+    train_sr = load_example("train_sr")
+    for name in MATPLOTLIB_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
+    result = train_sr.main([*TINY_TRAIN_SR, "--out-dir", str(tmp_path)])
+    assert result["loss_curve"] is None and result["comparison"] is None
+    assert "matplotlib cannot be imported" in capsys.readouterr().out
+    assert check_saved_result(train_sr, tmp_path, 3)["psnr_sr"] == result["psnr_sr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json", "sr_net.pt"]
+
+
+def test_train_sr_saves_the_result_before_drawing(tmp_path, monkeypatch):
+    # Fails on the code before the change: a plotting error lost the finished training run.
+    train_sr = load_example("train_sr")
+
+    def broken_plot(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(train_sr, "save_loss_curve", broken_plot)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        train_sr.main([*TINY_TRAIN_SR, "--out-dir", str(tmp_path)])
+    check_saved_result(train_sr, tmp_path, 3)
 
 
 def test_train_sr_network_starts_as_bicubic():

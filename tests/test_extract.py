@@ -281,6 +281,19 @@ def test_random_weights_are_seeded(tmp_path):
     assert load_features(feature_path(tmp_path / "a", "img0.png"))[1]["weights_id"] == "random"
 
 
+@pytest.mark.filterwarnings("ignore::featx.weights.RandomWeightsWarning")
+def test_default_taps_exist_in_every_arch_and_equal_ttsr_lte(tmp_path):
+    # Fails on the code before the change: the default was the vgg19-only ttsr_lte preset.
+    from featx import PRESETS
+    from featx.extract import DEFAULT_TAPS
+
+    make_images(tmp_path / "in", [(16, 16)])
+    summary = extract_features([str(tmp_path / "in")], str(tmp_path / "out"), arch="vgg13", weights=None, num_workers=0)
+    assert summary.ok == 1 and summary.shapes == {"relu1_1": [64, 16, 16], "relu2_1": [128, 8, 8], "relu3_1": [256, 4, 4]}
+    # for vgg19 the default names the same layers as the preset, so files (and resumes) are unchanged
+    assert VGGFeatures("vgg19", DEFAULT_TAPS, weights=None).taps == tuple(PRESETS["ttsr_lte"].taps)
+
+
 def test_stale_temp_files_removed(tmp_path, ckpt):
     make_images(tmp_path / "in", [(24, 32)])
     (tmp_path / "out").mkdir()

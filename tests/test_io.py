@@ -43,9 +43,10 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def write_png16(path, array: np.ndarray) -> None:
+def write_png16(path, array: np.ndarray, orientation: int | None = None) -> None:
     """A 16-bit RGB(A) PNG written by hand (Pillow cannot write one), rows alternating the
-    None, Sub and Up filters so decoding must use the right bytes-per-pixel."""
+    None, Sub and Up filters so decoding must use the right bytes-per-pixel; with
+    ``orientation``, an ``eXIf`` chunk (PNG 1.5) holding that EXIF orientation."""
     height, width, channels = array.shape
     rows = [array[y].astype(">u2").tobytes() for y in range(height)]
     bpp = 2 * channels
@@ -61,8 +62,17 @@ def write_png16(path, array: np.ndarray) -> None:
         raw += bytes([kind]) + data.astype(np.uint8).tobytes()
     color_type = {3: 2, 4: 6}[channels]
     header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    exif = b""
+    if orientation is not None:
+        tags = Image.Exif()
+        tags[0x0112] = orientation
+        exif = png_chunk(b"eXIf", tags.tobytes()[len(b"Exif\0\0") :])  # the chunk holds the bare TIFF structure
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + exif
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
     )
 
 
@@ -189,6 +199,49 @@ def test_rgb16_tiff_full_precision(tmp_path):
     torch.testing.assert_close(load_image(tmp_path / "c16.tif"), as_chw(array, 65535), rtol=0, atol=1e-7)
 
 
+# Upright pixels for each EXIF orientation, written out with numpy (EXIF 2.3 table), independent of
+# featx.io.orient: 3 = rotate 180, 5 = transpose, 6 = rotate 90 clockwise, 8 = rotate 90 counter-clockwise.
+UPRIGHT = {
+    3: lambda a: a[::-1, ::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def high_precision_u16(h: int, w: int, c: int) -> np.ndarray:
+    """16-bit samples whose low byte matters: no value is a multiple of 257 (a widened 8-bit value)."""
+    array = RNG.integers(0, 65536, (h, w, c), dtype=np.uint16)
+    array[array % 257 == 0] += 1
+    return array
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_rgb16_png_exif_orientation(tmp_path, orientation):
+    # Catches the mutation "_png16_array ignores the EXIF orientation" (returning the array without
+    # orient(...)), which no other test noticed: the full-precision path must still turn the image upright.
+    array = high_precision_u16(4, 7, 3)
+    write_png16(tmp_path / "o16.png", array, orientation=orientation)
+    with Image.open(tmp_path / "o16.png") as image:
+        assert image.getexif()[0x0112] == orientation  # the chunk is read as EXIF
+    expected = as_chw(np.ascontiguousarray(UPRIGHT[orientation](array)), 65535)
+    # exact up to float rounding: one 16-bit step is 1.5e-5, so a lost low byte or a wrong turn fails
+    torch.testing.assert_close(load_image(tmp_path / "o16.png"), expected, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_rgb16_tiff_orientation_tag(tmp_path, orientation):
+    # Catches the mutation "_tiff16_array ignores the orientation tag" (returning the array without
+    # orient(...)), which no other test noticed.
+    tifffile = pytest.importorskip("tifffile")
+    array = high_precision_u16(4, 7, 3)
+    tifffile.imwrite(tmp_path / "o16.tif", array, photometric="rgb", extratags=[(274, "H", 1, orientation, True)])
+    with tifffile.TiffFile(tmp_path / "o16.tif") as tif:
+        assert tif.pages[0].tags[274].value == orientation  # the tag is in the file
+    expected = as_chw(np.ascontiguousarray(UPRIGHT[orientation](array)), 65535)
+    torch.testing.assert_close(load_image(tmp_path / "o16.tif"), expected, rtol=0, atol=1e-7)
+
+
 def test_two_channel_tiff_refused(tmp_path):
     tifffile = pytest.importorskip("tifffile")
     tifffile.imwrite(
@@ -229,6 +282,98 @@ def test_rgba_and_la_need_alpha_drop(tmp_path):
     with pytest.raises(ImageDecodeError, match=r"alpha channel \(LA\)"):
         load_image(tmp_path / "la.png")
     torch.testing.assert_close(load_image(tmp_path / "la.png", alpha="drop"), as_chw(la[..., 0], 255), rtol=0, atol=1e-7)
+
+
+def _alpha_file(path, kind: str) -> None:
+    """Write a 4x3 (HxW) image with an alpha channel of the given kind."""
+    tifffile = pytest.importorskip("tifffile")
+    if kind == "RGBA png":
+        Image.fromarray(rand_u8(4, 3, 4)).save(path)
+    elif kind == "LA png":
+        Image.fromarray(rand_u8(4, 3, 2), mode="LA").save(path)
+    elif kind == "P png with transparency":
+        Image.fromarray(rand_u8(4, 3)).quantize(4).save(path, transparency=0)
+    elif kind == "PA tiff":
+        Image.new("PA", (3, 4)).save(path)
+    elif kind == "La tiff (associated alpha)":
+        tifffile.imwrite(path, rand_u8(4, 3, 2), photometric="minisblack", extrasamples=["assocalpha"])
+    elif kind == "RGBA tiff (ExtraSamples alpha)":
+        tifffile.imwrite(path, rand_u8(4, 3, 4), photometric="rgb", extrasamples=["unassalpha"])
+    elif kind == "16-bit RGBA png":
+        write_png16(path, RNG.integers(0, 65536, (4, 3, 4), dtype=np.uint16))
+    elif kind == "16-bit RGBA tiff (ExtraSamples alpha)":
+        array = RNG.integers(0, 65536, (4, 3, 4), dtype=np.uint16)
+        tifffile.imwrite(path, array, photometric="rgb", extrasamples=["unassalpha"])
+    elif kind == "RGBA webp":
+        Image.fromarray(rand_u8(4, 3, 4)).save(path, format="WEBP", lossless=True)
+    else:
+        raise AssertionError(kind)
+
+
+ALPHA_KINDS = {  # kind -> what the refusal names (the Pillow mode, or the 16-bit layout)
+    "RGBA png": "RGBA",
+    "LA png": "LA",
+    "P png with transparency": "RGBA",
+    "PA tiff": "PA",
+    "La tiff (associated alpha)": "La",
+    "RGBA tiff (ExtraSamples alpha)": "RGBA",
+    "16-bit RGBA png": "16-bit RGBA",
+    "16-bit RGBA tiff (ExtraSamples alpha)": "4-channel 16-bit TIFF",
+    "RGBA webp": "RGBA",
+}
+
+
+@pytest.mark.parametrize("kind", list(ALPHA_KINDS))
+def test_probe_image_refuses_alpha_from_the_header_like_load_image(tmp_path, kind):
+    # Fails on the code before the change: probe_image had no alpha rule (and no alpha=), so a
+    # dry run listed these images as "extract" while the real run failed them.
+    path = tmp_path / ("a.tif" if "tiff" in kind else "a.webp" if "webp" in kind else "a.png")
+    _alpha_file(path, kind)
+    expected = f"{path}: has an alpha channel ({ALPHA_KINDS[kind]}); pass alpha='drop' (CLI: --alpha drop) to discard it"
+    with pytest.raises(ImageDecodeError) as probed:
+        probe_image(path)
+    with pytest.raises(ImageDecodeError) as loaded:
+        load_image(path)
+    assert str(probed.value) == str(loaded.value) == expected  # the same reason, from the header alone
+    assert probe_image(path, alpha="drop") == (4, 3)
+    assert load_image(path, alpha="drop").shape == (3, 4, 3)
+
+
+def test_probe_image_accepts_images_without_alpha(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    Image.fromarray(rand_u8(4, 3)).save(tmp_path / "rgb.png")
+    Image.fromarray(rand_u8(4, 3, None)).save(tmp_path / "l_trns.png", transparency=0)  # tRNS on gray: no alpha
+    Image.fromarray(rand_u8(4, 3)).save(tmp_path / "rgb_trns.png", transparency=(0, 0, 0))
+    Image.fromarray(rand_u8(4, 3)).quantize(4).save(tmp_path / "p.png")
+    write_png16(tmp_path / "rgb16.png", RNG.integers(0, 65536, (4, 3, 3), dtype=np.uint16))
+    tifffile.imwrite(tmp_path / "rgb16.tif", RNG.integers(0, 65536, (4, 3, 3), dtype=np.uint16), photometric="rgb")
+    tifffile.imwrite(tmp_path / "rgbx.tif", rand_u8(4, 3, 4), photometric="rgb", extrasamples=["unspecified"])
+    for path in sorted(tmp_path.iterdir()):
+        assert probe_image(path) == (4, 3), path.name
+        assert load_image(path).shape == (3, 4, 3), path.name  # and the decoder agrees
+
+
+def test_probe_image_refuses_tiff_channel_counts_like_load_image(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "two.tif", rand_u8(4, 5, 2), photometric="minisblack", extrasamples=["unspecified"])
+    with pytest.raises(ImageDecodeError, match="unsupported channel count: 2 channels"):
+        probe_image(tmp_path / "two.tif", alpha="drop")
+    with pytest.raises(ValueError, match="alpha must be one of 'error', 'drop', got 'keep'"):
+        probe_image(tmp_path / "two.tif", alpha="keep")
+
+
+def test_premultiplied_gray_alpha_dropped_to_straight_gray(tmp_path):
+    # Fails on the code before the fix: alpha="drop" on an La image (TIFF with associated alpha)
+    # raised "conversion from La to L not supported".
+    tifffile = pytest.importorskip("tifffile")
+    alpha = RNG.integers(1, 256, (4, 5), dtype=np.uint8)
+    gray = (RNG.random((4, 5)) * alpha).astype(np.uint8)  # premultiplied: gray <= alpha
+    tifffile.imwrite(tmp_path / "la.tif", np.dstack([gray, alpha]), photometric="minisblack", extrasamples=["assocalpha"])
+    with pytest.raises(ImageDecodeError, match=r"alpha channel \(La\)"):
+        load_image(tmp_path / "la.tif")
+    # reference: un-premultiplied in numpy, gray * 255 / alpha (what RGBa -> RGB does in Pillow)
+    straight = np.minimum(255, gray.astype(np.float64) * 255 / alpha)
+    torch.testing.assert_close(load_image(tmp_path / "la.tif", alpha="drop"), as_chw(straight, 255), rtol=0, atol=1 / 255)
 
 
 def test_cmyk_converted(tmp_path):

@@ -133,3 +133,91 @@ def test_command_module_does_not_import_torch():
     code = "import sys, featx_cli.show_cmd; print('torch' in sys.modules or 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# ------------------------------------------------------------------------ alpha and matplotlib
+
+
+@pytest.fixture
+def rgba_png(tmp_path):
+    """The chelsea crop with a varying alpha channel; returns (rgba path, rgb path of the same pixels)."""
+    rgb = skimage.data.chelsea()[100:132, 150:182]
+    alpha = np.linspace(0, 255, 32 * 32).astype(np.uint8).reshape(32, 32)
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "rgba.png")
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    return tmp_path / "rgba.png", tmp_path / "rgb.png"
+
+
+def test_cli_rgba_refused_with_hint_and_accepted_with_alpha_drop(rgba_png, tmp_path):
+    # Fails before `featx show --alpha` existed: the refusal told users to pass --alpha drop,
+    # which show rejected as "No such option".
+    rgba, _ = rgba_png
+    args = ["show", str(rgba), "--taps", "relu1_1", "--weights", "random", "--channels", "2"]
+    refused = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "refused.png")])
+    assert refused.exit_code == 2
+    assert "has an alpha channel (RGBA)" in refused.stderr and "--alpha drop" in refused.stderr
+    assert not (tmp_path / "refused.png").exists()
+    accepted = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "ok.png"), "--alpha", "drop"])
+    assert accepted.exit_code == 0, accepted.output
+    assert "relu1_1: 64x32x32" in accepted.stdout
+    assert Image.open(tmp_path / "ok.png").mode == "RGB"
+
+
+def test_show_features_alpha_drop_equals_the_rgb_image(rgba_png):
+    rgba, rgb = rgba_png
+    torch.manual_seed(3)
+    vgg = VGGFeatures("vgg19", "relu1_1", weights=None)
+    # reference: the same pixels saved without alpha
+    _, expected = show_features(rgb, extractor=vgg, channels=3)
+    _, dropped = show_features(rgba, extractor=vgg, channels=3, alpha="drop")
+    assert dropped["relu1_1"].channels == expected["relu1_1"].channels
+    torch.testing.assert_close(dropped["relu1_1"].maps, expected["relu1_1"].maps, rtol=0, atol=0)
+    from featx.io import ImageDecodeError
+
+    with pytest.raises(ImageDecodeError, match="alpha channel"):
+        show_features(rgba, extractor=vgg)
+    with pytest.raises(ValueError, match="alpha must be one of 'error', 'drop'"):
+        show_features(rgba, extractor=vgg, alpha="keep")
+
+
+def test_cli_alpha_choices_match_the_library():
+    from featx.io import ALPHA_MODES
+    from featx_cli import show_cmd
+
+    assert show_cmd.ALPHA_CHOICES == ALPHA_MODES
+
+
+MATPLOTLIB_MODULES = (
+    "matplotlib",
+    "matplotlib.backends",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.colors",
+    "matplotlib.figure",
+    "matplotlib.pyplot",
+)
+
+
+def hide_matplotlib(monkeypatch):
+    """Make every ``import matplotlib...`` fail, as in an environment without it."""
+    for name in MATPLOTLIB_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_cli_without_matplotlib_is_a_one_line_error(sample_png, tmp_path, monkeypatch):
+    # Fails on the code before the check: a ModuleNotFoundError traceback after the model ran.
+    hide_matplotlib(monkeypatch)
+    out = tmp_path / "fig.png"
+    result = CliRunner().invoke(cli, ["show", str(sample_png), "--weights", "random", "--out", str(out)])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # a click error, not an uncaught exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: featx show needs matplotlib")
+    assert "pip install matplotlib" in lines[0]
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_show_features_without_matplotlib_fails_first_with_the_fix(monkeypatch):
+    hide_matplotlib(monkeypatch)
+    # weights="DEFAULT" is not on disk (tests/conftest.py): the matplotlib check comes before the model
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        show_features(torch.rand(3, 16, 16), "relu1_1")
