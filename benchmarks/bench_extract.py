@@ -149,7 +149,8 @@ def make_images(folder: Path, count: int, size: int, seed: int = 0) -> list[Path
 
 def conv_gflops(taps: str, size: int) -> float:
     """Forward GFLOP per image: ``2 * Cin * Cout * 9 * H * W`` summed over the kept convolutions."""
-    from featx.layers import layer_specs, resolve_taps
+    from featx.layers import layer_specs
+    from featx.taps import resolve_taps
 
     deepest = resolve_taps("vgg19", taps)[-1].index
     total = 0.0

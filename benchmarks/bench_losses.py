@@ -107,7 +107,7 @@ CACHED_IMPLS = ("uncached", "uncached_b1", "cached")
 
 def single_layer_weights(config: str) -> dict[str, float]:
     """The ``{layer: weight}`` of a single-term configuration."""
-    from featx.layers import PRESETS
+    from featx.presets import PRESETS
 
     spec = SINGLE[config]
     if "preset" in spec:

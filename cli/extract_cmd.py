@@ -211,8 +211,9 @@ def extract(
     if preset is not None and (taps is not None or arch is not None):
         raise click.UsageError("--preset sets the arch and taps itself; do not combine it with --arch or --taps")
 
-    from featx.extract import OutputNotWritableError, extract_features, write_sample_images
-    from featx.weights import RandomWeightsWarning, WeightsNotFoundError
+    from featx.errors import OutputNotWritableError
+    from featx.extract import extract_features, write_sample_images
+    from featx.errors import RandomWeightsWarning, WeightsNotFoundError
 
     if malloc_tuning:
         from featx.allocator import tune_malloc

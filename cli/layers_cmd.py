@@ -5,22 +5,6 @@ from __future__ import annotations
 import click
 
 
-def format_table(rows, taps: tuple[str, ...], title: str) -> str:
-    """Render layer rows in the familiar torchsummary style, marking tapped layers with ``*``."""
-    lines = [title, "-" * 72, f"  {'Layer':<10}{'Type':<8}{'Output shape':<22}{'Stride':>7}{'Params':>16}", "=" * 72]
-    for row in rows:
-        mark = "*" if row.name in taps else " "
-        shape = "(" + ", ".join(str(d) for d in row.shape) + ")"
-        stride = str(row.stride) if row.stride else "-"
-        lines.append(f"{mark} {row.name:<10}{row.kind:<8}{shape:<22}{stride:>7}{row.params:>16,}")
-    total = sum(row.params for row in rows)
-    features = sum(row.params for row in rows if not row.name.startswith(("fc", "gap", "avgpool")))
-    lines += ["=" * 72, f"Total params: {total:,}", f"Features params: {features:,}", f"Head params: {total - features:,}"]
-    if taps:
-        lines.append(f"Taps (*): {', '.join(taps)}")
-    return "\n".join(lines)
-
-
 @click.command(name="layers")
 @click.argument("arch")
 @click.option("--input-size", nargs=2, type=int, default=(224, 224), show_default=True, metavar="H W")
@@ -38,7 +22,8 @@ def layers(arch: str, input_size: tuple[int, int], head: str, pooling: str, taps
 
     Example: featx layers vgg16 --input-size 400 400 --head conv
     """
-    from featx.layers import layer_table, resolve_taps
+    from featx.table import format_layer_table, layer_table
+    from featx.taps import resolve_taps
 
     try:
         rows = layer_table(arch, *input_size, head=head, pooling=pooling)
@@ -46,4 +31,5 @@ def layers(arch: str, input_size: tuple[int, int], head: str, pooling: str, taps
     except (ValueError, TypeError) as error:
         raise click.UsageError(str(error)) from None
     height, width = input_size
-    click.echo(format_table(rows, marked, f"{arch}, input 3x{height}x{width}, pooling={pooling}, head={head}"))
+    title = f"{arch}, input 3x{height}x{width}, pooling={pooling}, head={head}"
+    click.echo(format_layer_table(rows, taps=marked, title=title))

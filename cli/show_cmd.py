@@ -44,9 +44,9 @@ def show(
     """
     import warnings
 
-    from featx.io import ImageDecodeError
+    from featx.errors import ImageDecodeError
     from featx.show import MATPLOTLIB_HINT, require_matplotlib, show_features
-    from featx.weights import RandomWeightsWarning, WeightsNotFoundError
+    from featx.errors import RandomWeightsWarning, WeightsNotFoundError
 
     try:
         require_matplotlib()

@@ -59,7 +59,8 @@ def verify_cmd(path: str, sha256: str | None) -> None:
     from pathlib import Path
 
     from featx.download import verify
-    from featx.weights import HashMismatchError, VGGWeights
+    from featx.errors import HashMismatchError
+    from featx.weights import VGGWeights
 
     known = VGGWeights.from_file_name(Path(path).name)
     try:
@@ -82,7 +83,8 @@ def verify_cmd(path: str, sha256: str | None) -> None:
 @click.argument("name")
 def path_cmd(name: str) -> None:
     """Print where checkpoint NAME is on disk (exit 1 with instructions when it is missing)."""
-    from featx.weights import WeightsNotFoundError, locate
+    from featx.errors import WeightsNotFoundError
+    from featx.weights import locate
 
     try:
         click.echo(str(locate(name)))

@@ -1,43 +1,151 @@
-"""Input validation helpers that raise ``TypeError``/``ValueError`` with expected and actual values."""
+"""Argument checks shared by every featx module: names and choices (with the closest valid name),
+integers, numbers, layer weights and value ranges. Each raises ``TypeError``/``ValueError`` with
+what was expected and what was received. Nothing here imports torch.
+"""
 
 from __future__ import annotations
 
-from typing import Union
+import difflib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar, Union
 
-import torch
+__all__ = [
+    "InputRange",
+    "check_choice",
+    "check_input_range",
+    "check_int",
+    "check_layer_weights",
+    "check_number",
+    "closest",
+]
 
-__all__ = ["check_image_batch", "check_input_range", "check_choice"]
+T = TypeVar("T")
 
 InputRange = Union[tuple[float, float], str]
+"""``(lo, hi)`` of the input values, or ``"normalized"`` for ImageNet-normalised inputs."""
 
 
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    """Check that ``value`` is one of ``choices``.
+def closest(name: object, choices: Iterable[object]) -> str:
+    """A "did you mean" hint for an unknown name, or an empty string.
+
+    Example:
+        >>> closest("rleu3_1", ["relu3_1", "conv3_1"])
+        " Did you mean 'relu3_1'?"
+        >>> closest(5, ["a"])
+        ''
+    """
+    if not isinstance(name, str):
+        return ""
+    matches = difflib.get_close_matches(name, [c for c in choices if isinstance(c, str)], n=1, cutoff=0.6)
+    return f" Did you mean {matches[0]!r}?" if matches else ""
+
+
+def check_choice(name: str, value: object, choices: Sequence[T], *, context: str = "") -> T:
+    """Check that ``value`` is one of ``choices`` and return it.
+
+    The one wording featx uses for every named choice (archs, taps, presets, criteria, ...):
+    ``unknown NAME VALUE CONTEXT. Did you mean 'X'? Valid choices: 'a', 'b'``.
 
     Args:
-        name: argument name, for the message.
+        name: what the value names, for the message (``"arch"``, ``"tap"``, ``"criterion"``).
         value: what the caller passed.
-        choices: valid values.
+        choices: the valid values.
+        context: words after the value, e.g. ``" for vgg19"``.
 
     Returns:
-        ``value``, unchanged.
+        ``value``, as the matching element of ``choices``.
 
     Raises:
-        ValueError: ``value`` is not a valid choice; the message lists the choices.
+        ValueError: ``value`` is not a valid choice; the message lists the choices and the closest one.
 
     Example:
         >>> check_choice("gray", "repeat", ("error", "repeat"))
         'repeat'
+        >>> check_choice("pooling", "mean", ("max", "avg"))
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown pooling 'mean'. Valid choices: 'max', 'avg'
     """
-    if value not in choices:
-        from featx.layers import closest
+    for choice in choices:
+        if type(choice) is type(value) and choice == value:
+            return choice
+    valid = ", ".join(map(repr, choices))
+    raise ValueError(f"unknown {name} {value!r}{context}.{closest(value, choices)} Valid choices: {valid}")
 
-        hint = closest(value, choices) if isinstance(value, str) else ""
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}.{hint}")
-    return value  # type: ignore[return-value]
+
+def check_int(name: str, value: object, *, minimum: int = 1, allow_none: bool = False) -> int:
+    """Check that ``value`` is an ``int`` (not a ``bool``) of at least ``minimum``.
+
+    Raises:
+        TypeError: not an integer.
+        ValueError: below ``minimum``.
+
+    Example:
+        >>> check_int("batch_size", 8)
+        8
+        >>> check_int("num_workers", -1, minimum=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: num_workers must be an integer >= 0, got -1
+    """
+    if value is None and allow_none:
+        return value  # type: ignore[return-value]
+    if isinstance(value, bool) or not isinstance(value, int):
+        none = " or None" if allow_none else ""
+        raise TypeError(f"{name} must be an integer >= {minimum}{none}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
-def check_input_range(input_range: InputRange) -> InputRange:
+def check_number(name: str, value: object, *, positive: bool = False) -> float:
+    """Check that ``value`` is a finite real number (not a ``bool``), positive if asked; return it as float.
+
+    Raises:
+        TypeError: not a real number, or NaN/inf.
+        ValueError: ``positive`` and ``value <= 0``.
+
+    Example:
+        >>> check_number("band_width", 0.5, positive=True)
+        0.5
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def check_layer_weights(layer_weights: object, name: str = "layer_weights") -> dict[str, float]:
+    """Check a ``{layer: weight}`` mapping: string keys, finite numbers, at least one entry.
+
+    Returns:
+        A plain dict with float weights, in the given order.
+
+    Raises:
+        TypeError: not a mapping, a non-string key or a non-number weight.
+        ValueError: empty.
+
+    Example:
+        >>> check_layer_weights({"conv5_4": 1})
+        {'conv5_4': 1.0}
+    """
+    if not isinstance(layer_weights, Mapping):
+        raise TypeError(
+            f"{name} must be a mapping {{layer: weight}} such as {{'conv5_4': 1.0}}, got {type(layer_weights).__name__}"
+        )
+    if not layer_weights:
+        raise ValueError(f"{name} must name at least one layer, got an empty mapping")
+    checked: dict[str, float] = {}
+    for layer, weight in layer_weights.items():
+        if not isinstance(layer, str):
+            raise TypeError(f"{name} keys must be layer names (str), got {layer!r}")
+        checked[layer] = check_number(f"{name}[{layer!r}]", weight)
+    return checked
+
+
+def check_input_range(input_range: object) -> InputRange:
     """Validate an ``input_range`` argument: a ``(lo, hi)`` pair with ``lo < hi``, or ``"normalized"``.
 
     Returns:
@@ -52,78 +160,13 @@ def check_input_range(input_range: InputRange) -> InputRange:
         (0.0, 255.0)
     """
     if isinstance(input_range, str):
-        if input_range != "normalized":
-            raise ValueError(f"input_range must be a (lo, hi) pair or 'normalized', got {input_range!r}")
-        return input_range
+        return check_choice("input_range", input_range, ("normalized",), context=" (or pass a (lo, hi) pair)")
     try:
-        lo, hi = (float(v) for v in input_range)  # type: ignore[union-attr]
+        lo, hi = (float(v) for v in input_range)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         raise TypeError(
             f"input_range must be a (lo, hi) pair such as (0, 1) or (-1, 1), or 'normalized'; got {input_range!r}"
         ) from None
-    if not (lo < hi) or not all(map(lambda v: v == v and abs(v) != float("inf"), (lo, hi))):
+    if not (lo < hi) or not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"input_range must satisfy lo < hi with finite bounds, got ({lo}, {hi})")
     return (lo, hi)
-
-
-def check_image_batch(x: object, *, gray: str, min_size: int, deepest_tap: str, dtype: torch.dtype) -> torch.Tensor:
-    """Validate a batch of images for a VGG extractor and return it with 3 channels.
-
-    Args:
-        x: the input.
-        gray: ``"repeat"`` to accept 1-channel input by repeating it to RGB, ``"error"`` otherwise.
-        min_size: smallest height and width the deepest tap needs.
-        deepest_tap: name of that tap, for the message.
-        dtype: the extractor's parameter dtype; a different floating dtype is only accepted under autocast.
-
-    Returns:
-        ``x`` with shape ``(B, 3, H, W)`` (a broadcast view when a gray input was repeated).
-
-    Raises:
-        TypeError: not a tensor, not floating point, or a dtype that does not match the weights.
-        ValueError: wrong number of dimensions or channels, an empty batch, a meta-device tensor,
-            or too small for ``deepest_tap``.
-
-    Shape:
-        ``(B, 3, H, W)``, or ``(B, 1, H, W)`` with ``gray="repeat"``.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor of shape (B, 3, H, W), got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(
-            f"expected a floating point tensor, got dtype {x.dtype}; convert it first, "
-            "e.g. x.float() / 255 for uint8 images (and keep input_range=(0, 1))"
-        )
-    if x.ndim != 4:
-        hint = " Add a batch dimension with x.unsqueeze(0)." if x.ndim == 3 else ""
-        raise ValueError(f"expected a 4-D tensor (B, 3, H, W), got shape {tuple(x.shape)}.{hint}")
-    if x.shape[0] == 0:
-        raise ValueError(f"expected at least one image, got an empty batch of shape {tuple(x.shape)}")
-    if x.is_meta:
-        raise ValueError(
-            "got a tensor on the meta device, which has a shape but no data; "
-            "move it to a real device (x.to('cpu') or x.to('cuda')) first"
-        )
-    channels = x.shape[1]
-    if channels == 1:
-        if gray != "repeat":
-            raise ValueError(
-                f"expected 3 channels (RGB), got 1 channel in shape {tuple(x.shape)}; "
-                "pass gray='repeat' to repeat a gray or Y-channel image to RGB"
-            )
-        x = x.expand(-1, 3, -1, -1)
-    elif channels != 3:
-        hint = " Drop the alpha channel with x[:, :3]." if channels == 4 else ""
-        raise ValueError(f"expected 3 channels (RGB), got {channels} in shape {tuple(x.shape)}.{hint}")
-    height, width = x.shape[-2:]
-    if height < min_size or width < min_size:
-        raise ValueError(
-            f"input of size {height}x{width} is too small for tap {deepest_tap!r}: "
-            f"it needs at least {min_size}x{min_size}"
-        )
-    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
-        raise TypeError(
-            f"input dtype {x.dtype} does not match the extractor's dtype {dtype}; "
-            f"cast the input (x.to({dtype})), the extractor (.to({x.dtype})), or run under torch.autocast"
-        )
-    return x

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
-from featx.weights import _CHUNK, HashMismatchError, PathLike, VGGWeights, _member, featx_home, sha256_file
+from featx.errors import HashMismatchError
+from featx.weights import _CHUNK, PathLike, VGGWeights, _member, featx_home, sha256_file
 
 __all__ = ["download", "verify"]
 

@@ -37,11 +37,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from featx._checks import check_choice
+from featx.errors import ImageDecodeError, OutputNotWritableError
 from featx.io import (
     ALPHA_MODES,
     FEATURE_SUFFIX,
     IMAGE_EXTENSIONS,
-    ImageDecodeError,
     ImageSource,
     find_images,
     load_image,
@@ -59,7 +59,6 @@ __all__ = [
     "REDUCTIONS",
     "SAMPLE_IMAGES",
     "ExtractSummary",
-    "OutputNotWritableError",
     "extract_features",
     "feature_path",
     "make_batches",
@@ -91,10 +90,6 @@ SUMMARY = "summary.json"
 _RANDOM_WEIGHTS_SEED = 0
 _STALE_TEMP = re.compile(r"^\..+\.\d+\.tmp$")
 _BARRIER_TIMEOUT = datetime.timedelta(hours=24)  # ranks finish at different times on big runs
-
-
-class OutputNotWritableError(OSError):
-    """The output folder cannot be created or written (checked before any work)."""
 
 
 @dataclass
@@ -665,7 +660,7 @@ def extract_features(
         FileNotFoundError: an input or ``files_from`` does not exist.
         ValueError: bad option, no images found, unknown arch/tap/preset.
         OutputNotWritableError: ``output`` cannot be created or written.
-        featx.weights.WeightsNotFoundError: the requested weights are not on disk.
+        featx.errors.WeightsNotFoundError: the requested weights are not on disk.
 
     Example:
         >>> import tempfile, os, warnings

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 
-from featx._checks import InputRange, check_choice, check_image_batch, check_input_range
-from featx.layers import PRESETS, LayerSpec, TapInfo, check_arch, check_pooling, layer_specs, min_input_size, resolve_taps
+from featx._checks import InputRange, check_choice, check_input_range
+from featx.errors import InputRangeWarning
+from featx.layers import POOLINGS, LayerSpec, check_arch, layer_specs, min_input_size
+from featx.presets import PRESETS, get_preset
+from featx.taps import TapInfo, resolve_taps
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputRangeWarning", "VGGFeatures"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VGGFeatures"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _RANGE_CHECKED_CALLS = 4  # forward calls whose input min/max are checked against input_range
-
-
-class InputRangeWarning(UserWarning):
-    """Inputs look like another value range than the module's ``input_range``."""
 
 
 def _input_affine(input_range: InputRange) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -53,6 +52,69 @@ def _range_problem(low: float, high: float, input_range: tuple[float, float]) ->
     if span >= 100 and -1.5 <= low < high <= 1.5:
         return "uses a tiny part (as [0, 1] or [-1, 1] data would) of"
     return None
+
+
+def _check_image_batch(x: object, *, gray: str, min_size: int, deepest_tap: str, dtype: torch.dtype) -> torch.Tensor:
+    """Validate a batch of images for a VGG extractor and return it with 3 channels.
+
+    Args:
+        x: the input.
+        gray: ``"repeat"`` to accept 1-channel input by repeating it to RGB, ``"error"`` otherwise.
+        min_size: smallest height and width the deepest tap needs.
+        deepest_tap: name of that tap, for the message.
+        dtype: the extractor's parameter dtype; a different floating dtype is only accepted under autocast.
+
+    Returns:
+        ``x`` with shape ``(B, 3, H, W)`` (a broadcast view when a gray input was repeated).
+
+    Raises:
+        TypeError: not a tensor, not floating point, or a dtype that does not match the weights.
+        ValueError: wrong number of dimensions or channels, an empty batch, a meta-device tensor,
+            or too small for ``deepest_tap``.
+
+    Shape:
+        ``(B, 3, H, W)``, or ``(B, 1, H, W)`` with ``gray="repeat"``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor of shape (B, 3, H, W), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"expected a floating point tensor, got dtype {x.dtype}; convert it first, "
+            "e.g. x.float() / 255 for uint8 images (and keep input_range=(0, 1))"
+        )
+    if x.ndim != 4:
+        hint = " Add a batch dimension with x.unsqueeze(0)." if x.ndim == 3 else ""
+        raise ValueError(f"expected a 4-D tensor (B, 3, H, W), got shape {tuple(x.shape)}.{hint}")
+    if x.shape[0] == 0:
+        raise ValueError(f"expected at least one image, got an empty batch of shape {tuple(x.shape)}")
+    if x.is_meta:
+        raise ValueError(
+            "got a tensor on the meta device, which has a shape but no data; "
+            "move it to a real device (x.to('cpu') or x.to('cuda')) first"
+        )
+    channels = x.shape[1]
+    if channels == 1:
+        if gray != "repeat":
+            raise ValueError(
+                f"expected 3 channels (RGB), got 1 channel in shape {tuple(x.shape)}; "
+                "pass gray='repeat' to repeat a gray or Y-channel image to RGB"
+            )
+        x = x.expand(-1, 3, -1, -1)
+    elif channels != 3:
+        hint = " Drop the alpha channel with x[:, :3]." if channels == 4 else ""
+        raise ValueError(f"expected 3 channels (RGB), got {channels} in shape {tuple(x.shape)}.{hint}")
+    height, width = x.shape[-2:]
+    if height < min_size or width < min_size:
+        raise ValueError(
+            f"input of size {height}x{width} is too small for tap {deepest_tap!r}: "
+            f"it needs at least {min_size}x{min_size}"
+        )
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"input dtype {x.dtype} does not match the extractor's dtype {dtype}; "
+            f"cast the input (x.to({dtype})), the extractor (.to({x.dtype})), or run under torch.autocast"
+        )
+    return x
 
 
 def _make_pool(pooling: str, channels: int) -> nn.Module:
@@ -146,14 +208,15 @@ class VGGFeatures(nn.Module):
             or ``"normalized"`` for inputs already ImageNet-normalised.
         gray: ``"repeat"`` accepts 1-channel inputs by repeating them to RGB; ``"error"`` refuses them.
         pooling: ``"max"``, ``"avg"``, ``"blur"`` (kornia MaxBlurPool2D), ``"conv"`` (learnable 3x3
-            stride-2 convolutions; needs ``requires_grad=True``) or ``"none"``.
+            stride-2 convolutions; needs ``requires_grad=True``) or ``"none"``. Default: the
+            preset's pooling when ``taps`` names a preset (``gatys``: ``"avg"``), else ``"max"``.
         requires_grad: make the backbone learnable.
 
     Raises:
         ValueError: unknown arch, tap, pooling, gray mode or bad input range; ``pooling="conv"``
             with a frozen backbone.
-        featx.weights.WeightsNotFoundError: ``weights`` names a checkpoint that is not on disk.
-        featx.weights.WeightsLoadError: the checkpoint's keys or shapes do not match.
+        featx.errors.WeightsNotFoundError: ``weights`` names a checkpoint that is not on disk.
+        featx.errors.WeightsLoadError: the checkpoint's keys or shapes do not match.
 
     Shape:
         - Input: ``(B, 3, H, W)`` floating point (``(B, 1, H, W)`` with ``gray="repeat"``).
@@ -179,14 +242,16 @@ class VGGFeatures(nn.Module):
         weights: Any = "DEFAULT",
         input_range: InputRange = (0.0, 1.0),
         gray: str = "error",
-        pooling: str = "max",
+        pooling: Optional[str] = None,
         requires_grad: bool = False,
     ) -> None:
         super().__init__()
         from featx.weights import load_weights
 
         self.arch = check_arch(arch)
-        self.pooling = check_pooling(pooling)
+        if pooling is None:  # a preset's taps come with its pooling (gatys: avg), anything else max
+            pooling = PRESETS[taps].pooling if isinstance(taps, str) and taps in PRESETS else "max"
+        self.pooling = check_choice("pooling", pooling, POOLINGS)
         self.gray = check_choice("gray", gray, ("error", "repeat"))
         self.input_range = check_input_range(input_range)
         if not isinstance(requires_grad, bool):
@@ -239,7 +304,7 @@ class VGGFeatures(nn.Module):
         """Build the extractor a preset describes (its arch, taps and pooling).
 
         Args:
-            name: a key of :data:`featx.layers.PRESETS`.
+            name: a key of :data:`featx.presets.PRESETS`.
             **kwargs: any other constructor argument (``weights``, ``input_range``, ...).
 
         Raises:
@@ -252,14 +317,10 @@ class VGGFeatures(nn.Module):
             ...     VGGFeatures.from_preset("lpips_vgg", weights=None).taps
             ('relu1_2', 'relu2_2', 'relu3_3', 'relu4_3', 'relu5_3')
         """
-        from featx.layers import closest
-
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}.{closest(name, PRESETS)} Valid presets: {', '.join(PRESETS)}")
+        preset = get_preset(name)
         for key in ("arch", "taps"):
             if key in kwargs:
                 raise ValueError(f"from_preset({name!r}) sets {key} itself; do not pass {key}=")
-        preset = PRESETS[name]
         kwargs.setdefault("pooling", preset.pooling)
         return cls(preset.arch, preset.taps, **kwargs)
 
@@ -322,7 +383,7 @@ class VGGFeatures(nn.Module):
             ValueError: not 4-D, not 3 channels (1 without ``gray="repeat"``), or smaller than
                 ``min_input_size``.
         """
-        x = check_image_batch(
+        x = _check_image_batch(
             x,
             gray=self.gray,
             min_size=self.min_input_size,

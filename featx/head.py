@@ -7,6 +7,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from featx._checks import check_int
+from featx.table import CLASSIFIER
+
 __all__ = ["ConvHead"]
 
 # torchvision's VGG classifier: Linear(25088, 4096), ReLU, Dropout, Linear(4096, 4096), ReLU,
@@ -38,9 +41,12 @@ class ConvHead(nn.Module):
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
-        self.fc6 = nn.Conv2d(512, 4096, kernel_size=7)
-        self.fc7 = nn.Conv2d(4096, 4096, kernel_size=1)
-        self.fc8 = nn.Conv2d(4096, num_classes, kernel_size=1)
+        check_int("num_classes", num_classes)
+        in_channels = 512
+        for name, kernel, width in CLASSIFIER:
+            width = num_classes if name == "fc8" else width
+            self.add_module(name, nn.Conv2d(in_channels, width, kernel_size=kernel))
+            in_channels = width
 
     @classmethod
     def from_classifier(cls, state_dict: Mapping[str, torch.Tensor]) -> ConvHead:
@@ -50,9 +56,9 @@ class ConvHead(nn.Module):
             state_dict: a full torchvision VGG state dict (``classifier.0.weight`` etc.).
 
         Raises:
-            featx.weights.WeightsLoadError: classifier entries missing or of the wrong shape.
+            featx.errors.WeightsLoadError: classifier entries missing or of the wrong shape.
         """
-        from featx.weights import WeightsLoadError
+        from featx.errors import WeightsLoadError
 
         keys = [f"classifier.{i}.{p}" for i in _CLASSIFIER_LINEAR.values() for p in ("weight", "bias")]
         missing = sorted(key for key in keys if key not in state_dict)
@@ -75,9 +81,9 @@ class ConvHead(nn.Module):
 
     def score_map(self, pool5: torch.Tensor) -> torch.Tensor:
         """Class scores at every position of the pool5 map (before global pooling)."""
-        x = torch.relu(self.fc6(pool5))
-        x = torch.relu(self.fc7(x))
-        return self.fc8(x)
+        x = torch.relu(self.get_submodule("fc6")(pool5))
+        x = torch.relu(self.get_submodule("fc7")(x))
+        return self.get_submodule("fc8")(x)
 
     def forward(self, pool5: torch.Tensor) -> torch.Tensor:
         """Class scores: the score map averaged over positions."""

@@ -44,13 +44,13 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx._checks import check_choice
+from featx.errors import ImageDecodeError
 from featx.atomic import aligned_buffer, write_atomic, write_atomic_buffer
 
 __all__ = [
     "ALPHA_MODES",
     "FEATURE_SUFFIX",
     "IMAGE_EXTENSIONS",
-    "ImageDecodeError",
     "ImageSource",
     "find_images",
     "load_features",
@@ -91,23 +91,6 @@ _SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
-
-
-class ImageDecodeError(ValueError):
-    """An image file cannot be turned into an RGB tensor; ``str(error)`` is ``"PATH: reason"``.
-
-    Attributes:
-        path: the file.
-        reason: one line saying what is wrong (and the option that would accept it, if any).
-    """
-
-    def __init__(self, path: PathLike, reason: str) -> None:
-        super().__init__(f"{os.fspath(path)}: {reason}")
-        self.path = os.fspath(path)
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers
-        return (type(self), (self.path, self.reason))
 
 
 # ----------------------------------------------------------------------------------------------

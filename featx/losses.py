@@ -1,41 +1,28 @@
 """Loss modules on images: they own (or share) a :class:`~featx.extractor.VGGFeatures` and call
 :mod:`featx.functional` / :mod:`featx.texture` on its feature dicts.
+
+Every module here takes images (``forward(pred, target, *, return_terms=False)``); the modules on
+feature dicts are the ``...OnFeatures`` classes of :mod:`featx.texture`.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from collections.abc import Mapping
+from typing import Any, Optional
 
-import torch
-from torch import nn
-
+from featx._image_loss import (
+    TEXTURE_KINDS,
+    Backbone,
+    ImageLoss,
+    check_term_weight,
+    explicit_or_preset,
+    optional_preset,
+    perceptual_term,
+    style_term,
+    style_weights_of,
+    texture_term,
+)
 from featx.extractor import VGGFeatures
-from featx.functional import (
-    CRITERIA,
-    GRAM_NORMALIZATIONS,
-    REDUCTIONS,
-    TPL_CRITERIA,
-    LossResult,
-    _check_finite,
-    _check_layer_weights,
-    _check_name,
-    gram_matrices,
-    perceptual_loss,
-    style_loss,
-    transferal_perceptual_loss,
-)
-from featx.layers import PRESETS, Preset, closest
-from featx.texture import (
-    ContextualLoss,
-    MomentLoss,
-    SlicedWassersteinLoss,
-    contextual_loss,
-    moment_loss,
-    sliced_wasserstein_loss,
-)
 
 __all__ = [
     "TEXTURE_KINDS",
@@ -43,278 +30,9 @@ __all__ = [
     "PerceptualLoss",
     "StyleLoss",
     "TextureLoss",
-    "TransferalPerceptualLoss",
 ]
 
-TEXTURE_KINDS: tuple[str, ...] = ("sliced_wasserstein", "moments", "contextual", "gram")
-"""Texture statistics :class:`TextureLoss` can match."""
-
-_TEXTURE_FUNCTIONS = {
-    "sliced_wasserstein": (sliced_wasserstein_loss, SlicedWassersteinLoss),
-    "moments": (moment_loss, MomentLoss),
-    "contextual": (contextual_loss, ContextualLoss),
-}
-_GRAM_OPTIONS = ("criterion", "normalize", "eps")
-_COMMON = ("reduction", "check_finite", "return_terms")
-
-
-@dataclass(frozen=True)
-class _Term:
-    """One loss term: its key prefix, what it computes, on which layers, with which weight."""
-
-    group: str  # "perceptual", "style" or "texture": the prefix of the return_terms keys
-    kind: str  # "perceptual", "gram" or a texture kind
-    layer_weights: dict[str, float]
-    weight: float
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-def _get_preset(preset: Optional[str]) -> Optional[Preset]:
-    if preset is None:
-        return None
-    if not isinstance(preset, str) or preset not in PRESETS:
-        hint = closest(preset, PRESETS) if isinstance(preset, str) else ""
-        raise ValueError(f"unknown preset {preset!r}.{hint} Valid presets: {', '.join(PRESETS)}")
-    return PRESETS[preset]
-
-
-def _check_term_weight(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _texture_options(kind: str, options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    """Validate the keyword options of a texture kind against its function's signature."""
-    _check_name("texture kind", kind, TEXTURE_KINDS)
-    options = dict(options or {})
-    if kind == "gram":
-        valid = _GRAM_OPTIONS
-    else:
-        parameters = inspect.signature(_TEXTURE_FUNCTIONS[kind][0]).parameters.values()
-        valid = tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in _COMMON)
-    for name in options:
-        if name not in valid:
-            raise ValueError(
-                f"unknown option {name!r} for texture kind {kind!r}.{closest(name, valid)} "
-                f"Valid options: {', '.join(valid)}"
-            )
-    if kind == "gram":
-        _check_name("criterion", options.get("criterion", "mse"), CRITERIA)
-        _check_name("normalize", options.get("normalize", "chw"), GRAM_NORMALIZATIONS)
-    else:
-        generator = options.get("generator")
-        if generator is not None:
-            raise ValueError("a texture loss module takes seed=, not generator= (a generator cannot be copied)")
-        _TEXTURE_FUNCTIONS[kind][1]({"_": 1.0}, **options)  # the thin module validates the values
-    return options
-
-
-class _ImageLoss(nn.Module):
-    """Shared machinery: one extractor pass per image, the terms on its features, target caching."""
-
-    def _setup(
-        self,
-        terms: Sequence[_Term],
-        *,
-        preset: Optional[Preset],
-        reduction: str,
-        check_finite: bool,
-        arch: Optional[str],
-        weights: Any,
-        input_range: Any,
-        pooling: Optional[str],
-        gray: Optional[str],
-        extractor: Optional[VGGFeatures],
-    ) -> None:
-        _check_name("reduction", reduction, REDUCTIONS)
-        if not terms:
-            raise ValueError("the loss has no terms: give layer weights for at least one term, or a preset")
-        self.terms: tuple[_Term, ...] = tuple(terms)
-        self.reduction = reduction
-        self.check_finite = bool(check_finite)
-        needed: list[str] = []
-        for term in self.terms:
-            needed += [name for name in term.layer_weights if name not in needed]
-        if preset is not None:
-            if arch is not None and arch != preset.arch:
-                raise ValueError(f"arch={arch!r} conflicts with the preset's arch {preset.arch!r}")
-            if pooling is not None and pooling != preset.pooling:
-                raise ValueError(f"pooling={pooling!r} conflicts with the preset's pooling {preset.pooling!r}")
-            arch, pooling = preset.arch, preset.pooling
-        if extractor is None:
-            self.extractor = VGGFeatures(
-                arch or "vgg19",
-                needed,
-                weights=weights,
-                input_range=(0.0, 1.0) if input_range is None else input_range,
-                pooling=pooling or "max",
-                gray=gray or "error",
-            )
-        else:
-            self.extractor = self._check_extractor(extractor, needed, arch, weights, input_range, pooling, gray)
-        self._target: Optional[list[dict[str, torch.Tensor]]] = None
-
-    @staticmethod
-    def _check_extractor(
-        extractor: VGGFeatures,
-        needed: list[str],
-        arch: Optional[str],
-        weights: Any,
-        input_range: Any,
-        pooling: Optional[str],
-        gray: Optional[str],
-    ) -> VGGFeatures:
-        if not isinstance(extractor, VGGFeatures):
-            raise TypeError(f"extractor must be a featx.VGGFeatures, got {type(extractor).__name__}")
-        if not (isinstance(weights, str) and weights == "DEFAULT"):
-            raise ValueError(
-                f"weights={weights!r} cannot be combined with extractor=: the loss uses the extractor's "
-                f"weights ({extractor.weights_id!r}); drop weights="
-            )
-        given = {"arch": arch, "pooling": pooling, "gray": gray}
-        if input_range is not None:
-            given["input_range"] = input_range if isinstance(input_range, str) else tuple(map(float, input_range))
-        for name, value in given.items():
-            if value is not None and value != getattr(extractor, name):
-                raise ValueError(
-                    f"{name}={value!r} does not match the shared extractor's {name} {getattr(extractor, name)!r}; "
-                    f"drop {name}= or build the extractor with it"
-                )
-        missing = [name for name in needed if name not in extractor.taps]
-        if missing:
-            raise ValueError(
-                f"the shared extractor has no tap {', '.join(map(repr, missing))} needed by the loss; it has "
-                f"{', '.join(extractor.taps)}. Build it with taps={needed!r} (or a superset)"
-            )
-        return extractor
-
-    # ---------------------------------------------------------------- targets
-
-    def _prepare(self, feats: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Per term: the target features it needs, or its Gram matrices."""
-        prepared = []
-        for term in self.terms:
-            if self.check_finite:
-                for name in term.layer_weights:
-                    _check_finite(feats[name], name, "target")
-            if term.kind == "gram":
-                normalize = term.options.get("normalize", "chw")
-                prepared.append(gram_matrices(feats, term.layer_weights, normalize))
-            else:
-                prepared.append({name: feats[name] for name in term.layer_weights})
-        return prepared
-
-    def _target_features(self, target: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        with torch.no_grad():
-            return self._prepare(self.extractor(target))
-
-    def set_target(self, target: torch.Tensor) -> None:
-        """Cache a fixed target (e.g. a style image): later calls with ``target=None`` run one pass.
-
-        The features (or Gram matrices for Gram terms) are computed once under ``torch.no_grad()``
-        and kept outside the ``state_dict``; a target batch of 1 broadcasts over any pred batch.
-
-        Args:
-            target: images ``(B, 3, H, W)`` in the extractor's ``input_range``.
-        """
-        self._target = self._target_features(target)
-
-    def clear_target(self) -> None:
-        """Drop the cached target."""
-        self._target = None
-
-    @property
-    def has_target(self) -> bool:
-        """Whether :meth:`set_target` holds a cached target."""
-        return self._target is not None
-
-    # ---------------------------------------------------------------- forward
-
-    def _term_value(self, term: _Term, pred_feats: Mapping[str, torch.Tensor], target: dict) -> LossResult:
-        common = {"reduction": self.reduction, "check_finite": self.check_finite, "return_terms": True}
-        if term.kind == "perceptual":
-            return perceptual_loss(pred_feats, target, term.layer_weights, **term.options, **common)
-        if term.kind == "gram":
-            return style_loss(pred_feats, None, term.layer_weights, target_grams=target, **term.options, **common)
-        function = _TEXTURE_FUNCTIONS[term.kind][0]
-        return function(pred_feats, target, term.layer_weights, **term.options, **common)
-
-    def forward(
-        self, pred: torch.Tensor, target: Optional[torch.Tensor] = None, *, return_terms: bool = False
-    ) -> Union[torch.Tensor, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-        """Compute the loss of ``pred`` against ``target`` (or the cached target).
-
-        One extractor pass over ``pred`` and, unless a target is cached, one over ``target`` under
-        ``torch.no_grad()``.
-
-        Args:
-            pred: images ``(B, 3, H, W)`` in ``input_range``; gradients flow back to them.
-            target: images in ``input_range`` (a batch of 1 broadcasts), or ``None`` to use the
-                target cached by :meth:`set_target`.
-            return_terms: also return ``{"group/layer": weighted term}`` (e.g.
-                ``"perceptual/conv5_4"``); the terms add up to the total.
-
-        Returns:
-            The loss (a scalar, or ``(B,)`` with ``reduction="none"``), or ``(loss, terms)``.
-
-        Raises:
-            ValueError: no target given and none cached; bad images (see :class:`VGGFeatures`).
-        """
-        if target is None:
-            if self._target is None:
-                raise ValueError("no target: pass target= or cache one with set_target(image) first")
-            prepared = [{k: v.to(pred.device) for k, v in part.items()} for part in self._target]
-        else:
-            prepared = self._target_features(target)
-        pred_feats = self.extractor(pred)
-        total: Optional[torch.Tensor] = None
-        terms: dict[str, torch.Tensor] = {}
-        for term, target_part in zip(self.terms, prepared):
-            value, layer_terms = self._term_value(term, pred_feats, target_part)  # type: ignore[misc]
-            for layer, layer_value in layer_terms.items():
-                terms[f"{term.group}/{layer}"] = term.weight * layer_value
-            value = term.weight * value
-            total = value if total is None else total + value
-        return (total, terms) if return_terms else total  # type: ignore[return-value]
-
-    def extra_repr(self) -> str:
-        parts = [
-            f"{t.group}({t.kind}, weight={t.weight:g}, layers={t.layer_weights}"
-            + "".join(f", {k}={v!r}" for k, v in t.options.items())
-            + ")"
-            for t in self.terms
-        ]
-        return ", ".join(parts) + f", reduction={self.reduction!r}"
-
-
-def _perceptual_term(
-    layer_weights: Mapping[str, float],
-    weight: float,
-    criterion: str,
-    normalize_channels: bool,
-    eps: float,
-) -> _Term:
-    _check_name("criterion", criterion, CRITERIA)
-    options = {"criterion": criterion, "normalize_channels": bool(normalize_channels), "eps": eps}
-    return _Term("perceptual", "perceptual", _check_layer_weights(layer_weights), weight, options)
-
-
-def _style_term(
-    group: str, layer_weights: Mapping[str, float], weight: float, criterion: str, normalize: Optional[str], eps: float
-) -> _Term:
-    _check_name("criterion", criterion, CRITERIA)
-    _check_name("normalize", normalize, GRAM_NORMALIZATIONS)
-    options = {"criterion": criterion, "normalize": normalize, "eps": eps}
-    return _Term(group, "gram", _check_layer_weights(layer_weights), weight, options)
-
-
-def _style_weights_of(preset: Preset) -> dict[str, float]:
-    """A preset's Gram layers, or its feature layers when it has none (BasicSR reuses them)."""
-    return dict(preset.style_weights or preset.layer_weights)
-
-
-class PerceptualLoss(_ImageLoss):
+class PerceptualLoss(ImageLoss):
     r"""Perceptual (feature) loss on images: :math:`\sum_l w_l D(\phi_l(\hat y), \phi_l(y))`.
 
     Builds a frozen :class:`VGGFeatures` with exactly the taps in ``layer_weights`` (or shares
@@ -323,7 +41,7 @@ class PerceptualLoss(_ImageLoss):
 
     Args:
         layer_weights: ``{layer: weight}``, e.g. ``{"conv5_4": 1.0}``.
-        preset: a :data:`featx.layers.PRESETS` name (``esrgan``, ``real_esrgan``, ``srgan``, ``ttsr``,
+        preset: a :data:`featx.presets.PRESETS` name (``esrgan``, ``real_esrgan``, ``srgan``, ``ttsr``,
             ``gatys``, ``lpips_vgg``): its arch, pooling, layer weights, criterion and channel
             normalisation; explicit ``layer_weights``/``criterion``/``normalize_channels`` win.
         arch: VGG architecture (default ``vgg19``).
@@ -373,7 +91,7 @@ class PerceptualLoss(_ImageLoss):
         check_finite: bool = False,
     ) -> None:
         super().__init__()
-        spec = _get_preset(preset if preset is not None or layer_weights is not None else "esrgan")
+        spec = optional_preset(preset if preset is not None or layer_weights is not None else "esrgan")
         if layer_weights is None:
             if spec.criterion is None:  # type: ignore[union-attr]
                 raise ValueError(f"preset {preset!r} only names extractor taps and defines no loss; pass layer_weights")
@@ -381,22 +99,12 @@ class PerceptualLoss(_ImageLoss):
         criterion = criterion or (spec.criterion if spec is not None else None) or "l1"
         if normalize_channels is None:
             normalize_channels = spec.normalize_channels if spec is not None else False
-        term = _perceptual_term(layer_weights, 1.0, criterion, normalize_channels, eps)
-        self._setup(
-            [term],
-            preset=spec,
-            reduction=reduction,
-            check_finite=check_finite,
-            arch=arch,
-            weights=weights,
-            input_range=input_range,
-            pooling=pooling,
-            gray=gray,
-            extractor=extractor,
-        )
+        term = perceptual_term(layer_weights, 1.0, criterion, normalize_channels, eps)
+        backbone = Backbone(arch, weights, input_range, pooling, gray, extractor)
+        self._setup([term], spec, reduction, check_finite, backbone)
 
 
-class StyleLoss(_ImageLoss):
+class StyleLoss(ImageLoss):
     r"""Gram-matrix style loss on images: :math:`\sum_l w_l D(G(\phi_l(\hat y)), G(\phi_l(y)))`.
 
     Calls :func:`featx.functional.style_loss`. Use :meth:`set_target` with a style image to
@@ -439,25 +147,15 @@ class StyleLoss(_ImageLoss):
         check_finite: bool = False,
     ) -> None:
         super().__init__()
-        spec = _get_preset(preset if preset is not None or layer_weights is not None else "gatys")
+        spec = optional_preset(preset if preset is not None or layer_weights is not None else "gatys")
         if layer_weights is None:
-            layer_weights = _style_weights_of(spec)  # type: ignore[arg-type]
-        term = _style_term("style", layer_weights, 1.0, criterion, normalize, eps)
-        self._setup(
-            [term],
-            preset=spec,
-            reduction=reduction,
-            check_finite=check_finite,
-            arch=arch,
-            weights=weights,
-            input_range=input_range,
-            pooling=pooling,
-            gray=gray,
-            extractor=extractor,
-        )
+            layer_weights = style_weights_of(spec)  # type: ignore[arg-type]
+        term = style_term("style", layer_weights, 1.0, criterion, normalize, eps)
+        backbone = Backbone(arch, weights, input_range, pooling, gray, extractor)
+        self._setup([term], spec, reduction, check_finite, backbone)
 
 
-class TextureLoss(_ImageLoss):
+class TextureLoss(ImageLoss):
     """Texture loss on images: sliced Wasserstein, moments, contextual or Gram statistics.
 
     ``kind`` picks :func:`featx.texture.sliced_wasserstein_loss`, :func:`featx.texture.moment_loss`,
@@ -501,39 +199,15 @@ class TextureLoss(_ImageLoss):
         **options: Any,
     ) -> None:
         super().__init__()
-        spec = _get_preset(preset if preset is not None or layer_weights is not None else "gatys")
+        spec = optional_preset(preset if preset is not None or layer_weights is not None else "gatys")
         if layer_weights is None:
-            layer_weights = _style_weights_of(spec)  # type: ignore[arg-type]
-        term = _texture_term(layer_weights, 1.0, kind, options)
-        self._setup(
-            [term],
-            preset=spec,
-            reduction=reduction,
-            check_finite=check_finite,
-            arch=arch,
-            weights=weights,
-            input_range=input_range,
-            pooling=pooling,
-            gray=gray,
-            extractor=extractor,
-        )
+            layer_weights = style_weights_of(spec)  # type: ignore[arg-type]
+        term = texture_term(layer_weights, 1.0, kind, options)
+        backbone = Backbone(arch, weights, input_range, pooling, gray, extractor)
+        self._setup([term], spec, reduction, check_finite, backbone)
 
 
-def _texture_term(layer_weights: Mapping[str, float], weight: float, kind: str, options: Any) -> _Term:
-    options = _texture_options(kind, options)
-    if kind == "gram":
-        return _style_term(
-            "texture",
-            layer_weights,
-            weight,
-            options.get("criterion", "mse"),
-            options.get("normalize", "chw"),
-            options.get("eps", 1e-3),
-        )
-    return _Term("texture", kind, _check_layer_weights(layer_weights), weight, options)
-
-
-class FeatureLoss(_ImageLoss):
+class FeatureLoss(ImageLoss):
     r"""Several terms from ONE extractor pass over the input and ONE over the target.
 
     .. math:: L = \lambda_p \sum_l w^p_l D(\phi_l(\hat y), \phi_l(y))
@@ -623,20 +297,20 @@ class FeatureLoss(_ImageLoss):
         check_finite: bool = False,
     ) -> None:
         super().__init__()
-        spec = _get_preset(preset)
-        perceptual_weight = _check_term_weight("perceptual_weight", perceptual_weight)
+        spec = optional_preset(preset)
+        perceptual_weight = check_term_weight("perceptual_weight", perceptual_weight)
         if style_weight is not None:
-            style_weight = _check_term_weight("style_weight", style_weight)
+            style_weight = check_term_weight("style_weight", style_weight)
         if texture_weight is not None:
-            texture_weight = _check_term_weight("texture_weight", texture_weight)
-        perceptual = _explicit_or_preset(
+            texture_weight = check_term_weight("texture_weight", texture_weight)
+        perceptual = explicit_or_preset(
             "perceptual", perceptual, perceptual_weight,
             dict(spec.layer_weights) if spec is not None and spec.criterion is not None else None,
         )  # fmt: skip
         preset_style = None
         if spec is not None and (spec.style_weights or (style_weight or 0) > 0):
-            preset_style = _style_weights_of(spec)  # the preset's Gram layers, else BasicSR reuses its layers
-        style = _explicit_or_preset("style", style, 1.0 if style_weight is None else style_weight, preset_style)
+            preset_style = style_weights_of(spec)  # the preset's Gram layers, else BasicSR reuses its layers
+        style = explicit_or_preset("style", style, 1.0 if style_weight is None else style_weight, preset_style)
         if texture is not None and texture_weight == 0:
             raise ValueError("texture_weight=0 would drop the texture term given by texture=; remove one of them")
 
@@ -666,96 +340,15 @@ class FeatureLoss(_ImageLoss):
             if normalize_channels is None:
                 normalize_channels = spec.normalize_channels if spec is not None else False
             chosen = criterion or preset_criterion or "l1"
-            terms.append(_perceptual_term(perceptual, perceptual_weight, chosen, normalize_channels, eps))
+            terms.append(perceptual_term(perceptual, perceptual_weight, chosen, normalize_channels, eps))
         if style is not None:
             weight = 1.0 if style_weight is None else style_weight
             chosen = style_criterion or preset_criterion or "mse"
-            terms.append(_style_term("style", style, weight, chosen, gram_normalize, eps))
+            terms.append(style_term("style", style, weight, chosen, gram_normalize, eps))
         if texture is not None:
             weight = 1.0 if texture_weight is None else texture_weight
-            terms.append(_texture_term(texture, weight, texture_kind or "sliced_wasserstein", texture_options))
-        self._setup(
-            terms,
-            preset=spec,
-            reduction=reduction,
-            check_finite=check_finite,
-            arch=arch,
-            weights=weights,
-            input_range=input_range,
-            pooling=pooling,
-            gray=gray,
-            extractor=extractor,
-        )
+            terms.append(texture_term(texture, weight, texture_kind or "sliced_wasserstein", texture_options))
+        backbone = Backbone(arch, weights, input_range, pooling, gray, extractor)
+        self._setup(terms, spec, reduction, check_finite, backbone)
 
 
-def _explicit_or_preset(
-    group: str, explicit: Optional[Mapping[str, float]], weight: float, from_preset: Optional[dict[str, float]]
-) -> Optional[Mapping[str, float]]:
-    """The layers of a term: the explicit ones (a zero term weight on them is an error), else the
-    preset's, which a zero term weight leaves out (BasicSR's ``perceptual_weight=0``/``style_weight=0``)."""
-    if explicit is not None:
-        if weight == 0:
-            raise ValueError(f"{group}_weight=0 would drop the {group} term given by {group}=; remove one of them")
-        return explicit
-    return from_preset if weight != 0 else None
-
-
-class TransferalPerceptualLoss(nn.Module):
-    r"""TTSR's transferal perceptual loss as a module (see
-    :func:`featx.functional.transferal_perceptual_loss` for the formula).
-
-    Holds no network: TTSR applies a *frozen copy* of its learnable LTE to the SR output, synced
-    every step with ``lte_copy.load_state_dict(lte.state_dict())``, and passes those levels here
-    with the transferred textures ``T`` and the soft-attention map ``S``.
-
-    Args:
-        criterion: ``"l2"`` (TTSR ``--tpl_type`` default; MSE on the maps), ``"l1"``, or ``"gram"``
-            (MSE between Gram matrices of the weighted maps).
-        use_soft_attention: weight the maps by the upsampled ``sigmoid(S)`` (TTSR ``--tpl_use_S``,
-            default False there too); when False, ``soft_attention`` passed to forward is ignored,
-            as in TTSR.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-
-    Example:
-        >>> loss = TransferalPerceptualLoss(use_soft_attention=True)
-        >>> sr = [torch.ones(1, 2, 8, 8), torch.ones(1, 2, 4, 4), torch.ones(1, 2, 2, 2)]
-        >>> t = [torch.zeros_like(level) for level in sr]
-        >>> loss(sr, t, torch.zeros(1, 1, 2, 2))
-        tensor(0.2500)
-    """
-
-    def __init__(self, criterion: str = "l2", *, use_soft_attention: bool = False, reduction: str = "mean") -> None:
-        super().__init__()
-        _check_name("criterion", criterion, TPL_CRITERIA)
-        _check_name("reduction", reduction, REDUCTIONS)
-        self.criterion, self.use_soft_attention, self.reduction = criterion, bool(use_soft_attention), reduction
-
-    def forward(
-        self,
-        sr_levels: Sequence[torch.Tensor],
-        texture_levels: Sequence[torch.Tensor],
-        soft_attention: Optional[torch.Tensor] = None,
-        *,
-        return_terms: bool = False,
-    ) -> LossResult:
-        """Loss between the SR levels ``(lv1, lv2, lv3)`` and the textures ``(T_lv1, T_lv2, T_lv3)``.
-
-        Raises:
-            ValueError: ``use_soft_attention=True`` but no ``soft_attention`` given, or bad shapes.
-        """
-        if self.use_soft_attention and soft_attention is None:
-            raise ValueError("use_soft_attention=True needs the soft-attention map S (B, 1, h, w)")
-        return transferal_perceptual_loss(
-            sr_levels,
-            texture_levels,
-            soft_attention if self.use_soft_attention else None,
-            criterion=self.criterion,
-            reduction=self.reduction,
-            return_terms=return_terms,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"criterion={self.criterion!r}, use_soft_attention={self.use_soft_attention}, "
-            f"reduction={self.reduction!r}"
-        )

@@ -93,11 +93,12 @@ class LTE(nn.Module):
             An :class:`LTE` with the checkpoint's weights (``weights_id`` ``"ttsr:<path>"``).
 
         Raises:
-            featx.weights.WeightsLoadError: missing, unexpected or mis-shaped LTE keys (sorted
+            featx.errors.WeightsLoadError: missing, unexpected or mis-shaped LTE keys (sorted
                 lists), or a ``sub_mean`` that does not match ImageNet statistics or ``rgb_range``.
             FileNotFoundError: no such file.
         """
-        from featx.weights import WeightsLoadError, read_checkpoint
+        from featx.errors import WeightsLoadError
+        from featx.weights import read_checkpoint
 
         checkpoint = read_checkpoint(path)
         lte_entries = {}
@@ -128,7 +129,7 @@ class LTE(nn.Module):
 
 def _rgb_range_from_mean_shift(weight: torch.Tensor, bias: torch.Tensor, path: Any) -> float:
     """Read ``rgb_range`` from TTSR's MeanShift: weight = I / (std * rgb_range), bias = -mean / std."""
-    from featx.weights import WeightsLoadError
+    from featx.errors import WeightsLoadError
 
     std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)

@@ -262,10 +262,10 @@ def show_features(
         ``(figure, summaries)``.
 
     Raises:
-        featx.io.ImageDecodeError: the image file cannot be read (missing, corrupt, ...).
+        featx.errors.ImageDecodeError: the image file cannot be read (missing, corrupt, ...).
         ValueError: unknown arch/tap/pooling/alpha, ``channels`` < 1, bad ``max_size``, or an image
             smaller than the deepest tap needs.
-        featx.weights.WeightsNotFoundError: ``weights`` names a checkpoint that is not on disk.
+        featx.errors.WeightsNotFoundError: ``weights`` names a checkpoint that is not on disk.
         ImportError: matplotlib is not installed (checked first, before any work).
 
     Example:

@@ -1,34 +1,34 @@
 """Texture losses beyond the Gram matrix: sliced Wasserstein, mean/std moments and contextual loss.
 
-Each is a function on feature dicts plus a thin module holding its settings; for losses on images
-(with a VGG backbone inside) use :class:`featx.losses.TextureLoss`.
+Each is a function on feature dicts plus a thin module holding its settings, named
+``...OnFeatures`` because it takes feature dicts, not images; for losses on images (with a VGG
+backbone inside) use :class:`featx.losses.TextureLoss`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Callable, ClassVar, Optional, cast
+from typing import Callable, ClassVar, Literal, Optional, cast, overload
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featx.functional import (
-    REDUCTIONS,
+from featx._checks import check_int, check_layer_weights, check_number
+from featx._features import (
     FeatureDict,
     LossResult,
-    _autocast_off,
-    _check_layer_weights,
-    _check_name,
-    _compute_dtype,
-    _layer_loop,
-    _reduce,
+    autocast_off,
+    check_reduction,
+    compute_dtype,
+    layer_loop,
+    reduce_batch,
 )
 
 __all__ = [
-    "ContextualLoss",
-    "MomentLoss",
-    "SlicedWassersteinLoss",
+    "ContextualOnFeatures",
+    "MomentsOnFeatures",
+    "SlicedWassersteinOnFeatures",
     "contextual_loss",
     "moment_loss",
     "sliced_wasserstein_loss",
@@ -50,13 +50,6 @@ def _generator(seed: Optional[int], generator: Optional[torch.Generator]) -> Opt
     return torch.Generator().manual_seed(seed)
 
 
-def _check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
-
-
 def _flat(feat: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``(B, C, H, W) -> (B, C, H*W)`` in the compute dtype."""
     return feat.reshape(feat.shape[0], feat.shape[1], -1).to(dtype)
@@ -67,6 +60,20 @@ def _flat(feat: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+@overload
+def sliced_wasserstein_loss(
+    pred_feats: FeatureDict, target_feats: FeatureDict, layer_weights: Mapping[str, float], *,
+    num_projections: Optional[int] = ..., seed: Optional[int] = ..., generator: Optional[torch.Generator] = ...,
+    reduction: str = ..., check_finite: bool = ...,
+    return_terms: Literal[False] = ...,
+) -> torch.Tensor: ...  # fmt: skip
+@overload
+def sliced_wasserstein_loss(
+    pred_feats: FeatureDict, target_feats: FeatureDict, layer_weights: Mapping[str, float], *,
+    num_projections: Optional[int] = ..., seed: Optional[int] = ..., generator: Optional[torch.Generator] = ...,
+    reduction: str = ..., check_finite: bool = ...,
+    return_terms: Literal[True],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...  # fmt: skip
 def sliced_wasserstein_loss(
     pred_feats: FeatureDict,
     target_feats: FeatureDict,
@@ -124,16 +131,16 @@ def sliced_wasserstein_loss(
         >>> float(sliced_wasserstein_loss(f, shuffled, {"relu1_1": 1.0}, seed=0)) < 1e-12
         True
     """
-    _check_name("reduction", reduction, REDUCTIONS)
-    _check_positive_int("num_projections", num_projections, allow_none=True)
+    check_reduction(reduction)
+    check_int("num_projections", num_projections, allow_none=True)
     gen = _generator(seed, generator)
 
     def term(layer: str, pred: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
         channels = pred.shape[1]
         directions = torch.randn(num_projections or channels, channels, generator=gen)
         directions = directions / torch.linalg.vector_norm(directions, dim=1, keepdim=True)
-        with _autocast_off(pred.device):
-            dtype = _compute_dtype(pred, target)  # type: ignore[arg-type]
+        with autocast_off(pred.device):
+            dtype = compute_dtype(pred, target)  # type: ignore[arg-type]
             directions = directions.to(device=pred.device, dtype=dtype)
             pred_sorted = torch.matmul(directions, _flat(pred, dtype)).sort(dim=-1).values
             target_sorted = torch.matmul(directions, _flat(target, dtype)).sort(dim=-1).values  # type: ignore[arg-type]
@@ -142,15 +149,15 @@ def sliced_wasserstein_loss(
                     target_sorted, size=pred_sorted.shape[-1], mode="linear", align_corners=False
                 )
             per_sample = (pred_sorted - target_sorted).pow(2).mean(dim=(1, 2))
-        return _reduce(per_sample, reduction)
+        return reduce_batch(per_sample, reduction)
 
-    return _layer_loop(
+    return layer_loop(
         pred_feats,
         target_feats,
         layer_weights,
         term,
         return_terms=return_terms,
-        check_finite=check_finite,
+        check_finite_values=check_finite,
         same_size=False,
     )
 
@@ -160,6 +167,18 @@ def sliced_wasserstein_loss(
 # --------------------------------------------------------------------------------------------
 
 
+@overload
+def moment_loss(
+    pred_feats: FeatureDict, target_feats: FeatureDict, layer_weights: Mapping[str, float], *,
+    eps: float = ..., reduction: str = ..., check_finite: bool = ...,
+    return_terms: Literal[False] = ...,
+) -> torch.Tensor: ...  # fmt: skip
+@overload
+def moment_loss(
+    pred_feats: FeatureDict, target_feats: FeatureDict, layer_weights: Mapping[str, float], *,
+    eps: float = ..., reduction: str = ..., check_finite: bool = ...,
+    return_terms: Literal[True],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...  # fmt: skip
 def moment_loss(
     pred_feats: FeatureDict,
     target_feats: FeatureDict,
@@ -201,7 +220,7 @@ def moment_loss(
         >>> round(float(moment_loss(pred, target, {"relu1_1": 1.0}, eps=0.0)), 6)
         2.0
     """
-    _check_name("reduction", reduction, REDUCTIONS)
+    check_reduction(reduction)
 
     def stats(feat: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         flat = _flat(feat, dtype)
@@ -210,20 +229,20 @@ def moment_loss(
         return mean, torch.sqrt(var + eps)
 
     def term(layer: str, pred: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
-        with _autocast_off(pred.device):
-            dtype = _compute_dtype(pred, target)  # type: ignore[arg-type]
+        with autocast_off(pred.device):
+            dtype = compute_dtype(pred, target)  # type: ignore[arg-type]
             pred_mean, pred_std = stats(pred, dtype)
             target_mean, target_std = stats(target, dtype)  # type: ignore[arg-type]
             per_sample = (pred_mean - target_mean).pow(2).mean(dim=1) + (pred_std - target_std).pow(2).mean(dim=1)
-        return _reduce(per_sample, reduction)
+        return reduce_batch(per_sample, reduction)
 
-    return _layer_loop(
+    return layer_loop(
         pred_feats,
         target_feats,
         layer_weights,
         term,
         return_terms=return_terms,
-        check_finite=check_finite,
+        check_finite_values=check_finite,
         same_size=False,
     )
 
@@ -239,6 +258,20 @@ def _sample_positions(count: int, limit: int, gen: Optional[torch.Generator]) ->
     return torch.randperm(count, generator=gen)[:limit]
 
 
+@overload
+def contextual_loss(
+    pred_feats: FeatureDict, target_feats: FeatureDict, layer_weights: Mapping[str, float], *,
+    band_width: float = ..., eps: float = ..., max_positions: int = ..., seed: Optional[int] = ...,
+    generator: Optional[torch.Generator] = ..., reduction: str = ..., check_finite: bool = ...,
+    return_terms: Literal[False] = ...,
+) -> torch.Tensor: ...  # fmt: skip
+@overload
+def contextual_loss(
+    pred_feats: FeatureDict, target_feats: FeatureDict, layer_weights: Mapping[str, float], *,
+    band_width: float = ..., eps: float = ..., max_positions: int = ..., seed: Optional[int] = ...,
+    generator: Optional[torch.Generator] = ..., reduction: str = ..., check_finite: bool = ...,
+    return_terms: Literal[True],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...  # fmt: skip
 def contextual_loss(
     pred_feats: FeatureDict,
     target_feats: FeatureDict,
@@ -307,10 +340,9 @@ def contextual_loss(
         >>> abs(float(contextual_loss(f, f, {"relu1_1": 1.0}))) < 1e-6
         True
     """
-    _check_name("reduction", reduction, REDUCTIONS)
-    _check_positive_int("max_positions", max_positions)
-    if not isinstance(band_width, (int, float)) or not band_width > 0:
-        raise ValueError(f"band_width must be a positive number, got {band_width!r}")
+    check_reduction(reduction)
+    check_int("max_positions", max_positions)
+    check_number("band_width", band_width, positive=True)
     gen = _generator(seed, generator)
 
     def unit(v: torch.Tensor) -> torch.Tensor:
@@ -318,8 +350,8 @@ def contextual_loss(
 
     def term(layer: str, pred: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
         target = cast(torch.Tensor, target)  # always given: target_feats is required
-        with _autocast_off(pred.device):
-            dtype = _compute_dtype(pred, target)
+        with autocast_off(pred.device):
+            dtype = compute_dtype(pred, target)
             x, y = _flat(pred, dtype), _flat(target, dtype)
             keep_x = _sample_positions(x.shape[2], max_positions, gen)
             if pred.shape[2:] == target.shape[2:]:
@@ -337,15 +369,15 @@ def contextual_loss(
             cx = torch.softmax((1.0 - relative) / band_width, dim=2)
             similarity = cx.max(dim=1).values.mean(dim=1)  # (B,)
             per_sample = -torch.log(similarity)
-        return _reduce(per_sample, reduction)
+        return reduce_batch(per_sample, reduction)
 
-    return _layer_loop(
+    return layer_loop(
         pred_feats,
         target_feats,
         layer_weights,
         term,
         return_terms=return_terms,
-        check_finite=check_finite,
+        check_finite_values=check_finite,
         same_size=False,
     )
 
@@ -355,21 +387,28 @@ def contextual_loss(
 # --------------------------------------------------------------------------------------------
 
 
-class _FeatureDictLoss(nn.Module):
+class _OnFeatures(nn.Module):
     """Common part of the modules below: validated layer weights and a forward on feature dicts."""
 
     def __init__(self, layer_weights: Mapping[str, float], reduction: str) -> None:
         super().__init__()
-        self.layer_weights = _check_layer_weights(layer_weights)
-        _check_name("reduction", reduction, REDUCTIONS)
-        self.reduction = reduction
+        self.layer_weights = check_layer_weights(layer_weights)
+        self.reduction = check_reduction(reduction)
 
     loss_function: ClassVar[Callable[..., LossResult]]
 
-    def _options(self) -> dict:
+    def _options(self) -> dict[str, object]:
         return {}
 
-    def forward(self, pred_feats: FeatureDict, target_feats: FeatureDict, return_terms: bool = False) -> LossResult:
+    @overload
+    def forward(
+        self, pred_feats: FeatureDict, target_feats: FeatureDict, *, return_terms: Literal[False] = ...
+    ) -> torch.Tensor: ...
+    @overload
+    def forward(
+        self, pred_feats: FeatureDict, target_feats: FeatureDict, *, return_terms: Literal[True]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+    def forward(self, pred_feats: FeatureDict, target_feats: FeatureDict, *, return_terms: bool = False) -> LossResult:
         """Loss between two feature dicts (see the function of the same name for the formula)."""
         return type(self).loss_function(
             pred_feats,
@@ -385,7 +424,7 @@ class _FeatureDictLoss(nn.Module):
         return f"layer_weights={self.layer_weights}, reduction={self.reduction!r}, {options}"
 
 
-class SlicedWassersteinLoss(_FeatureDictLoss):
+class SlicedWassersteinOnFeatures(_OnFeatures):
     """Module form of :func:`sliced_wasserstein_loss` on feature dicts.
 
     Args:
@@ -396,7 +435,7 @@ class SlicedWassersteinLoss(_FeatureDictLoss):
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Example:
-        >>> loss = SlicedWassersteinLoss({"relu1_1": 1.0}, seed=0)
+        >>> loss = SlicedWassersteinOnFeatures({"relu1_1": 1.0}, seed=0)
         >>> f = {"relu1_1": torch.rand(2, 4, 8, 8)}
         >>> float(loss(f, f))
         0.0
@@ -413,19 +452,19 @@ class SlicedWassersteinLoss(_FeatureDictLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(layer_weights, reduction)
-        _check_positive_int("num_projections", num_projections, allow_none=True)
+        check_int("num_projections", num_projections, allow_none=True)
         _generator(seed, None)
         self.num_projections, self.seed = num_projections, seed
 
-    def _options(self) -> dict:
+    def _options(self) -> dict[str, object]:
         return {"num_projections": self.num_projections, "seed": self.seed}
 
 
-class MomentLoss(_FeatureDictLoss):
+class MomentsOnFeatures(_OnFeatures):
     """Module form of :func:`moment_loss` on feature dicts.
 
     Example:
-        >>> loss = MomentLoss({"relu1_1": 1.0})
+        >>> loss = MomentsOnFeatures({"relu1_1": 1.0})
         >>> f = {"relu1_1": torch.rand(2, 4, 8, 8)}
         >>> float(loss(f, f))
         0.0
@@ -437,15 +476,15 @@ class MomentLoss(_FeatureDictLoss):
         super().__init__(layer_weights, reduction)
         self.eps = eps
 
-    def _options(self) -> dict:
+    def _options(self) -> dict[str, object]:
         return {"eps": self.eps}
 
 
-class ContextualLoss(_FeatureDictLoss):
+class ContextualOnFeatures(_OnFeatures):
     """Module form of :func:`contextual_loss` on feature dicts.
 
     Example:
-        >>> loss = ContextualLoss({"relu1_1": 1.0}, band_width=0.5, max_positions=256, seed=0)
+        >>> loss = ContextualOnFeatures({"relu1_1": 1.0}, band_width=0.5, max_positions=256, seed=0)
         >>> f = {"relu1_1": torch.randn(1, 8, 4, 4)}
         >>> abs(float(loss(f, f))) < 1e-6
         True
@@ -464,11 +503,10 @@ class ContextualLoss(_FeatureDictLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(layer_weights, reduction)
-        _check_positive_int("max_positions", max_positions)
-        if not isinstance(band_width, (int, float)) or not band_width > 0:
-            raise ValueError(f"band_width must be a positive number, got {band_width!r}")
+        check_int("max_positions", max_positions)
+        check_number("band_width", band_width, positive=True)
         _generator(seed, None)
         self.band_width, self.eps, self.max_positions, self.seed = float(band_width), eps, max_positions, seed
 
-    def _options(self) -> dict:
+    def _options(self) -> dict[str, object]:
         return {"band_width": self.band_width, "eps": self.eps, "max_positions": self.max_positions, "seed": self.seed}

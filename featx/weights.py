@@ -25,21 +25,20 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-from featx.layers import ARCHS, check_arch, closest
+from featx._checks import closest
+from featx.errors import HashMismatchError, RandomWeightsWarning, WeightsLoadError, WeightsNotFoundError
+from featx.layers import ARCHS, check_arch
 
 __all__ = [
     "CheckpointInfo",
-    "HashMismatchError",
     "LoadedWeights",
-    "RandomWeightsWarning",
     "VGGWeights",
-    "WeightsLoadError",
-    "WeightsNotFoundError",
     "clear_cache",
     "featx_home",
     "find",
     "load_weights",
     "locate",
+    "missing_checkpoint_error",
     "read_checkpoint",
     "search_dirs",
     "sha256_file",
@@ -227,7 +226,7 @@ def locate(name: Union[str, VGGWeights]) -> Path:
     member = _member(name)
     path = find(member)
     if path is None:
-        raise WeightsNotFoundError.for_checkpoint(member, search_dirs())
+        raise missing_checkpoint_error(member, search_dirs())
     return path
 
 
@@ -236,77 +235,20 @@ def locate(name: Union[str, VGGWeights]) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
-class RandomWeightsWarning(UserWarning):
-    """An extractor was built with ``weights=None``: its features come from random weights."""
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """A checkpoint file is not on disk. Construction never downloads; the message gives the fixes.
-
-    Attributes:
-        path: the file that was looked for (a name for known checkpoints, else the path).
-        searched: directories searched (empty for an explicit path).
-    """
-
-    def __init__(self, message: str, *, path: Union[str, None] = None, searched: Iterable[Path] = ()) -> None:
-        super().__init__(message)
-        self.path = path
-        self.searched = tuple(searched)
-
-    @classmethod
-    def for_checkpoint(cls, member: VGGWeights, searched: Iterable[Path]) -> WeightsNotFoundError:
-        """The error for a known checkpoint that is in none of ``searched``."""
-        searched = tuple(searched)
-        lines = "".join(f"\n  - {directory}" for directory in searched)
-        message = (
-            f"{member.name} weights not found: no file {member.file_name} (sha256 {member.sha256_prefix}...) "
-            f"in any of the directories searched:{lines}\n"
-            "featx never downloads while building a model. Fix it with one of:\n"
-            f"  - featx weights download {member.name}   (one-time, hash-checked download from {member.url})\n"
-            f"  - weights=PATH to a local copy (.pth, .pt or .safetensors), or copy {member.file_name} "
-            "into one of the directories above"
-        )
-        return cls(message, path=member.file_name, searched=searched)
-
-
-class WeightsLoadError(ValueError):
-    """A checkpoint cannot be used: unreadable, unsafe, or its keys/shapes do not fit the model.
-
-    Attributes:
-        path: the checkpoint path (``None`` for in-memory state dicts).
-        missing: expected keys that are absent (sorted).
-        unexpected: keys that belong to no kept layer (sorted).
-        mismatched: ``"key: expected (a, b), got (c, d)"`` entries (sorted).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        path: Union[str, None] = None,
-        missing: Iterable[str] = (),
-        unexpected: Iterable[str] = (),
-        mismatched: Iterable[str] = (),
-    ) -> None:
-        super().__init__(message)
-        self.path = path
-        self.missing = tuple(missing)
-        self.unexpected = tuple(unexpected)
-        self.mismatched = tuple(mismatched)
-
-
-class HashMismatchError(ValueError):
-    """A file's sha256 does not start with the expected hex digits.
-
-    Attributes:
-        source: the file or URL.
-        expected: the expected sha256 (or its prefix).
-        actual: the full sha256 of the data.
-    """
-
-    def __init__(self, message: str, *, source: str, expected: str, actual: str) -> None:
-        super().__init__(message)
-        self.source, self.expected, self.actual = source, expected, actual
+def missing_checkpoint_error(member: VGGWeights, searched: Iterable[Path]) -> WeightsNotFoundError:
+    """The error for a known checkpoint that is in none of ``searched``: the file, its sha256, the
+    directories searched and the two fixes."""
+    searched = tuple(searched)
+    lines = "".join(f"\n  - {directory}" for directory in searched)
+    message = (
+        f"{member.name} weights not found: no file {member.file_name} (sha256 {member.sha256_prefix}...) "
+        f"in any of the directories searched:{lines}\n"
+        "featx never downloads while building a model. Fix it with one of:\n"
+        f"  - featx weights download {member.name}   (one-time, hash-checked download from {member.url})\n"
+        f"  - weights=PATH to a local copy (.pth, .pt or .safetensors), or copy {member.file_name} "
+        "into one of the directories above"
+    )
+    return WeightsNotFoundError(message, path=member.file_name, searched=searched)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 
 from featx.losses import PerceptualLoss
 
-pytestmark = pytest.mark.filterwarnings("ignore::featx.weights.RandomWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 
 # What a missing/broken C++ toolchain looks like when inductor compiles (the only reason to skip).
 _NO_COMPILER = ("InvalidCxxCompiler", "CppCompileError", "No working C compiler", "C++ compiler")

@@ -7,7 +7,8 @@ import hashlib
 import pytest
 
 from featx.download import download, verify
-from featx.weights import HashMismatchError, VGGWeights
+from featx.errors import HashMismatchError
+from featx.weights import VGGWeights
 
 
 def fake_checkpoint(path, payload: bytes = b"fabricated checkpoint bytes"):

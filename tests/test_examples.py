@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.filterwarnings("ignore::featx.weights.RandomWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 
 
 def load_example(name: str):

@@ -266,7 +266,7 @@ def test_setup_errors(tmp_path, ckpt):
         run([tmp_path / "in"], tmp_path / "out", ckpt, batch_size=0)
     with pytest.raises(ValueError, match="unknown tap 'relu9_9'"):
         run([tmp_path / "in"], tmp_path / "out", ckpt, taps="relu9_9")
-    from featx.weights import WeightsNotFoundError
+    from featx.errors import WeightsNotFoundError
 
     with pytest.raises(WeightsNotFoundError, match="featx weights download"):
         run([tmp_path / "in"], tmp_path / "out", ckpt, weights="DEFAULT")
@@ -281,7 +281,7 @@ def test_random_weights_are_seeded(tmp_path):
     assert load_features(feature_path(tmp_path / "a", "img0.png"))[1]["weights_id"] == "random"
 
 
-@pytest.mark.filterwarnings("ignore::featx.weights.RandomWeightsWarning")
+@pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 def test_default_taps_exist_in_every_arch_and_equal_ttsr_lte(tmp_path):
     # Fails on the code before the change: the default was the vgg19-only ttsr_lte preset.
     from featx import PRESETS

@@ -15,7 +15,7 @@ from torch import nn
 from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
 from featx.layers import ARCHS, POOLINGS, layer_names, layer_specs
 
-pytestmark = pytest.mark.filterwarnings("ignore::featx.weights.RandomWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 
 
 def torchvision_features(arch: str) -> tuple[nn.Sequential, dict]:
@@ -290,7 +290,7 @@ def test_empty_batch_and_meta_inputs_give_clear_errors(small):
     ],
 )
 def test_inputs_in_another_range_warn_once(data, input_range, problem):
-    from featx.extractor import InputRangeWarning
+    from featx.errors import InputRangeWarning
 
     extractor = VGGFeatures("vgg11", ["relu1_1"], weights=None, input_range=input_range)
     x = data(torch.linspace(0, 1, 3 * 16 * 16).view(1, 3, 16, 16))
@@ -315,7 +315,8 @@ def test_inputs_in_range_or_slightly_beyond_do_not_warn():
 
 def test_range_is_checked_on_the_first_calls_only():
     """A mismatch that first appears after the checked calls is not looked for (no host syncs)."""
-    from featx.extractor import _RANGE_CHECKED_CALLS, InputRangeWarning
+    from featx.errors import InputRangeWarning
+    from featx.extractor import _RANGE_CHECKED_CALLS
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -335,7 +336,7 @@ def test_range_is_checked_on_the_first_calls_only():
 
 def test_range_warning_reaches_loss_users():
     """The ttsr preset fed [-1, 1] images with the default (0, 1) range warns (its value is 3.3x off)."""
-    from featx.extractor import InputRangeWarning
+    from featx.errors import InputRangeWarning
     from featx.losses import PerceptualLoss
 
     with warnings.catch_warnings():
@@ -399,7 +400,7 @@ def test_unfreezing_an_extractor_built_frozen_trains_but_is_not_saved_and_warns(
     assert keys == ["head.weight", "head.bias"]
 
 
-@pytest.mark.filterwarnings("ignore::featx.extractor.InputRangeWarning")  # the random head's outputs
+@pytest.mark.filterwarnings("ignore::featx.errors.InputRangeWarning")  # the random head's outputs
 def test_learnable_extractor_frozen_later_is_still_saved_and_reloads_strictly():
     """Train -> freeze -> save -> strict reload (TTSR fine-tuning / export): nothing is lost."""
     trained = Parent(VGGFeatures("vgg11", ["relu2_1"], weights=None, requires_grad=True))
@@ -468,7 +469,7 @@ class LossParent(nn.Module):
         return self.extractor(self.head(x))["relu2_1"].mean()
 
 
-@pytest.mark.filterwarnings("ignore::featx.extractor.InputRangeWarning")  # the random head's outputs
+@pytest.mark.filterwarnings("ignore::featx.errors.InputRangeWarning")  # the random head's outputs
 def test_ddp_wrapped_parent_single_process(tmp_path):
     """A frozen extractor inside a DDP-wrapped model (gloo, one rank): the step goes through
     ``DistributedDataParallel.forward`` and its gradient all-reduce, and equals the plain model's."""

@@ -11,7 +11,10 @@ import torchvision
 from click.testing import CliRunner
 
 from featx.head import ConvHead
-from featx.layers import ARCHS, PRESETS, layer_names, layer_specs, layer_table, resolve_taps
+from featx.layers import ARCHS, layer_names, layer_specs
+from featx.presets import PRESETS
+from featx.table import format_layer_table, layer_table
+from featx.taps import resolve_taps
 from featx_cli.main import cli
 
 # DESIGN.md section 3: VGG19 `features` indices.

@@ -19,12 +19,13 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from featx.extractor import VGGFeatures
-from featx.functional import gram_matrix, perceptual_loss, style_loss, transferal_perceptual_loss
-from featx.losses import FeatureLoss, PerceptualLoss, StyleLoss, TextureLoss, TransferalPerceptualLoss
+from featx.functional import gram_matrix, perceptual_loss, style_loss
+from featx.losses import FeatureLoss, PerceptualLoss, StyleLoss, TextureLoss
 from featx.lte import LTE
 from featx.texture import contextual_loss, moment_loss, sliced_wasserstein_loss
+from featx.transferal import TransferalPerceptualLoss, transferal_perceptual_loss
 
-pytestmark = pytest.mark.filterwarnings("ignore::featx.weights.RandomWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -211,7 +212,7 @@ def test_real_esrgan_preset_with_style_weight_equals_real_basicsr(basicsr_percep
     criterion (l1) for the style term too, Gram normalised by C*H*W. Reference: BasicSR 1.4.2's
     ``PerceptualLoss(layer_weights, criterion='l1', style_weight=s)``, run in float64 (its ImageNet
     mean/std buffers are float32 values, so agreement is to ~1e-7 relative, not 1e-15)."""
-    from featx.layers import PRESETS
+    from featx.presets import PRESETS
 
     layer_weights = dict(PRESETS["real_esrgan"].layer_weights)
     reference = basicsr_perceptual(layer_weights, perceptual_weight=1.0, style_weight=0.5, criterion="l1").double()

@@ -8,9 +8,9 @@ import torchvision
 from torch import nn
 
 from featx.lte import LTE
-from featx.weights import WeightsLoadError
+from featx.errors import WeightsLoadError
 
-pytestmark = pytest.mark.filterwarnings("ignore::featx.weights.RandomWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -130,7 +130,7 @@ class TTSRLike(nn.Module):
         self.LTE_copy = LTE(weights=None, requires_grad=False)
 
 
-@pytest.mark.filterwarnings("ignore::featx.extractor.InputRangeWarning")
+@pytest.mark.filterwarnings("ignore::featx.errors.InputRangeWarning")
 def test_ttsr_train_freeze_save_and_strict_reload_keep_the_trained_lte():
     """Train the LTE, freeze the whole model (fine-tuning phase or export), save, reload strictly:
     the trained LTE weights are in the checkpoint and come back; the copy still syncs."""

@@ -16,7 +16,7 @@ from featx.extractor import VGGFeatures
 from featx.show import figure_size, show_features, summarize_features
 from featx_cli.main import cli
 
-pytestmark = pytest.mark.filterwarnings("ignore::featx.weights.RandomWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_show_features_alpha_drop_equals_the_rgb_image(rgba_png):
     _, dropped = show_features(rgba, extractor=vgg, channels=3, alpha="drop")
     assert dropped["relu1_1"].channels == expected["relu1_1"].channels
     torch.testing.assert_close(dropped["relu1_1"].maps, expected["relu1_1"].maps, rtol=0, atol=0)
-    from featx.io import ImageDecodeError
+    from featx.errors import ImageDecodeError
 
     with pytest.raises(ImageDecodeError, match="alpha channel"):
         show_features(rgba, extractor=vgg)

@@ -15,9 +15,9 @@ import torch
 
 from featx.functional import style_loss
 from featx.texture import (
-    ContextualLoss,
-    MomentLoss,
-    SlicedWassersteinLoss,
+    ContextualOnFeatures,
+    MomentsOnFeatures,
+    SlicedWassersteinOnFeatures,
     contextual_loss,
     moment_loss,
     sliced_wasserstein_loss,
@@ -253,10 +253,10 @@ def test_finite_under_autocast_with_large_activations(dtype, name):
 def test_modules_equal_functions():
     pred, target = make_feats(), make_feats(batch=1, size=(5, 4))
     pairs = [
-        (SlicedWassersteinLoss(LAYERS, seed=2, num_projections=5),
+        (SlicedWassersteinOnFeatures(LAYERS, seed=2, num_projections=5),
          sliced_wasserstein_loss(pred, target, LAYERS, seed=2, num_projections=5)),
-        (MomentLoss(LAYERS, eps=1e-3), moment_loss(pred, target, LAYERS, eps=1e-3)),
-        (ContextualLoss(LAYERS, band_width=0.2, seed=2), contextual_loss(pred, target, LAYERS, band_width=0.2, seed=2)),
+        (MomentsOnFeatures(LAYERS, eps=1e-3), moment_loss(pred, target, LAYERS, eps=1e-3)),
+        (ContextualOnFeatures(LAYERS, band_width=0.2, seed=2), contextual_loss(pred, target, LAYERS, band_width=0.2, seed=2)),
     ]  # fmt: skip
     for module, expected in pairs:
         assert torch.equal(module(pred, target), expected)
@@ -305,11 +305,11 @@ def test_bad_arguments_are_reported():
     with pytest.raises(ValueError, match="num_projections must be a positive int"):
         sliced_wasserstein_loss(pred, pred, LAYERS, num_projections=0)
     with pytest.raises(ValueError, match="band_width must be a positive number"):
-        ContextualLoss(LAYERS, band_width=0)
+        ContextualOnFeatures(LAYERS, band_width=0)
     with pytest.raises(ValueError, match="max_positions must be a positive int"):
         contextual_loss(pred, pred, LAYERS, max_positions=0)
     with pytest.raises(ValueError, match=r"'conv1_1' is missing.*Available layers: relu1_1, relu2_1"):
-        MomentLoss({"conv1_1": 1.0})(pred, pred)
+        MomentsOnFeatures({"conv1_1": 1.0})(pred, pred)
     bad = {k: v.clone() for k, v in pred.items()}
     bad["relu1_1"][0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="pred feature 'relu1_1' contains NaN"):

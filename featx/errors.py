@@ -1,0 +1,129 @@
+"""Every exception and warning featx raises, under one base class each.
+
+Catch :class:`FeatxError` for any featx failure, or the builtin base each error also derives
+from (``ValueError``, ``FileNotFoundError``, ``OSError``), as code written before this module did.
+Nothing here imports torch.
+
+Example:
+    >>> issubclass(WeightsNotFoundError, FeatxError), issubclass(WeightsNotFoundError, FileNotFoundError)
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Optional, Union
+
+__all__ = [
+    "FeatxError",
+    "FeatxWarning",
+    "HashMismatchError",
+    "ImageDecodeError",
+    "InputRangeWarning",
+    "OutputNotWritableError",
+    "RandomWeightsWarning",
+    "UnverifiedWeightsWarning",
+    "WeightsLoadError",
+    "WeightsNotFoundError",
+]
+
+
+class FeatxError(Exception):
+    """Base class of every exception featx raises on purpose."""
+
+
+class FeatxWarning(UserWarning):
+    """Base class of every warning featx emits."""
+
+
+class RandomWeightsWarning(FeatxWarning):
+    """An extractor was built with ``weights=None``: its features come from random weights."""
+
+
+class UnverifiedWeightsWarning(FeatxWarning):
+    """A file at a known checkpoint's name does not have that checkpoint's sha256.
+
+    It is loaded (the keys and shapes fit), but recorded under its real hash with
+    ``verified=False``, never under the official weights id.
+    """
+
+
+class InputRangeWarning(FeatxWarning):
+    """Inputs look like another value range than the module's ``input_range``."""
+
+
+class WeightsNotFoundError(FeatxError, FileNotFoundError):
+    """A checkpoint file is not on disk. Construction never downloads; the message gives the fixes.
+
+    Attributes:
+        path: the file that was looked for (a name for known checkpoints, else the path).
+        searched: directories searched (empty for an explicit path).
+    """
+
+    def __init__(self, message: str, *, path: Optional[str] = None, searched: Iterable[Path] = ()) -> None:
+        super().__init__(message)
+        self.path = path
+        self.searched = tuple(searched)
+
+
+class WeightsLoadError(FeatxError, ValueError):
+    """A checkpoint cannot be used: unreadable, unsafe, or its keys/shapes/values do not fit the model.
+
+    Attributes:
+        path: the checkpoint path (``None`` for in-memory state dicts).
+        missing: expected keys that are absent (sorted).
+        unexpected: keys that belong to no kept layer (sorted).
+        mismatched: ``"key: expected (a, b), got (c, d)"`` entries (sorted).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Optional[str] = None,
+        missing: Iterable[str] = (),
+        unexpected: Iterable[str] = (),
+        mismatched: Iterable[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.missing = tuple(missing)
+        self.unexpected = tuple(unexpected)
+        self.mismatched = tuple(mismatched)
+
+
+class HashMismatchError(FeatxError, ValueError):
+    """A file's sha256 does not start with the expected hex digits.
+
+    Attributes:
+        source: the file or URL.
+        expected: the expected sha256 (or its prefix).
+        actual: the full sha256 of the data.
+    """
+
+    def __init__(self, message: str, *, source: str, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.source, self.expected, self.actual = source, expected, actual
+
+
+class ImageDecodeError(FeatxError, ValueError):
+    """An image file cannot be turned into an RGB tensor; ``str(error)`` is ``"PATH: reason"``.
+
+    Attributes:
+        path: the file.
+        reason: one line saying what is wrong (and the option that would accept it, if any).
+    """
+
+    def __init__(self, path: Union[str, os.PathLike[str]], reason: str) -> None:
+        super().__init__(f"{os.fspath(path)}: {reason}")
+        self.path = os.fspath(path)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers
+        return (type(self), (self.path, self.reason))
+
+
+class OutputNotWritableError(FeatxError, OSError):
+    """The output folder cannot be created or written (checked before any work)."""
