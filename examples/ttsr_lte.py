@@ -34,7 +34,7 @@ from torch import nn
 
 import featx
 from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
-from featx.losses import TransferalPerceptualLoss
+from featx.transferal import TransferalPerceptualLoss
 
 TRAIN_IMAGES = ("astronaut", "coffee", "chelsea", "brick", "grass", "gravel")
 # TTSR model/LTE.py: vgg19.features indices kept inside slice1 = [0:2], slice2 = [2:7], slice3 = [7:12]
@@ -194,7 +194,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     print(f"loaded LTE from {ttsr_path} (rgb_range={lte.rgb_range:g}, weights_id={lte.weights_id})")
     torch.manual_seed(args.seed)
     model = TinyTTSR(lte)
-    tpl = TransferalPerceptualLoss("l2", use_soft_attention=True)  # TTSR --tpl_type l2
+    tpl = TransferalPerceptualLoss(criterion="l2", use_soft_attention=True)  # TTSR --tpl_type l2
     lte_params = list(model.LTE.parameters())
     lte_ids = {id(p) for p in lte_params}
     other_params = [p for p in model.parameters() if p.requires_grad and id(p) not in lte_ids]

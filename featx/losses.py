@@ -63,6 +63,7 @@ class PerceptualLoss(ImageLoss):
 
     Example:
         >>> import warnings
+        >>> import torch
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")  # random weights: for the example only
         ...     loss = PerceptualLoss({"relu2_1": 1.0}, arch="vgg11", weights=None)
@@ -121,6 +122,7 @@ class StyleLoss(ImageLoss):
 
     Example:
         >>> import warnings
+        >>> import torch
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")
         ...     loss = StyleLoss({"relu1_1": 1.0, "relu2_1": 1.0}, arch="vgg11", weights=None)
@@ -173,6 +175,7 @@ class TextureLoss(ImageLoss):
 
     Example:
         >>> import warnings
+        >>> import torch
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")
         ...     loss = TextureLoss({"relu1_1": 1.0}, kind="sliced_wasserstein", arch="vgg11",
@@ -258,6 +261,7 @@ class FeatureLoss(ImageLoss):
 
     Example:
         >>> import warnings
+        >>> import torch
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")
         ...     loss = FeatureLoss(perceptual={"relu2_1": 1.0}, style={"relu1_1": 1.0}, style_weight=10.0,

@@ -255,11 +255,11 @@ def test_too_small_names_minimum(small):
 def test_unknown_names_suggest_closest():
     with pytest.raises(ValueError, match=r"unknown tap 'relu3_5' for vgg19\. Did you mean 'relu3_4'\?"):
         VGGFeatures("vgg19", ["relu3_5"], weights=None)
-    with pytest.raises(ValueError, match=r"unknown arch 'vgg20'\. Did you mean 'vgg19'\? Valid archs: vgg11"):
+    with pytest.raises(ValueError, match=r"unknown arch 'vgg20'\. Did you mean 'vgg19'\? Valid choices: 'vgg11', 'vgg11_bn'"):
         VGGFeatures("vgg20", ["relu1_1"], weights=None)
-    with pytest.raises(ValueError, match=r"unknown pooling 'mean'.*Valid poolings: max, avg, blur, conv, none"):
+    with pytest.raises(ValueError, match=r"unknown pooling 'mean'. Valid choices: 'max', 'avg', 'blur', 'conv', 'none'"):
         VGGFeatures("vgg19", ["relu1_1"], weights=None, pooling="mean")
-    with pytest.raises(ValueError, match=r"gray must be one of 'error', 'repeat', got 'rgb'"):
+    with pytest.raises(ValueError, match=r"unknown gray 'rgb'. Valid choices: 'error', 'repeat'"):
         VGGFeatures("vgg19", ["relu1_1"], weights=None, gray="rgb")
     with pytest.raises(ValueError, match="lo < hi"):
         VGGFeatures("vgg19", ["relu1_1"], weights=None, input_range=(1, 0))

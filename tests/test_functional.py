@@ -52,6 +52,16 @@ def ref_per_sample(a: torch.Tensor, b: torch.Tensor, criterion: str, eps: float 
     return torch.tensor(out, dtype=torch.float64)
 
 
+def ref_elementwise(a: torch.Tensor, b: torch.Tensor, criterion: str, eps: float = 1e-3) -> torch.Tensor:
+    """Reference elementwise values in float64 (for torch's all-element sums)."""
+    d = a.double() - b.double()
+    if criterion == "l1":
+        return d.abs()
+    if criterion == "charbonnier":
+        return torch.sqrt(d * d + eps * eps)
+    return d * d
+
+
 def rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5) -> bool:
     actual, expected = actual.detach().double(), expected.detach().double()
     return bool(torch.allclose(actual, expected, rtol=rtol, atol=rtol * float(expected.abs().max()) + 1e-12))
@@ -63,7 +73,7 @@ def rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5) 
 @pytest.mark.parametrize("normalize", ["chw", "hw", None])
 def test_gram_matches_einsum_reference(normalize):
     f = torch.randn(2, 5, 7, 3)
-    g = gram_matrix(f, normalize)
+    g = gram_matrix(f, normalize=normalize)
     assert g.dtype == torch.float32 and g.shape == (2, 5, 5)
     assert rel_close(g, ref_gram(f, normalize))
 
@@ -97,10 +107,10 @@ def test_gram_under_autocast_is_float32_and_finite():
 
 def test_gram_matrices_subset_and_missing_layer():
     feats = make_feats()
-    grams = gram_matrices(feats, {"relu2_1": 1.0})
+    grams = gram_matrices(feats, layers=["relu2_1"])
     assert list(grams) == ["relu2_1"] and rel_close(grams["relu2_1"], ref_gram(feats["relu2_1"], "chw"))
     with pytest.raises(ValueError, match="'relu3_1' is missing.*Available layers: relu1_1, relu2_1"):
-        gram_matrices(feats, ["relu3_1"])
+        gram_matrices(feats, layers=["relu3_1"])
 
 
 # ------------------------------------------------------------------ distances
@@ -111,21 +121,28 @@ def test_feature_distance_matches_explicit_sums(criterion):
     a, b = torch.randn(3, 4, 5, 2), torch.randn(3, 4, 5, 2)
     per_sample = ref_per_sample(a, b, criterion)
     numel = a[0].numel()
-    none = feature_distance(a, b, criterion, "none")
+    none = feature_distance(a, b, criterion=criterion, reduction="none")
     assert none.shape == (3,) and rel_close(none, per_sample)
-    assert rel_close(feature_distance(a, b, criterion, "mean"), per_sample.mean())
-    assert rel_close(feature_distance(a, b, criterion, "none").mean(), feature_distance(a, b, criterion, "mean"))
-    # "sum": all elements for the elementwise criteria (torch's convention), sum of norms for fro
-    expected_sum = per_sample.sum() if criterion == "fro" else per_sample.sum() * numel
-    assert rel_close(feature_distance(a, b, criterion, "sum"), expected_sum)
+    mean = feature_distance(a, b, criterion=criterion, reduction="mean")
+    assert rel_close(mean, per_sample.mean()) and rel_close(none.mean(), mean)
+    # "sum" is the sum over the batch of the per-sample values, for every criterion (docs/api.md);
+    # for the elementwise criteria torch's all-element sum is numel times that
+    total = feature_distance(a, b, criterion=criterion, reduction="sum")
+    assert rel_close(total, per_sample.sum()) and rel_close(none.sum(), total)
+    if criterion != "fro":
+        assert rel_close(total * numel, ref_elementwise(a, b, criterion).sum())
 
 
 def test_l2_and_mse_are_the_same_and_match_torch():
     a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     # torch.nn.functional is the reference for the elementwise reductions
-    assert torch.equal(feature_distance(a, b, "l2"), feature_distance(a, b, "mse"))
-    assert torch.allclose(feature_distance(a, b, "mse"), torch.nn.functional.mse_loss(a, b))
-    assert torch.allclose(feature_distance(a, b, "l1", "sum"), torch.nn.functional.l1_loss(a, b, reduction="sum"))
+    assert torch.equal(feature_distance(a, b, criterion="l2"), feature_distance(a, b, criterion="mse"))
+    assert torch.allclose(feature_distance(a, b, criterion="mse"), torch.nn.functional.mse_loss(a, b))
+    assert torch.allclose(feature_distance(a, b, criterion="l1"), torch.nn.functional.l1_loss(a, b))
+    # featx's "sum" sums per-sample means; torch's sums elements: a factor of the per-sample size
+    per_sample_size = a[0].numel()
+    torch_sum = torch.nn.functional.l1_loss(a, b, reduction="sum")
+    assert torch.allclose(feature_distance(a, b, criterion="l1", reduction="sum") * per_sample_size, torch_sum)
 
 
 def test_charbonnier_eps_convention_matches_basicsr_form():
@@ -133,22 +150,22 @@ def test_charbonnier_eps_convention_matches_basicsr_form():
     a, b = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 3, 4, 4, dtype=torch.float64)
     e = 1e-4
     basicsr = torch.sqrt((a - b) ** 2 + e).mean()
-    assert rel_close(feature_distance(a, b, "charbonnier", eps=math.sqrt(e)), basicsr)
+    assert rel_close(feature_distance(a, b, criterion="charbonnier", eps=math.sqrt(e)), basicsr)
 
 
 def test_target_batch_of_one_broadcasts():
     a, b = torch.randn(3, 2, 4, 4), torch.randn(1, 2, 4, 4)
-    assert rel_close(feature_distance(a, b, "mse", "none"), ref_per_sample(a, b.expand(3, -1, -1, -1), "mse"))
+    assert rel_close(feature_distance(a, b, criterion="mse", reduction="none"), ref_per_sample(a, b.expand(3, -1, -1, -1), "mse"))
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
 def test_feature_distance_gradcheck_and_identity(criterion):
     a = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, y: feature_distance(x, y, criterion), (a, b))
+    assert torch.autograd.gradcheck(lambda x, y: feature_distance(x, y, criterion=criterion), (a, b))
     # identical inputs: 0 (Charbonnier: its minimum eps) and a finite zero gradient (no NaN from sqrt/norm)
     x = a.detach().clone().requires_grad_()
-    value = feature_distance(x, a.detach(), criterion)
+    value = feature_distance(x, a.detach(), criterion=criterion)
     value.backward()
     assert float(value.detach()) == pytest.approx(1e-3 if criterion == "charbonnier" else 0.0, abs=1e-12)
     assert torch.isfinite(x.grad).all() and float(x.grad.abs().max()) == 0.0
@@ -170,7 +187,7 @@ def test_perceptual_loss_matches_reference_and_terms_add_up(criterion, reduction
         elif reduction == "mean":
             value = per_sample.mean()
         else:
-            value = per_sample.sum() * (1 if criterion == "fro" else pred[layer][0].numel())
+            value = per_sample.sum()
         assert rel_close(terms[layer], weight * value)
         expected = expected + weight * value
     assert rel_close(total, expected)
@@ -230,7 +247,7 @@ def test_style_loss_cached_grams_broadcast_and_other_size():
     pred = make_feats(batch=3)
     style = {"relu1_1": torch.randn(1, 3, 9, 9, dtype=torch.float64), "relu2_1": torch.randn(1, 4, 5, 4).double()}
     direct = style_loss(pred, style, LAYERS, reduction="none")
-    cached = style_loss(pred, None, LAYERS, reduction="none", target_grams=gram_matrices(style, LAYERS))
+    cached = style_loss(pred, None, LAYERS, reduction="none", target_grams=gram_matrices(style, layers=LAYERS))
     assert direct.shape == (3,) and torch.allclose(direct, cached, rtol=1e-12, atol=0)
     expected = sum(
         w * ((ref_gram(pred[k], "chw") - ref_gram(style[k], "chw")) ** 2).mean(dim=(1, 2)) for k, w in LAYERS.items()
@@ -319,11 +336,11 @@ def test_unknown_criterion_reduction_normalize_list_valid_choices():
     with pytest.raises(ValueError, match=r"unknown criterion 'mae'.*Valid choices: 'l1', 'l2', 'mse'"):
         perceptual_loss(a, a, LAYERS, criterion="mae")
     with pytest.raises(ValueError, match=r"unknown criterion 'charbonier'. Did you mean 'charbonnier'"):
-        feature_distance(a["relu1_1"], a["relu1_1"], "charbonier")
+        feature_distance(a["relu1_1"], a["relu1_1"], criterion="charbonier")
     with pytest.raises(ValueError, match=r"unknown reduction 'avg'.*'mean', 'sum', 'none'"):
         style_loss(a, a, LAYERS, reduction="avg")
     with pytest.raises(ValueError, match=r"unknown normalize 'CHW'.*'chw', 'hw', None"):
-        gram_matrix(a["relu1_1"], "CHW")
+        gram_matrix(a["relu1_1"], normalize="CHW")
 
 
 def test_check_finite_names_the_layer():
@@ -361,7 +378,7 @@ def test_l1_gradients_match_autograd_abs_for_both_inputs_and_broadcast_target():
         with torch.no_grad():
             b[..., 0, 0] = a[: b.shape[0], ..., 0, 0]  # exact ties: abs's gradient there is 0
         weights = torch.arange(1.0, 4.0, dtype=torch.float64)
-        ours = (feature_distance(a, b, "l1", "none") * weights).sum()
+        ours = (feature_distance(a, b, criterion="l1", reduction="none") * weights).sum()
         ga, gb = torch.autograd.grad(ours, (a, b))
         ref = ((a - b).abs().flatten(1).mean(dim=1) * weights).sum()
         ra, rb = torch.autograd.grad(ref, (a, b))

@@ -91,7 +91,7 @@ def test_layer_table_shapes_match_real_forward():
 
 
 def test_layer_table_errors():
-    with pytest.raises(ValueError, match="head must be one of 'none', 'fc', 'conv', got 'dense'"):
+    with pytest.raises(ValueError, match="unknown head 'dense'. Valid choices: 'none', 'fc', 'conv'"):
         layer_table("vgg16", head="dense")
     with pytest.raises(ValueError, match=r"too small for the convolutional head.*input >= 224x224"):
         layer_table("vgg16", 200, 224, head="conv")

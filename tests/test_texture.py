@@ -302,11 +302,11 @@ def test_bad_arguments_are_reported():
     target["relu2_1"] = torch.randn(2, 5, 2, 2)
     with pytest.raises(ValueError, match=r"'relu2_1'.*\(2, 4, 2, 2\).*\(2, 5, 2, 2\).*same channels"):
         sliced_wasserstein_loss(pred, target, LAYERS)
-    with pytest.raises(ValueError, match="num_projections must be a positive int"):
+    with pytest.raises(ValueError, match="num_projections must be an integer >= 1, got 0"):
         sliced_wasserstein_loss(pred, pred, LAYERS, num_projections=0)
     with pytest.raises(ValueError, match="band_width must be a positive number"):
         ContextualOnFeatures(LAYERS, band_width=0)
-    with pytest.raises(ValueError, match="max_positions must be a positive int"):
+    with pytest.raises(ValueError, match="max_positions must be an integer >= 1, got 0"):
         contextual_loss(pred, pred, LAYERS, max_positions=0)
     with pytest.raises(ValueError, match=r"'conv1_1' is missing.*Available layers: relu1_1, relu2_1"):
         MomentsOnFeatures({"conv1_1": 1.0})(pred, pred)
