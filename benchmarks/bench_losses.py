@@ -40,11 +40,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+import common
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import common
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "losses.json"
@@ -576,8 +575,10 @@ class Runner:
                 if criterion == "l1":
                     pred, target = make_inputs(batch, size)
                     steps = {
-                        "fp32": _grad_step(lambda: loss(pred, target), pred),
-                        "bf16": _grad_step(lambda: _autocast_call(loss, pred, target), pred),
+                        "fp32": _grad_step(lambda loss=loss, pred=pred, target=target: loss(pred, target), pred),
+                        "bf16": _grad_step(
+                            lambda loss=loss, pred=pred, target=target: _autocast_call(loss, pred, target), pred
+                        ),
                     }
                     timing, _ = self.time_group(steps, batch, size)
                     speed.append(
@@ -627,7 +628,7 @@ class Runner:
 
 def _paired(timing: Mapping[str, dict], a: str, b: str) -> float:
     """Median over rounds of ``time_a / time_b`` measured back to back in the same round."""
-    pairs = [ta / tb for ta, tb in zip(timing[a]["times_s"], timing[b]["times_s"])]
+    pairs = [ta / tb for ta, tb in zip(timing[a]["times_s"], timing[b]["times_s"], strict=True)]
     return statistics.median(pairs)
 
 

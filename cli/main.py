@@ -6,10 +6,11 @@ from __future__ import annotations
 import click
 
 from featx import __version__
-from featx_cli.extract_cmd import extract
-from featx_cli.layers_cmd import layers
-from featx_cli.show_cmd import show
-from featx_cli.weights_cmd import weights
+
+from .extract_cmd import extract
+from .layers_cmd import layers
+from .show_cmd import show
+from .weights_cmd import weights
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -21,7 +21,8 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist

@@ -29,7 +29,8 @@ import math
 import os
 import time
 import warnings
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 import skimage.data

@@ -24,7 +24,8 @@ import argparse
 import os
 import tempfile
 import warnings
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 import skimage.data
@@ -237,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     lte_now = torch.cat([p.detach().reshape(-1) for p in lte_params])
     lte_change = float((lte_now - lte_start).norm() / lte_start.norm())
     copy_diff = max(
-        float((a.detach() - b).abs().max()) for a, b in zip(model.LTE.parameters(), model.LTE_copy.parameters())
+        float((a.detach() - b).abs().max()) for a, b in zip(model.LTE.parameters(), model.LTE_copy.parameters(), strict=True)
     )
     model_path = os.path.join(out_dir, "tiny_ttsr.pt")
     state = model.state_dict()

@@ -25,6 +25,8 @@ __all__ = [
     "check_4d",
     "check_finite",
     "compute_dtype",
+    "cpu_generator",
+    "flat_positions",
     "layer_loop",
     "lookup",
     "match_batch",
@@ -187,3 +189,23 @@ def layer_loop(
 def check_reduction(reduction: object) -> str:
     """Validate a ``reduction`` argument (one of :data:`REDUCTIONS`)."""
     return check_choice("reduction", reduction, REDUCTIONS)
+
+
+def cpu_generator(seed: Optional[int], generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
+    """The CPU generator to draw from: ``generator``, a fresh one seeded with ``seed``, or the global RNG."""
+    if generator is not None and seed is not None:
+        raise ValueError("pass either seed= or generator=, not both")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+            raise TypeError(f"generator must be a CPU torch.Generator, got {generator!r}")
+        return generator
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    return torch.Generator().manual_seed(seed)
+
+
+def flat_positions(feat: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(B, C, H, W) -> (B, C, H*W)`` in the compute dtype."""
+    return feat.reshape(feat.shape[0], feat.shape[1], -1).to(dtype)

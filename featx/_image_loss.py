@@ -7,7 +7,7 @@ Private to featx; the public classes live in :mod:`featx.losses`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Optional, overload
 
@@ -46,12 +46,12 @@ __all__ = [
 TEXTURE_KINDS: tuple[str, ...] = ("sliced_wasserstein", "moments", "contextual", "gram")
 """Texture statistics :class:`TextureLoss` can match."""
 
-_TEXTURE_FUNCTIONS = {
+_TEXTURE_FUNCTIONS: dict[str, tuple[Callable[..., LossResult], Callable[..., nn.Module]]] = {
     "sliced_wasserstein": (sliced_wasserstein_loss, SlicedWassersteinOnFeatures),
     "moments": (moment_loss, MomentsOnFeatures),
     "contextual": (contextual_loss, ContextualOnFeatures),
 }
-_GRAM_OPTIONS = ("criterion", "normalize", "eps")
+_GRAM_OPTIONS: tuple[str, ...] = ("criterion", "normalize", "eps")
 _COMMON = ("reduction", "check_finite", "return_terms")
 
 
@@ -152,7 +152,7 @@ class ImageLoss(nn.Module):
                 f"weights={weights!r} cannot be combined with extractor=: the loss uses the extractor's "
                 f"weights ({extractor.weights_id!r}); drop weights="
             )
-        given = {"arch": arch, "pooling": pooling, "gray": gray}
+        given: dict[str, object] = {"arch": arch, "pooling": pooling, "gray": gray}
         if input_range is not None:
             given["input_range"] = input_range if isinstance(input_range, str) else tuple(map(float, input_range))
         for name, value in given.items():
@@ -211,14 +211,19 @@ class ImageLoss(nn.Module):
 
     # ---------------------------------------------------------------- forward
 
-    def _term_value(self, term: Term, pred_feats: Mapping[str, torch.Tensor], target: dict) -> LossResult:
-        common = {"reduction": self.reduction, "check_finite": self.check_finite, "return_terms": True}
+    def _term_value(
+        self, term: Term, pred_feats: Mapping[str, torch.Tensor], target: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One term's value and its per-layer parts."""
+        common = {"reduction": self.reduction, "check_finite": self.check_finite}
+        options = {**term.options, **common}
         if term.kind == "perceptual":
-            return perceptual_loss(pred_feats, target, term.layer_weights, **term.options, **common)
+            return perceptual_loss(pred_feats, target, term.layer_weights, return_terms=True, **options)
         if term.kind == "gram":
-            return style_loss(pred_feats, None, term.layer_weights, target_grams=target, **term.options, **common)
+            return style_loss(pred_feats, None, term.layer_weights, target_grams=target, return_terms=True, **options)
         function = _TEXTURE_FUNCTIONS[term.kind][0]
-        return function(pred_feats, target, term.layer_weights, **term.options, **common)
+        value, layer_terms = function(pred_feats, target, term.layer_weights, return_terms=True, **options)
+        return value, layer_terms
 
     @overload
     def forward(
@@ -228,7 +233,9 @@ class ImageLoss(nn.Module):
     def forward(
         self, pred: torch.Tensor, target: Optional[torch.Tensor] = ..., *, return_terms: Literal[True]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
-    def forward(self, pred: torch.Tensor, target: Optional[torch.Tensor] = None, *, return_terms: bool = False) -> LossResult:
+    def forward(
+        self, pred: torch.Tensor, target: Optional[torch.Tensor] = None, *, return_terms: bool = False
+    ) -> LossResult:
         """Compute the loss of ``pred`` against ``target`` (or the cached target).
 
         One extractor pass over ``pred`` and, unless a target is cached, one over ``target`` under
@@ -256,8 +263,8 @@ class ImageLoss(nn.Module):
         pred_feats = self.extractor(pred)
         total: Optional[torch.Tensor] = None
         terms: dict[str, torch.Tensor] = {}
-        for term, target_part in zip(self.terms, prepared):
-            value, layer_terms = self._term_value(term, pred_feats, target_part)  # type: ignore[misc]
+        for term, target_part in zip(self.terms, prepared, strict=True):
+            value, layer_terms = self._term_value(term, pred_feats, target_part)
             for layer, layer_value in layer_terms.items():
                 terms[f"{term.group}/{layer}"] = term.weight * layer_value
             value = term.weight * value

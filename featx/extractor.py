@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import torch
 from torch import nn
@@ -29,11 +29,11 @@ def _input_affine(input_range: InputRange) -> tuple[tuple[float, ...], tuple[flo
     ``x01 = (x - lo) / (hi - lo)`` and ``(x01 - mean) / std`` fuse to ``x * scale + shift`` with
     ``scale = 1 / ((hi - lo) std)`` and ``shift = -(lo / (hi - lo) + mean) / std``.
     """
-    if input_range == "normalized":
+    if isinstance(input_range, str):  # "normalized", the only string check_input_range accepts
         return (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
-    lo, hi = input_range  # type: ignore[misc]
+    lo, hi = input_range
     scale = tuple(1.0 / ((hi - lo) * std) for std in IMAGENET_STD)
-    shift = tuple(-(lo / (hi - lo) + mean) / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD))
+    shift = tuple(-(lo / (hi - lo) + mean) / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
     return scale, shift
 
 
@@ -136,7 +136,7 @@ def _make_layer(spec: LayerSpec, pooling: str, inplace_relu: bool) -> nn.Module:
         conv = nn.Conv2d(spec.in_channels, spec.out_channels, kernel_size=3, padding=1)
         # torchvision's VGG initialisation, so random weights give well-scaled activations.
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(conv.bias)
+        nn.init.zeros_(cast(torch.Tensor, conv.bias))
         return conv
     if spec.kind == "bn":
         return nn.BatchNorm2d(spec.out_channels)
@@ -145,12 +145,12 @@ def _make_layer(spec: LayerSpec, pooling: str, inplace_relu: bool) -> nn.Module:
     return _make_pool(pooling, spec.in_channels)
 
 
-def _drop_frozen_weights(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+def _drop_frozen_weights(module: VGGFeatures, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
     """State-dict post hook: an extractor built frozen contributes no entries to a parent's state dict."""
-    if not prefix or module.learnable:  # type: ignore[attr-defined]
+    if not prefix or module.learnable:
         return
-    if not module.frozen and not module._warned_not_saved:  # type: ignore[attr-defined]
-        module._warned_not_saved = True  # type: ignore[attr-defined]
+    if not module.frozen and not module.warned_not_saved:
+        module.warned_not_saved = True
         warnings.warn(
             f"the VGGFeatures at {prefix.rstrip('.')!r} was built frozen and later unfrozen: its parameters "
             "require grad but are not saved in the parent's state_dict (what is saved is decided at "
@@ -163,10 +163,10 @@ def _drop_frozen_weights(module: nn.Module, state_dict: dict, prefix: str, local
 
 
 def _keep_frozen_weights(
-    module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any, strict: bool, *args: Any
+    module: VGGFeatures, state_dict: dict[str, Any], prefix: str, local_metadata: Any, strict: bool, *args: Any
 ) -> None:
     """Load pre hook: a parent checkpoint without an extractor built frozen keeps its weights."""
-    if module.learnable:  # type: ignore[attr-defined]
+    if module.learnable:
         return
     own = module.state_dict()  # unprefixed: the hook above only drops entries when nested
     if not any(prefix + key in state_dict for key in own):
@@ -234,6 +234,11 @@ class VGGFeatures(nn.Module):
         12
     """
 
+    input_scale: torch.Tensor
+    input_shift: torch.Tensor
+    weights_id: str
+    weights_sha256: Optional[str]
+
     def __init__(
         self,
         arch: str = "vgg19",
@@ -266,7 +271,7 @@ class VGGFeatures(nn.Module):
         self.min_input_size = min_input_size(arch, self.taps[-1], pooling)
         self._tap_at = {info.index: info.name for info in self.feature_info}
         self._range_checks_left = 0 if self.input_range == "normalized" else _RANGE_CHECKED_CALLS
-        self._warned_not_saved = False
+        self.warned_not_saved = False  # the drop-on-save warning is given once
 
         specs = layer_specs(arch, pooling)[: self.feature_info[-1].index + 1]
         self.features = nn.Sequential(
@@ -296,8 +301,8 @@ class VGGFeatures(nn.Module):
         self.learnable = requires_grad  # decides, once, whether parents' state dicts hold the weights
         self.requires_grad_(requires_grad)
         self.train(requires_grad)
-        self.register_state_dict_post_hook(_drop_frozen_weights)
-        self.register_load_state_dict_pre_hook(_keep_frozen_weights)
+        self.register_state_dict_post_hook(_drop_frozen_weights)  # type: ignore[no-untyped-call]
+        self.register_load_state_dict_pre_hook(_keep_frozen_weights)  # type: ignore[no-untyped-call]
 
     @classmethod
     def from_preset(cls, name: str, **kwargs: Any) -> VGGFeatures:
@@ -356,10 +361,12 @@ class VGGFeatures(nn.Module):
         """Warn once if one of the first inputs looks like another value range (one host sync a call)."""
         self._range_checks_left -= 1
         low, high = torch.stack([x.detach().min(), x.detach().max()]).float().tolist()
-        problem = _range_problem(low, high, self.input_range)  # type: ignore[arg-type]
+        if isinstance(self.input_range, str):  # "normalized" inputs are not checked
+            return
+        problem = _range_problem(low, high, self.input_range)
         if problem is not None:
             self._range_checks_left = 0
-            lo, hi = self.input_range  # type: ignore[misc]
+            lo, hi = self.input_range
             warnings.warn(
                 f"input values span [{low:.3g}, {high:.3g}], which {problem} input_range=({lo:g}, {hi:g}); "
                 "pass the range your data uses, e.g. input_range=(-1, 1) for tanh outputs or (0, 255). "

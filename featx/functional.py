@@ -211,7 +211,8 @@ def feature_distance(
 
 def _unit_channels(feat: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Divide each position's feature vector by its L2 norm over channels (LPIPS, piq: ``x / (|x| + eps)``)."""
-    return feat / (torch.linalg.vector_norm(feat, dim=1, keepdim=True) + eps)
+    norm: torch.Tensor = torch.linalg.vector_norm(feat, dim=1, keepdim=True)
+    return feat / (norm + eps)
 
 
 @overload

@@ -83,7 +83,8 @@ class ConvHead(nn.Module):
         """Class scores at every position of the pool5 map (before global pooling)."""
         x = torch.relu(self.get_submodule("fc6")(pool5))
         x = torch.relu(self.get_submodule("fc7")(x))
-        return self.get_submodule("fc8")(x)
+        scores: torch.Tensor = self.get_submodule("fc8")(x)
+        return scores
 
     def forward(self, pool5: torch.Tensor) -> torch.Tensor:
         """Class scores: the score map averaged over positions."""

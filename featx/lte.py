@@ -70,7 +70,7 @@ class LTE(nn.Module):
     @classmethod
     def from_ttsr_checkpoint(
         cls,
-        path: Union[str, os.PathLike],
+        path: Union[str, os.PathLike[str]],
         *,
         prefix: str = "LTE.",
         requires_grad: bool = True,
@@ -116,7 +116,9 @@ class LTE(nn.Module):
             )
         inferred = _rgb_range_from_mean_shift(lte_entries["sub_mean.weight"], lte_entries["sub_mean.bias"], path)
         if rgb_range is not None and abs(inferred - rgb_range) > 1e-3 * rgb_range:
-            raise WeightsLoadError(f"{os.fspath(path)}: sub_mean encodes rgb_range={inferred:g}, but rgb_range={rgb_range} was passed")
+            raise WeightsLoadError(
+                f"{os.fspath(path)}: sub_mean encodes rgb_range={inferred:g}, but rgb_range={rgb_range} was passed"
+            )
         state_dict = {}
         for key, value in lte_entries.items():
             match = re.fullmatch(r"slice\d\.(\d+)\.(weight|bias)", key)

@@ -7,8 +7,8 @@ backbone inside) use :class:`featx.losses.TextureLoss`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Callable, ClassVar, Literal, Optional, cast, overload
+from collections.abc import Callable, Mapping
+from typing import ClassVar, Literal, Optional, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,8 @@ from featx._features import (
     autocast_off,
     check_reduction,
     compute_dtype,
+    cpu_generator,
+    flat_positions,
     layer_loop,
     reduce_batch,
 )
@@ -33,26 +35,6 @@ __all__ = [
     "moment_loss",
     "sliced_wasserstein_loss",
 ]
-
-
-def _generator(seed: Optional[int], generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
-    """The CPU generator to draw from: ``generator``, a fresh one seeded with ``seed``, or the global RNG."""
-    if generator is not None and seed is not None:
-        raise ValueError("pass either seed= or generator=, not both")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
-            raise TypeError(f"generator must be a CPU torch.Generator, got {generator!r}")
-        return generator
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
-
-
-def _flat(feat: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``(B, C, H, W) -> (B, C, H*W)`` in the compute dtype."""
-    return feat.reshape(feat.shape[0], feat.shape[1], -1).to(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,7 +115,7 @@ def sliced_wasserstein_loss(
     """
     check_reduction(reduction)
     check_int("num_projections", num_projections, allow_none=True)
-    gen = _generator(seed, generator)
+    gen = cpu_generator(seed, generator)
 
     def term(layer: str, pred: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
         channels = pred.shape[1]
@@ -142,8 +124,8 @@ def sliced_wasserstein_loss(
         with autocast_off(pred.device):
             dtype = compute_dtype(pred, target)  # type: ignore[arg-type]
             directions = directions.to(device=pred.device, dtype=dtype)
-            pred_sorted = torch.matmul(directions, _flat(pred, dtype)).sort(dim=-1).values
-            target_sorted = torch.matmul(directions, _flat(target, dtype)).sort(dim=-1).values  # type: ignore[arg-type]
+            pred_sorted = torch.matmul(directions, flat_positions(pred, dtype)).sort(dim=-1).values
+            target_sorted = torch.matmul(directions, flat_positions(target, dtype)).sort(dim=-1).values  # type: ignore[arg-type]
             if target_sorted.shape[-1] != pred_sorted.shape[-1]:
                 target_sorted = F.interpolate(
                     target_sorted, size=pred_sorted.shape[-1], mode="linear", align_corners=False
@@ -223,7 +205,7 @@ def moment_loss(
     check_reduction(reduction)
 
     def stats(feat: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = _flat(feat, dtype)
+        flat = flat_positions(feat, dtype)
         mean = flat.mean(dim=2)
         var = (flat - mean.unsqueeze(2)).pow(2).mean(dim=2)
         return mean, torch.sqrt(var + eps)
@@ -343,16 +325,17 @@ def contextual_loss(
     check_reduction(reduction)
     check_int("max_positions", max_positions)
     check_number("band_width", band_width, positive=True)
-    gen = _generator(seed, generator)
+    gen = cpu_generator(seed, generator)
 
     def unit(v: torch.Tensor) -> torch.Tensor:
-        return v / (torch.linalg.vector_norm(v, dim=1, keepdim=True) + 1e-10)
+        norm: torch.Tensor = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+        return v / (norm + 1e-10)
 
     def term(layer: str, pred: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
         target = cast(torch.Tensor, target)  # always given: target_feats is required
         with autocast_off(pred.device):
             dtype = compute_dtype(pred, target)
-            x, y = _flat(pred, dtype), _flat(target, dtype)
+            x, y = flat_positions(pred, dtype), flat_positions(target, dtype)
             keep_x = _sample_positions(x.shape[2], max_positions, gen)
             if pred.shape[2:] == target.shape[2:]:
                 keep_y = keep_x
@@ -453,7 +436,7 @@ class SlicedWassersteinOnFeatures(_OnFeatures):
     ) -> None:
         super().__init__(layer_weights, reduction)
         check_int("num_projections", num_projections, allow_none=True)
-        _generator(seed, None)
+        cpu_generator(seed, None)
         self.num_projections, self.seed = num_projections, seed
 
     def _options(self) -> dict[str, object]:
@@ -505,7 +488,7 @@ class ContextualOnFeatures(_OnFeatures):
         super().__init__(layer_weights, reduction)
         check_int("max_positions", max_positions)
         check_number("band_width", band_width, positive=True)
-        _generator(seed, None)
+        cpu_generator(seed, None)
         self.band_width, self.eps, self.max_positions, self.seed = float(band_width), eps, max_positions, seed
 
     def _options(self) -> dict[str, object]:

@@ -5,7 +5,7 @@ function and its module.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Optional, overload
+from typing import Literal, Optional, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +92,7 @@ def transferal_perceptual_loss(
             f"expected three levels (lv1, lv2, lv3) each, got {len(sr_levels)} SR and "
             f"{len(texture_levels)} texture levels"
         )
-    for index, (sr, tex) in enumerate(zip(sr_levels, texture_levels), start=1):
+    for index, (sr, tex) in enumerate(zip(sr_levels, texture_levels, strict=True), start=1):
         check_4d(sr, f"lv{index}", "SR")
         if sr.shape != tex.shape:
             raise ValueError(f"level lv{index}: SR shape {tuple(sr.shape)} and texture shape {tuple(tex.shape)} differ")
@@ -112,14 +112,15 @@ def transferal_perceptual_loss(
                 torch.sigmoid(F.interpolate(s, size=(height * 2, width * 2), mode="bicubic")),
                 torch.sigmoid(s),
             ]
-        for index, (sr, w) in enumerate(zip(sr_levels, weights), start=1):
-            if tuple(sr.shape[2:]) != tuple(w.shape[2:]):
+        for index, (sr, w) in enumerate(zip(sr_levels, weights, strict=True), start=1):
+            w_size = tuple(cast(torch.Tensor, w).shape[2:])
+            if tuple(sr.shape[2:]) != w_size:
                 raise ValueError(
-                    f"level lv{index} has size {tuple(sr.shape[2:])} but the upsampled S has {tuple(w.shape[2:])}; "
+                    f"level lv{index} has size {tuple(sr.shape[2:])} but the upsampled S has {w_size}; "
                     "lv1, lv2 must be 4x and 2x lv3's size"
                 )
     terms: dict[str, torch.Tensor] = {}
-    for index, (sr, tex, w) in enumerate(zip(sr_levels, texture_levels, weights), start=1):
+    for index, (sr, tex, w) in enumerate(zip(sr_levels, texture_levels, weights, strict=True), start=1):
         with autocast_off(sr.device):
             dtype = compute_dtype(sr, tex)
             sr, tex = sr.to(dtype), tex.to(dtype)

@@ -32,7 +32,7 @@ def test_compiled_perceptual_loss_matches_eager():
             pytest.skip(f"torch.compile cannot build kernels here: {error}")
         raise
     # reference: the same module run eagerly (second input: the cached compiled graph is reused)
-    for (pred, target), (value, grad) in zip(inputs, results):
+    for (pred, target), (value, grad) in zip(inputs, results, strict=True):
         expected_value, expected_grad = _loss_and_grad(loss, pred, target)
         torch.testing.assert_close(value, expected_value, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-7)

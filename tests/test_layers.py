@@ -9,13 +9,13 @@ import pytest
 import torch
 import torchvision
 from click.testing import CliRunner
+from featx_cli.main import cli
 
 from featx.head import ConvHead
 from featx.layers import ARCHS, layer_names, layer_specs
 from featx.presets import PRESETS
-from featx.table import format_layer_table, layer_table
+from featx.table import layer_table
 from featx.taps import resolve_taps
-from featx_cli.main import cli
 
 # DESIGN.md section 3: VGG19 `features` indices.
 VGG19_INDICES = {
@@ -41,7 +41,7 @@ def test_layer_kinds_follow_torchvision(arch):
     specs = layer_specs(arch)
     assert [kinds[type(m)] for m in features] == [s.kind for s in specs]
     assert len(set(layer_names(arch))) == len(specs)
-    for spec, module in zip(specs, features):
+    for spec, module in zip(specs, features, strict=True):
         if spec.kind == "conv":
             assert (module.in_channels, module.out_channels) == (spec.in_channels, spec.out_channels)
 
@@ -85,7 +85,7 @@ def test_layer_table_shapes_match_real_forward():
     rows = layer_table("vgg11", 37, 50)
     x = torch.rand(1, 3, 37, 50)
     with torch.no_grad():
-        for row, layer in zip(rows, model):
+        for row, layer in zip(rows, model, strict=True):
             x = layer(x)
             assert tuple(x.shape[1:]) == row.shape, row.name
 

@@ -68,7 +68,7 @@ class BasicSRPerceptualReference:
                  style_weight=0.0, criterion="l1"):  # fmt: skip
         names = canonical_names(features)
         last = max(names.index(name) for name in layer_weights)
-        self.layers = list(zip(names[: last + 1], list(features)[: last + 1]))
+        self.layers = list(zip(names[: last + 1], list(features)[: last + 1], strict=True))
         self.layer_weights, self.use_input_norm, self.range_norm = layer_weights, use_input_norm, range_norm
         self.perceptual_weight, self.style_weight, self.criterion_type = perceptual_weight, style_weight, criterion
         # BasicSR master maps 'l2' to nn.MSELoss (release 1.4.2 names torch.nn.L2loss, which does not exist)
@@ -303,7 +303,7 @@ def test_lpips_vgg_preset_matches_real_lpips_baseline():
     ours = torchvision.models.vgg16(weights=None).features.double()
     convs = [m for m in reference.net.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
-        for conv, src in zip(convs, [m for m in ours if isinstance(m, nn.Conv2d)]):
+        for conv, src in zip(convs, [m for m in ours if isinstance(m, nn.Conv2d)], strict=True):
             conv.weight.copy_(src.weight)
             conv.bias.copy_(src.bias)
     x, y = torch.rand(2, 3, 32, 32, dtype=torch.float64) * 2 - 1, torch.rand(2, 3, 32, 32, dtype=torch.float64) * 2 - 1
@@ -313,7 +313,7 @@ def test_lpips_vgg_preset_matches_real_lpips_baseline():
     _, terms = loss(reference.scaling_layer(x), reference.scaling_layer(y), return_terms=True)
     channels = {"relu1_2": 64, "relu2_2": 128, "relu3_3": 256, "relu4_3": 512, "relu5_3": 512}
     total = 0
-    for (name, c), layer_value in zip(channels.items(), per_layer):
+    for (name, c), layer_value in zip(channels.items(), per_layer, strict=True):
         torch.testing.assert_close(terms[f"perceptual/{name}"] * c, layer_value.flatten(), rtol=1e-10, atol=0)
         total = total + terms[f"perceptual/{name}"] * c
     torch.testing.assert_close(total, value.flatten(), rtol=1e-10, atol=0)
@@ -337,10 +337,10 @@ def test_reproduces_piq_content_and_style(vgg19_features, distance, criterion, r
     x, y = torch.rand(2, 3, 16, 16, dtype=torch.float64), torch.rand(2, 3, 16, 16, dtype=torch.float64)
     state = vgg19_features.state_dict()
     # piq's content loss averages over H, W but sums over channels: featx weight = piq weight x C
-    featx_content = PerceptualLoss({n: w * channels[n] for n, w in zip(layers, piq_weights)}, criterion=criterion,
+    featx_content = PerceptualLoss({n: w * channels[n] for n, w in zip(layers, piq_weights, strict=True)}, criterion=criterion,
                                    reduction=reduction, weights=state).double()  # fmt: skip
     # piq's Gram is unnormalised: normalize=None
-    featx_style = StyleLoss(dict(zip(layers, piq_weights)), criterion=criterion, normalize=None, reduction=reduction,
+    featx_style = StyleLoss(dict(zip(layers, piq_weights, strict=True)), criterion=criterion, normalize=None, reduction=reduction,
                             weights=state).double()  # fmt: skip
     for ours, theirs in ((featx_content(x, y), content(x, y)), (featx_style(x, y), style(x, y))):
         assert ours.shape == theirs.shape
@@ -404,7 +404,7 @@ def test_transferal_perceptual_gram_variant_matches_einsum_reference():
     s = torch.randn(2, 1, 3, 2, dtype=torch.float64)
     weights = [torch.sigmoid(F.interpolate(s, scale_factor=k, mode="bicubic")) for k in (4, 2)] + [torch.sigmoid(s)]
     expected = 0
-    for a, b, w in zip(sr, t, weights):  # einsum Gram / (C H W), MSE over the C x C entries, mean over levels
+    for a, b, w in zip(sr, t, weights, strict=True):  # einsum Gram / (C H W), MSE over the C x C entries, mean over levels
         ga, gb = (torch.einsum("bchw,bdhw->bcd", v * w, v * w) / v[0].numel() for v in (a, b))
         expected = expected + ((ga - gb) ** 2).mean() / 3
     assert rel(transferal_perceptual_loss(sr, t, s, criterion="gram"), expected) < 1e-10
@@ -430,7 +430,7 @@ def test_transferal_perceptual_with_synced_frozen_lte_copy():
     with torch.no_grad():
         t_levels = lte(torch.rand(1, 3, 16, 16))
     sr_levels = lte_copy(sr)
-    assert all(torch.equal(a, b) for a, b in zip(sr_levels, lte(sr)))  # the sync copied the weights
+    assert all(torch.equal(a, b) for a, b in zip(sr_levels, lte(sr), strict=True))  # the sync copied the weights
     loss = TransferalPerceptualLoss()(sr_levels, t_levels, torch.randn(1, 1, 4, 4))
     loss.backward()
     assert sr.grad is not None and torch.isfinite(sr.grad).all() and float(sr.grad.abs().sum()) > 0

@@ -7,8 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
-from featx.lte import LTE
 from featx.errors import WeightsLoadError
+from featx.lte import LTE
 
 pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 
@@ -60,7 +60,7 @@ def test_ttsr_checkpoint_gives_ttsr_features(tmp_path, rgb_range):
     x = torch.rand(2, 3, 16, 16) * rgb_range
     with torch.no_grad():
         expected = reference(x)
-    for level, (ours, ref) in enumerate(zip(lte(x), expected), start=1):
+    for level, (ours, ref) in enumerate(zip(lte(x), expected, strict=True), start=1):
         torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4, msg=f"level {level}")
 
 
@@ -109,7 +109,7 @@ def test_frozen_copy_syncs_from_learnable_with_load_state_dict():
         for param in learnable.parameters():
             param -= 0.1 * param.grad
     frozen.load_state_dict(learnable.state_dict())
-    for a, b in zip(frozen(x), learnable(x)):
+    for a, b in zip(frozen(x), learnable(x), strict=True):
         torch.testing.assert_close(a, b)
     assert not any(p.requires_grad for p in frozen.parameters())
     assert all(p.requires_grad for p in learnable.parameters())
