@@ -128,7 +128,7 @@ def forward_gflop(deepest: str, height: int, width: int, *, arch: str = "vgg19",
     from featx.layers import layer_specs
 
     total = 0
-    for spec in layer_specs(arch, pooling):
+    for spec in layer_specs(arch, pooling=pooling):
         if spec.kind == "conv":
             total += 2 * spec.in_channels * spec.out_channels * 9 * (height // spec.stride) * (width // spec.stride)
         if spec.name == deepest:

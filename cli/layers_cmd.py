@@ -27,7 +27,7 @@ def layers(arch: str, input_size: tuple[int, int], head: str, pooling: str, taps
 
     try:
         rows = layer_table(arch, *input_size, head=head, pooling=pooling)
-        marked = tuple(t.name for t in resolve_taps(arch, taps, pooling)) if taps else ()
+        marked = tuple(t.name for t in resolve_taps(arch, taps, pooling=pooling)) if taps else ()
     except (ValueError, TypeError) as error:
         raise click.UsageError(str(error)) from None
     height, width = input_size

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from featx import __version__
+from featx._version import __version__
 
 from .extract_cmd import extract
 from .layers_cmd import layers

@@ -10,7 +10,7 @@ What TTSR (Yang et al., CVPR 2020) does with its texture extractor, in a small r
    ``T_lv1..T_lv3`` (TTSR's ``SearchTransfer``, 3x3 patches at relu3_1);
 3. a frozen copy of the LTE, synced every step with
    ``lte_copy.load_state_dict(model.LTE.state_dict())``, extracts the SR output's levels for
-   :class:`featx.TransferalPerceptualLoss`;
+   :class:`featx.TransferalPerceptualOnFeatures`;
 4. the LTE's parameters get their own optimizer group at a 10x lower learning rate
    (TTSR: ``--lr_rate 1e-4``, ``--lr_rate_lte 1e-5``).
 
@@ -35,7 +35,7 @@ from torch import nn
 
 import featx
 from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
-from featx.transferal import TransferalPerceptualLoss
+from featx.transferal import TransferalPerceptualOnFeatures
 
 TRAIN_IMAGES = ("astronaut", "coffee", "chelsea", "brick", "grass", "gravel")
 # TTSR model/LTE.py: vgg19.features indices kept inside slice1 = [0:2], slice2 = [2:7], slice3 = [7:12]
@@ -195,7 +195,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     print(f"loaded LTE from {ttsr_path} (rgb_range={lte.rgb_range:g}, weights_id={lte.weights_id})")
     torch.manual_seed(args.seed)
     model = TinyTTSR(lte)
-    tpl = TransferalPerceptualLoss(criterion="l2", use_soft_attention=True)  # TTSR --tpl_type l2
+    tpl = TransferalPerceptualOnFeatures(criterion="l2", use_soft_attention=True)  # TTSR --tpl_type l2
     lte_params = list(model.LTE.parameters())
     lte_ids = {id(p) for p in lte_params}
     other_params = [p for p in model.parameters() if p.requires_grad and id(p) not in lte_ids]

@@ -12,9 +12,45 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from featx._version import __version__
+
+if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDEs
+    from featx.errors import (
+        FeatxError,
+        FeatxWarning,
+        HashMismatchError,
+        ImageDecodeError,
+        InputRangeWarning,
+        OutputNotWritableError,
+        RandomWeightsWarning,
+        UnverifiedWeightsWarning,
+        WeightsLoadError,
+        WeightsNotFoundError,
+    )
+    from featx.extract import ExtractSummary, extract_features
+    from featx.extractor import VGGFeatures
+    from featx.functional import CRITERIA, REDUCTIONS, feature_distance, gram_matrices, gram_matrix, perceptual_loss, style_loss
+    from featx.head import ConvHead
+    from featx.io import load_features, load_image, save_features
+    from featx.layers import ARCHS, layer_names, layer_specs
+    from featx.losses import TEXTURE_KINDS, FeatureLoss, PerceptualLoss, StyleLoss, TextureLoss
+    from featx.lte import LTE
+    from featx.presets import PRESETS
+    from featx.show import TapSummary, show_features, summarize_features
+    from featx.table import layer_table
+    from featx.taps import TapInfo, resolve_taps
+    from featx.texture import (
+        ContextualOnFeatures,
+        MomentsOnFeatures,
+        SlicedWassersteinOnFeatures,
+        contextual_loss,
+        moment_loss,
+        sliced_wasserstein_loss,
+    )
+    from featx.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
+    from featx.weights import LoadedWeights, VGGWeights, featx_home, load_weights, read_checkpoint
 
 # public name -> defining module
 _EXPORTS = {
@@ -43,7 +79,7 @@ _EXPORTS = {
     "TapInfo": "featx.taps",
     "TapSummary": "featx.show",
     "TextureLoss": "featx.losses",
-    "TransferalPerceptualLoss": "featx.transferal",
+    "TransferalPerceptualOnFeatures": "featx.transferal",
     "UnverifiedWeightsWarning": "featx.errors",
     "VGGFeatures": "featx.extractor",
     "VGGWeights": "featx.weights",
@@ -73,7 +109,62 @@ _EXPORTS = {
     "transferal_perceptual_loss": "featx.transferal",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "ARCHS",
+    "CRITERIA",
+    "ContextualOnFeatures",
+    "ConvHead",
+    "ExtractSummary",
+    "FeatureLoss",
+    "FeatxError",
+    "FeatxWarning",
+    "HashMismatchError",
+    "ImageDecodeError",
+    "InputRangeWarning",
+    "LTE",
+    "LoadedWeights",
+    "MomentsOnFeatures",
+    "OutputNotWritableError",
+    "PRESETS",
+    "PerceptualLoss",
+    "REDUCTIONS",
+    "RandomWeightsWarning",
+    "SlicedWassersteinOnFeatures",
+    "StyleLoss",
+    "TEXTURE_KINDS",
+    "TapInfo",
+    "TapSummary",
+    "TextureLoss",
+    "TransferalPerceptualOnFeatures",
+    "UnverifiedWeightsWarning",
+    "VGGFeatures",
+    "VGGWeights",
+    "WeightsLoadError",
+    "WeightsNotFoundError",
+    "__version__",
+    "contextual_loss",
+    "extract_features",
+    "feature_distance",
+    "featx_home",
+    "gram_matrices",
+    "gram_matrix",
+    "layer_names",
+    "layer_specs",
+    "layer_table",
+    "load_features",
+    "load_image",
+    "load_weights",
+    "moment_loss",
+    "perceptual_loss",
+    "read_checkpoint",
+    "resolve_taps",
+    "save_features",
+    "show_features",
+    "sliced_wasserstein_loss",
+    "style_loss",
+    "summarize_features",
+    "transferal_perceptual_loss",
+]
 
 
 def __getattr__(name: str) -> Any:

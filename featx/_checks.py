@@ -10,6 +10,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar, Union
 
+from featx.errors import FeatxTypeError, FeatxValueError
+
 __all__ = [
     "InputRange",
     "check_choice",
@@ -71,7 +73,7 @@ def check_choice(name: str, value: object, choices: Sequence[T], *, context: str
         if type(choice) is type(value) and choice == value:
             return choice
     valid = ", ".join(map(repr, choices))
-    raise ValueError(f"unknown {name} {value!r}{context}.{closest(value, choices)} Valid choices: {valid}")
+    raise FeatxValueError(f"unknown {name} {value!r}{context}.{closest(value, choices)} Valid choices: {valid}")
 
 
 def check_int(name: str, value: object, *, minimum: int = 1, allow_none: bool = False) -> int:
@@ -93,9 +95,9 @@ def check_int(name: str, value: object, *, minimum: int = 1, allow_none: bool = 
         return value  # type: ignore[return-value]
     if isinstance(value, bool) or not isinstance(value, int):
         none = " or None" if allow_none else ""
-        raise TypeError(f"{name} must be an integer >= {minimum}{none}, got {value!r} ({type(value).__name__})")
+        raise FeatxTypeError(f"{name} must be an integer >= {minimum}{none}, got {value!r} ({type(value).__name__})")
     if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise FeatxValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
@@ -111,9 +113,9 @@ def check_number(name: str, value: object, *, positive: bool = False) -> float:
         0.5
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
+        raise FeatxTypeError(f"{name} must be a finite number, got {value!r}")
     if positive and not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+        raise FeatxValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
 
@@ -132,15 +134,15 @@ def check_layer_weights(layer_weights: object, name: str = "layer_weights") -> d
         {'conv5_4': 1.0}
     """
     if not isinstance(layer_weights, Mapping):
-        raise TypeError(
+        raise FeatxTypeError(
             f"{name} must be a mapping {{layer: weight}} such as {{'conv5_4': 1.0}}, got {type(layer_weights).__name__}"
         )
     if not layer_weights:
-        raise ValueError(f"{name} must name at least one layer, got an empty mapping")
+        raise FeatxValueError(f"{name} must name at least one layer, got an empty mapping")
     checked: dict[str, float] = {}
     for layer, weight in layer_weights.items():
         if not isinstance(layer, str):
-            raise TypeError(f"{name} keys must be layer names (str), got {layer!r}")
+            raise FeatxTypeError(f"{name} keys must be layer names (str), got {layer!r}")
         checked[layer] = check_number(f"{name}[{layer!r}]", weight)
     return checked
 
@@ -164,9 +166,9 @@ def check_input_range(input_range: object) -> InputRange:
     try:
         lo, hi = (float(v) for v in input_range)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
-        raise TypeError(
+        raise FeatxTypeError(
             f"input_range must be a (lo, hi) pair such as (0, 1) or (-1, 1), or 'normalized'; got {input_range!r}"
         ) from None
     if not (lo < hi) or not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"input_range must satisfy lo < hi with finite bounds, got ({lo}, {hi})")
+        raise FeatxValueError(f"input_range must satisfy lo < hi with finite bounds, got ({lo}, {hi})")
     return (lo, hi)

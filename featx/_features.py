@@ -14,6 +14,7 @@ from typing import Any, Optional, Union
 import torch
 
 from featx._checks import check_choice, check_layer_weights, closest
+from featx.errors import FeatxTypeError, FeatxValueError
 
 __all__ = [
     "REDUCTIONS",
@@ -49,25 +50,25 @@ _HALF = (torch.float16, torch.bfloat16)
 def lookup(feats: object, layer: str, role: str) -> torch.Tensor:
     """``feats[layer]``, with messages that list the available layers and check the value."""
     if not isinstance(feats, Mapping):
-        raise TypeError(f"{role} features must be a dict {{layer: tensor}}, got {type(feats).__name__}")
+        raise FeatxTypeError(f"{role} features must be a dict {{layer: tensor}}, got {type(feats).__name__}")
     if layer not in feats:
         available = list(feats)
-        raise ValueError(
+        raise FeatxValueError(
             f"layer {layer!r} is missing from the {role} features.{closest(layer, available)} "
             f"Available layers: {', '.join(available) or '(none)'}"
         )
     value = feats[layer]
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-        raise TypeError(f"{role} feature {layer!r} must be a floating point tensor, got {type(value).__name__}")
+        raise FeatxTypeError(f"{role} feature {layer!r} must be a floating point tensor, got {type(value).__name__}")
     return value
 
 
 def check_4d(value: torch.Tensor, layer: str, role: str) -> None:
     """A feature map must be ``(B, C, H, W)`` with at least one element."""
     if value.ndim != 4:
-        raise ValueError(f"{role} feature {layer!r} must be 4-D (B, C, H, W), got shape {tuple(value.shape)}")
+        raise FeatxValueError(f"{role} feature {layer!r} must be 4-D (B, C, H, W), got shape {tuple(value.shape)}")
     if value.numel() == 0:
-        raise ValueError(
+        raise FeatxValueError(
             f"{role} feature {layer!r} is empty (shape {tuple(value.shape)}): a loss needs at least one "
             "sample with at least one channel and position"
         )
@@ -76,7 +77,7 @@ def check_4d(value: torch.Tensor, layer: str, role: str) -> None:
 def check_finite(value: torch.Tensor, layer: str, role: str) -> None:
     """Raise if ``value`` holds NaN or Inf (one host sync)."""
     if not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{role} feature {layer!r} contains NaN or Inf values (check_finite=True)")
+        raise FeatxValueError(f"{role} feature {layer!r} contains NaN or Inf values (check_finite=True)")
 
 
 def match_batch(pred: torch.Tensor, target: torch.Tensor, layer: str, *, same_size: bool) -> torch.Tensor:
@@ -86,7 +87,7 @@ def match_batch(pred: torch.Tensor, target: torch.Tensor, layer: str, *, same_si
     ok_rest = t[1:] == p[1:] if same_size else t[1] == p[1]
     if not (ok_batch and ok_rest and len(p) == len(t)):
         need = "the same shape" if same_size else "the same channels"
-        raise ValueError(
+        raise FeatxValueError(
             f"layer {layer!r}: pred shape {p} and target shape {t} differ; they need {need} "
             "(a target batch of 1 broadcasts)"
         )
@@ -194,15 +195,15 @@ def check_reduction(reduction: object) -> str:
 def cpu_generator(seed: Optional[int], generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
     """The CPU generator to draw from: ``generator``, a fresh one seeded with ``seed``, or the global RNG."""
     if generator is not None and seed is not None:
-        raise ValueError("pass either seed= or generator=, not both")
+        raise FeatxValueError("pass either seed= or generator=, not both")
     if generator is not None:
         if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
-            raise TypeError(f"generator must be a CPU torch.Generator, got {generator!r}")
+            raise FeatxTypeError(f"generator must be a CPU torch.Generator, got {generator!r}")
         return generator
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
+        raise FeatxTypeError(f"seed must be an int or None, got {seed!r}")
     return torch.Generator().manual_seed(seed)
 
 

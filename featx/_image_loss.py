@@ -16,6 +16,7 @@ from torch import nn
 
 from featx._checks import InputRange, check_choice, check_layer_weights, check_number
 from featx._features import LossResult, check_finite, check_reduction
+from featx.errors import FeatxTypeError, FeatxValueError
 from featx.extractor import VGGFeatures
 from featx.functional import CRITERIA, GRAM_NORMALIZATIONS, gram_matrices, perceptual_loss, style_loss
 from featx.presets import Preset, get_preset
@@ -102,7 +103,7 @@ def texture_options(kind: str, options: Optional[Mapping[str, Any]]) -> dict[str
     else:
         generator = options.get("generator")
         if generator is not None:
-            raise ValueError("a texture loss module takes seed=, not generator= (a generator cannot be copied)")
+            raise FeatxValueError("a texture loss module takes seed=, not generator= (a generator cannot be copied)")
         _TEXTURE_FUNCTIONS[kind][1]({"_": 1.0}, **options)  # the thin module validates the values
     return options
 
@@ -116,7 +117,7 @@ class ImageLoss(nn.Module):
         arch, weights, input_range, pooling, gray, extractor = backbone
         check_reduction(reduction)
         if not terms:
-            raise ValueError("the loss has no terms: give layer weights for at least one term, or a preset")
+            raise FeatxValueError("the loss has no terms: give layer weights for at least one term, or a preset")
         self.terms: tuple[Term, ...] = tuple(terms)
         self.reduction = reduction
         self.check_finite = bool(check_finite)
@@ -125,9 +126,9 @@ class ImageLoss(nn.Module):
             needed += [name for name in term.layer_weights if name not in needed]
         if preset is not None:
             if arch is not None and arch != preset.arch:
-                raise ValueError(f"arch={arch!r} conflicts with the preset's arch {preset.arch!r}")
+                raise FeatxValueError(f"arch={arch!r} conflicts with the preset's arch {preset.arch!r}")
             if pooling is not None and pooling != preset.pooling:
-                raise ValueError(f"pooling={pooling!r} conflicts with the preset's pooling {preset.pooling!r}")
+                raise FeatxValueError(f"pooling={pooling!r} conflicts with the preset's pooling {preset.pooling!r}")
             arch, pooling = preset.arch, preset.pooling
         if extractor is None:
             self.extractor = VGGFeatures(
@@ -146,9 +147,9 @@ class ImageLoss(nn.Module):
     def _check_extractor(extractor: VGGFeatures, needed: list[str], backbone: Backbone) -> VGGFeatures:
         arch, weights, input_range, pooling, gray, _ = backbone
         if not isinstance(extractor, VGGFeatures):
-            raise TypeError(f"extractor must be a featx.VGGFeatures, got {type(extractor).__name__}")
+            raise FeatxTypeError(f"extractor must be a featx.VGGFeatures, got {type(extractor).__name__}")
         if not (isinstance(weights, str) and weights == "DEFAULT"):
-            raise ValueError(
+            raise FeatxValueError(
                 f"weights={weights!r} cannot be combined with extractor=: the loss uses the extractor's "
                 f"weights ({extractor.weights_id!r}); drop weights="
             )
@@ -157,13 +158,13 @@ class ImageLoss(nn.Module):
             given["input_range"] = input_range if isinstance(input_range, str) else tuple(map(float, input_range))
         for name, value in given.items():
             if value is not None and value != getattr(extractor, name):
-                raise ValueError(
+                raise FeatxValueError(
                     f"{name}={value!r} does not match the shared extractor's {name} {getattr(extractor, name)!r}; "
                     f"drop {name}= or build the extractor with it"
                 )
         missing = [name for name in needed if name not in extractor.taps]
         if missing:
-            raise ValueError(
+            raise FeatxValueError(
                 f"the shared extractor has no tap {', '.join(map(repr, missing))} needed by the loss; it has "
                 f"{', '.join(extractor.taps)}. Build it with taps={needed!r} (or a superset)"
             )
@@ -256,7 +257,7 @@ class ImageLoss(nn.Module):
         """
         if target is None:
             if self._target is None:
-                raise ValueError("no target: pass target= or cache one with set_target(image) first")
+                raise FeatxValueError("no target: pass target= or cache one with set_target(image) first")
             prepared = [{k: v.to(pred.device) for k, v in part.items()} for part in self._target]
         else:
             prepared = self._target_features(target)
@@ -328,6 +329,6 @@ def explicit_or_preset(
     preset's, which a zero term weight leaves out (BasicSR's ``perceptual_weight=0``/``style_weight=0``)."""
     if explicit is not None:
         if weight == 0:
-            raise ValueError(f"{group}_weight=0 would drop the {group} term given by {group}=; remove one of them")
+            raise FeatxValueError(f"{group}_weight=0 would drop the {group} term given by {group}=; remove one of them")
         return explicit
     return from_preset if weight != 0 else None

@@ -18,6 +18,8 @@ from typing import Any, Optional, Union
 
 __all__ = [
     "FeatxError",
+    "FeatxTypeError",
+    "FeatxValueError",
     "FeatxWarning",
     "HashMismatchError",
     "ImageDecodeError",
@@ -36,6 +38,15 @@ class FeatxError(Exception):
 
 class FeatxWarning(UserWarning):
     """Base class of every warning featx emits."""
+
+
+class FeatxValueError(FeatxError, ValueError):
+    """An argument or an input has the right type but a wrong value (an unknown name, a bad shape,
+    NaN features, ...); the message says what was expected and what was received."""
+
+
+class FeatxTypeError(FeatxError, TypeError):
+    """An argument or an input has the wrong type; the message names the expected type."""
 
 
 class RandomWeightsWarning(FeatxWarning):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from featx._checks import InputRange, check_choice, check_input_range
-from featx.errors import InputRangeWarning
+from featx.errors import FeatxTypeError, FeatxValueError, InputRangeWarning
 from featx.layers import POOLINGS, LayerSpec, check_arch, layer_specs, min_input_size
 from featx.presets import PRESETS, get_preset
 from featx.taps import TapInfo, resolve_taps
@@ -76,41 +76,41 @@ def _check_image_batch(x: object, *, gray: str, min_size: int, deepest_tap: str,
         ``(B, 3, H, W)``, or ``(B, 1, H, W)`` with ``gray="repeat"``.
     """
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor of shape (B, 3, H, W), got {type(x).__name__}")
+        raise FeatxTypeError(f"expected a torch.Tensor of shape (B, 3, H, W), got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(
+        raise FeatxTypeError(
             f"expected a floating point tensor, got dtype {x.dtype}; convert it first, "
             "e.g. x.float() / 255 for uint8 images (and keep input_range=(0, 1))"
         )
     if x.ndim != 4:
         hint = " Add a batch dimension with x.unsqueeze(0)." if x.ndim == 3 else ""
-        raise ValueError(f"expected a 4-D tensor (B, 3, H, W), got shape {tuple(x.shape)}.{hint}")
+        raise FeatxValueError(f"expected a 4-D tensor (B, 3, H, W), got shape {tuple(x.shape)}.{hint}")
     if x.shape[0] == 0:
-        raise ValueError(f"expected at least one image, got an empty batch of shape {tuple(x.shape)}")
+        raise FeatxValueError(f"expected at least one image, got an empty batch of shape {tuple(x.shape)}")
     if x.is_meta:
-        raise ValueError(
+        raise FeatxValueError(
             "got a tensor on the meta device, which has a shape but no data; "
             "move it to a real device (x.to('cpu') or x.to('cuda')) first"
         )
     channels = x.shape[1]
     if channels == 1:
         if gray != "repeat":
-            raise ValueError(
+            raise FeatxValueError(
                 f"expected 3 channels (RGB), got 1 channel in shape {tuple(x.shape)}; "
                 "pass gray='repeat' to repeat a gray or Y-channel image to RGB"
             )
         x = x.expand(-1, 3, -1, -1)
     elif channels != 3:
         hint = " Drop the alpha channel with x[:, :3]." if channels == 4 else ""
-        raise ValueError(f"expected 3 channels (RGB), got {channels} in shape {tuple(x.shape)}.{hint}")
+        raise FeatxValueError(f"expected 3 channels (RGB), got {channels} in shape {tuple(x.shape)}.{hint}")
     height, width = x.shape[-2:]
     if height < min_size or width < min_size:
-        raise ValueError(
+        raise FeatxValueError(
             f"input of size {height}x{width} is too small for tap {deepest_tap!r}: "
             f"it needs at least {min_size}x{min_size}"
         )
     if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
-        raise TypeError(
+        raise FeatxTypeError(
             f"input dtype {x.dtype} does not match the extractor's dtype {dtype}; "
             f"cast the input (x.to({dtype})), the extractor (.to({x.dtype})), or run under torch.autocast"
         )
@@ -260,20 +260,20 @@ class VGGFeatures(nn.Module):
         self.gray = check_choice("gray", gray, ("error", "repeat"))
         self.input_range = check_input_range(input_range)
         if not isinstance(requires_grad, bool):
-            raise TypeError(f"requires_grad must be a bool, got {type(requires_grad).__name__}")
+            raise FeatxTypeError(f"requires_grad must be a bool, got {type(requires_grad).__name__}")
         if pooling == "conv" and not requires_grad:
-            raise ValueError(
+            raise FeatxValueError(
                 "pooling='conv' replaces each pool with a new learnable strided convolution that "
                 "must be trained; pass requires_grad=True"
             )
-        self.feature_info: tuple[TapInfo, ...] = resolve_taps(arch, taps, pooling)
+        self.feature_info: tuple[TapInfo, ...] = resolve_taps(arch, taps, pooling=pooling)
         self.taps: tuple[str, ...] = tuple(info.name for info in self.feature_info)
-        self.min_input_size = min_input_size(arch, self.taps[-1], pooling)
+        self.min_input_size = min_input_size(arch, self.taps[-1], pooling=pooling)
         self._tap_at = {info.index: info.name for info in self.feature_info}
         self._range_checks_left = 0 if self.input_range == "normalized" else _RANGE_CHECKED_CALLS
         self.warned_not_saved = False  # the drop-on-save warning is given once
 
-        specs = layer_specs(arch, pooling)[: self.feature_info[-1].index + 1]
+        specs = layer_specs(arch, pooling=pooling)[: self.feature_info[-1].index + 1]
         self.features = nn.Sequential(
             *(_make_layer(spec, pooling, inplace_relu=spec.index - 1 not in self._tap_at) for spec in specs)
         )
@@ -325,7 +325,7 @@ class VGGFeatures(nn.Module):
         preset = get_preset(name)
         for key in ("arch", "taps"):
             if key in kwargs:
-                raise ValueError(f"from_preset({name!r}) sets {key} itself; do not pass {key}=")
+                raise FeatxValueError(f"from_preset({name!r}) sets {key} itself; do not pass {key}=")
         kwargs.setdefault("pooling", preset.pooling)
         return cls(preset.arch, preset.taps, **kwargs)
 

@@ -28,6 +28,7 @@ from featx._features import (
     per_sample_l1,
     reduce_batch,
 )
+from featx.errors import FeatxTypeError, FeatxValueError
 
 __all__ = [
     "CRITERIA",
@@ -83,14 +84,14 @@ def gram_matrix(feat: torch.Tensor, *, normalize: Optional[str] = "chw") -> torc
         torch.float32
     """
     if not isinstance(feat, torch.Tensor) or not feat.is_floating_point():
-        raise TypeError(f"feat must be a floating point tensor (B, C, H, W), got {type(feat).__name__}")
+        raise FeatxTypeError(f"feat must be a floating point tensor (B, C, H, W), got {type(feat).__name__}")
     if feat.ndim != 4:
-        raise ValueError(f"feat must be 4-D (B, C, H, W), got shape {tuple(feat.shape)}")
+        raise FeatxValueError(f"feat must be 4-D (B, C, H, W), got shape {tuple(feat.shape)}")
     check_choice("normalize", normalize, GRAM_NORMALIZATIONS)
     batch, channels, height, width = feat.shape
     positions = height * width
     if positions == 0 or channels == 0:
-        raise ValueError(
+        raise FeatxValueError(
             f"feat of shape {tuple(feat.shape)} has no channels or no positions; a Gram matrix needs C, H, W >= 1"
         )
     with autocast_off(feat.device):
@@ -191,9 +192,9 @@ def feature_distance(
     check_reduction(reduction)
     for name, value in (("a", a), ("b", b)):
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise TypeError(f"{name} must be a floating point tensor, got {type(value).__name__}")
+            raise FeatxTypeError(f"{name} must be a floating point tensor, got {type(value).__name__}")
     if a.ndim < 1 or a.numel() == 0:
-        raise ValueError(f"a must have a batch dimension and at least one element, got shape {tuple(a.shape)}")
+        raise FeatxValueError(f"a must have a batch dimension and at least one element, got shape {tuple(a.shape)}")
     b = match_batch(a, b, "input", same_size=True) if a.shape != b.shape else b
     with autocast_off(a.device):
         dtype = compute_dtype(a, b)
@@ -359,7 +360,7 @@ def style_loss(
     check_choice("normalize", normalize, GRAM_NORMALIZATIONS)
     if (target_feats is None) == (target_grams is None):
         given = "both" if target_grams is not None else "neither"
-        raise ValueError(f"style_loss needs exactly one of target_feats or target_grams, got {given}")
+        raise FeatxValueError(f"style_loss needs exactly one of target_feats or target_grams, got {given}")
 
     def term(layer: str, pred: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
         pred_gram = gram_matrix(pred, normalize=normalize)
@@ -368,7 +369,7 @@ def style_loss(
         else:
             target_gram = lookup(cast(FeatureDict, target_grams), layer, "target Gram")
             if target_gram.ndim != 3:
-                raise ValueError(f"target Gram {layer!r} must be (B, C, C), got shape {tuple(target_gram.shape)}")
+                raise FeatxValueError(f"target Gram {layer!r} must be (B, C, C), got shape {tuple(target_gram.shape)}")
             target_gram = match_batch(pred_gram, target_gram, layer, same_size=True)
         return feature_distance(pred_gram, target_gram, criterion=criterion, reduction=reduction, eps=eps)
 

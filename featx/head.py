@@ -39,7 +39,7 @@ class ConvHead(nn.Module):
         (1, 10, 6, 6)
     """
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, *, num_classes: int = 1000) -> None:
         super().__init__()
         check_int("num_classes", num_classes)
         in_channels = 512
@@ -65,7 +65,7 @@ class ConvHead(nn.Module):
         if missing:
             raise WeightsLoadError(f"state dict has no VGG classifier: missing keys {missing}")
         num_classes = state_dict["classifier.6.weight"].shape[0]
-        head = cls(num_classes)
+        head = cls(num_classes=num_classes)
         with torch.no_grad():
             for name, index in _CLASSIFIER_LINEAR.items():
                 conv = getattr(head, name)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from featx._checks import check_choice
+from featx.errors import FeatxTypeError
 
 __all__ = ["ARCHS", "POOLINGS", "LayerSpec", "check_arch", "layer_names", "layer_specs", "min_input_size"]
 
@@ -43,7 +44,7 @@ def check_arch(arch: object) -> str:
         'vgg19_bn'
     """
     if not isinstance(arch, str):
-        raise TypeError(f"arch must be a string such as 'vgg19', got {type(arch).__name__}")
+        raise FeatxTypeError(f"arch must be a string such as 'vgg19', got {type(arch).__name__}")
     return check_choice("arch", arch, ARCHS)
 
 
@@ -72,7 +73,7 @@ class LayerSpec:
     pools_before: int
 
 
-def layer_specs(arch: str, pooling: str = "max") -> tuple[LayerSpec, ...]:
+def layer_specs(arch: str, *, pooling: str = "max") -> tuple[LayerSpec, ...]:
     """All layers of an architecture's ``features`` stack, in order, with canonical names.
 
     Args:
@@ -131,7 +132,7 @@ def layer_names(arch: str) -> tuple[str, ...]:
     return tuple(spec.name for spec in layer_specs(arch))
 
 
-def min_input_size(arch: str, deepest_tap: str, pooling: str = "max") -> int:
+def min_input_size(arch: str, deepest_tap: str, *, pooling: str = "max") -> int:
     """Smallest height/width that still gives a non-empty map at ``deepest_tap``.
 
     Each 2x2 pooling layer at or before the tap halves the size (rounding down), so the
@@ -141,5 +142,5 @@ def min_input_size(arch: str, deepest_tap: str, pooling: str = "max") -> int:
         >>> min_input_size("vgg19", "relu5_1")
         16
     """
-    spec = {s.name: s for s in layer_specs(arch, pooling)}[deepest_tap]
+    spec = {s.name: s for s in layer_specs(arch, pooling=pooling)}[deepest_tap]
     return 1 if pooling == "none" else 2**spec.pools_before

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from featx._checks import InputRange
 from featx._image_loss import (
     TEXTURE_KINDS,
     Backbone,
@@ -22,6 +23,7 @@ from featx._image_loss import (
     style_weights_of,
     texture_term,
 )
+from featx.errors import FeatxValueError
 from featx.extractor import VGGFeatures
 
 __all__ = [
@@ -83,7 +85,7 @@ class PerceptualLoss(ImageLoss):
         weights: Any = "DEFAULT",
         criterion: Optional[str] = None,
         reduction: str = "mean",
-        input_range: Any = None,
+        input_range: Optional[InputRange] = None,
         normalize_channels: Optional[bool] = None,
         pooling: Optional[str] = None,
         gray: Optional[str] = None,
@@ -95,7 +97,7 @@ class PerceptualLoss(ImageLoss):
         spec = optional_preset(preset if preset is not None or layer_weights is not None else "esrgan")
         if layer_weights is None:
             if spec.criterion is None:  # type: ignore[union-attr]
-                raise ValueError(f"preset {preset!r} only names extractor taps and defines no loss; pass layer_weights")
+                raise FeatxValueError(f"preset {preset!r} only names extractor taps and defines no loss; pass layer_weights")
             layer_weights = dict(spec.layer_weights)  # type: ignore[union-attr]
         criterion = criterion or (spec.criterion if spec is not None else None) or "l1"
         if normalize_channels is None:
@@ -141,7 +143,7 @@ class StyleLoss(ImageLoss):
         criterion: str = "mse",
         normalize: Optional[str] = "chw",
         reduction: str = "mean",
-        input_range: Any = None,
+        input_range: Optional[InputRange] = None,
         pooling: Optional[str] = None,
         gray: Optional[str] = None,
         extractor: Optional[VGGFeatures] = None,
@@ -194,7 +196,7 @@ class TextureLoss(ImageLoss):
         arch: Optional[str] = None,
         weights: Any = "DEFAULT",
         reduction: str = "mean",
-        input_range: Any = None,
+        input_range: Optional[InputRange] = None,
         pooling: Optional[str] = None,
         gray: Optional[str] = None,
         extractor: Optional[VGGFeatures] = None,
@@ -293,7 +295,7 @@ class FeatureLoss(ImageLoss):
         arch: Optional[str] = None,
         weights: Any = "DEFAULT",
         reduction: str = "mean",
-        input_range: Any = None,
+        input_range: Optional[InputRange] = None,
         pooling: Optional[str] = None,
         gray: Optional[str] = None,
         extractor: Optional[VGGFeatures] = None,
@@ -316,7 +318,7 @@ class FeatureLoss(ImageLoss):
             preset_style = style_weights_of(spec)  # the preset's Gram layers, else BasicSR reuses its layers
         style = explicit_or_preset("style", style, 1.0 if style_weight is None else style_weight, preset_style)
         if texture is not None and texture_weight == 0:
-            raise ValueError("texture_weight=0 would drop the texture term given by texture=; remove one of them")
+            raise FeatxValueError("texture_weight=0 would drop the texture term given by texture=; remove one of them")
 
         unused = []  # options of a term the loss does not have, unless that term was switched off with weight 0
         if perceptual is None and perceptual_weight != 0:
@@ -331,7 +333,7 @@ class FeatureLoss(ImageLoss):
             unused += [name for name, value in (("texture_kind", texture_kind), ("texture_weight", texture_weight),
                        ("texture_options", texture_options)) if value is not None]  # fmt: skip
         if unused:
-            raise ValueError(
+            raise FeatxValueError(
                 f"{', '.join(unused)} given, but the loss has no term that uses "
                 f"{'it' if len(unused) == 1 else 'them'} (perceptual: {perceptual is not None}, "
                 f"style: {style is not None}, texture: {texture is not None}); pass the term's layers "

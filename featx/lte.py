@@ -9,6 +9,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from featx.errors import FeatxValueError
 from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
 
 __all__ = ["LTE"]
@@ -51,7 +52,7 @@ class LTE(nn.Module):
     def __init__(self, *, weights: Any = "DEFAULT", requires_grad: bool = True, rgb_range: float = 1.0) -> None:
         super().__init__()
         if not isinstance(rgb_range, (int, float)) or not rgb_range > 0:
-            raise ValueError(f"rgb_range must be a positive number such as 1 or 255, got {rgb_range!r}")
+            raise FeatxValueError(f"rgb_range must be a positive number such as 1 or 255, got {rgb_range!r}")
         self.rgb_range = float(rgb_range)
         self.vgg = VGGFeatures(
             "vgg19", "ttsr_lte", weights=weights, input_range=(0.0, self.rgb_range), requires_grad=requires_grad

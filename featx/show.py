@@ -73,7 +73,7 @@ class TapSummary:
     gram: torch.Tensor
 
 
-def summarize_features(feats: Mapping[str, torch.Tensor], channels: int = 8) -> dict[str, TapSummary]:
+def summarize_features(feats: Mapping[str, torch.Tensor], *, channels: int = 8) -> dict[str, TapSummary]:
     """Pick the ``channels`` strongest channels (by mean activation) and the Gram matrix of each tap.
 
     Only the first image of the batch is summarised. Ties keep the lower channel index first.
@@ -305,7 +305,7 @@ def show_features(
         extractor = VGGFeatures(arch, taps, weights=weights, pooling=pooling)
     with torch.no_grad():
         feats = extractor(picture[None].to(extractor.input_scale.device))
-    summaries = summarize_features(feats, channels)
+    summaries = summarize_features(feats, channels=channels)
     title = (
         f"{source}: {extractor.arch}, pooling={extractor.pooling}, weights={extractor.weights_id}; "
         f"strongest {channels} channels by mean activation, Gram = F F^T / (C H W)"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from featx._checks import check_choice, check_int
+from featx.errors import FeatxValueError
 from featx.layers import POOLINGS, layer_specs
 
 __all__ = ["CLASSIFIER", "HEADS", "LayerRow", "format_layer_table", "layer_table"]
@@ -79,11 +80,11 @@ def layer_table(
     check_int("width", width)
     rows = []
     h, w = height, width
-    for spec in layer_specs(arch, pooling):
+    for spec in layer_specs(arch, pooling=pooling):
         if spec.kind == "pool" and pooling != "none":
             h, w = h // 2, w // 2
             if h < 1 or w < 1:
-                raise ValueError(
+                raise FeatxValueError(
                     f"input {height}x{width} is too small for {arch}: {spec.name} would be empty "
                     f"(needs at least {2 ** spec.pools_before}x{2 ** spec.pools_before})"
                 )
@@ -95,7 +96,7 @@ def layer_table(
     elif head == "conv":
         h, w = h - 6, w - 6
         if h < 1 or w < 1:
-            raise ValueError(
+            raise FeatxValueError(
                 f"input {height}x{width} is too small for the convolutional head: fc6 is a 7x7 "
                 f"convolution on the pool5 map, which needs at least 7x7 (input >= {7 * stride}x{7 * stride})"
             )

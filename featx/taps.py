@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from featx._checks import check_choice
+from featx.errors import FeatxTypeError, FeatxValueError
 from featx.layers import layer_specs
 from featx.presets import PRESETS
 
@@ -30,7 +31,7 @@ class TapInfo:
     stride: int
 
 
-def resolve_taps(arch: str, taps: Union[str, Iterable[str]], pooling: str = "max") -> tuple[TapInfo, ...]:
+def resolve_taps(arch: str, taps: Union[str, Iterable[str]], *, pooling: str = "max") -> tuple[TapInfo, ...]:
     """Validate tap names, drop duplicates and order them by depth.
 
     Args:
@@ -53,26 +54,26 @@ def resolve_taps(arch: str, taps: Union[str, Iterable[str]], pooling: str = "max
         >>> resolve_taps("vgg19", "ttsr_lte")[-1]
         TapInfo(name='relu3_1', index=11, channels=256, stride=4)
     """
-    specs = {spec.name: spec for spec in layer_specs(arch, pooling)}
+    specs = {spec.name: spec for spec in layer_specs(arch, pooling=pooling)}
     if isinstance(taps, str):
         if taps in PRESETS:
             preset = PRESETS[taps]
             if preset.arch.removesuffix("_bn") != arch.removesuffix("_bn"):
-                raise ValueError(f"preset {taps!r} is defined for {preset.arch!r}, got arch={arch!r}")
+                raise FeatxValueError(f"preset {taps!r} is defined for {preset.arch!r}, got arch={arch!r}")
             names = list(preset.taps)
         else:
             names = [part.strip() for part in taps.split(",") if part.strip()]
     elif isinstance(taps, Iterable):
         names = list(taps)
     else:
-        raise TypeError(f"taps must be a preset name, a tap name or a list of tap names, got {type(taps).__name__}")
+        raise FeatxTypeError(f"taps must be a preset name, a tap name or a list of tap names, got {type(taps).__name__}")
     if not names:
-        raise ValueError(f"taps must name at least one layer of {arch}, got {taps!r}")
+        raise FeatxValueError(f"taps must name at least one layer of {arch}, got {taps!r}")
     # a lone string may also have meant a preset; inside a list only layer names are valid
     valid = (*specs, *PRESETS) if isinstance(taps, str) and len(names) == 1 else tuple(specs)
     for name in names:
         if not isinstance(name, str):
-            raise TypeError(f"tap names must be strings, got {name!r} ({type(name).__name__})")
+            raise FeatxTypeError(f"tap names must be strings, got {name!r} ({type(name).__name__})")
         if name not in specs:
             check_choice("tap", name, valid, context=f" for {arch}")
     chosen = sorted({specs[name] for name in names}, key=lambda spec: spec.index)

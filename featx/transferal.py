@@ -13,9 +13,10 @@ from torch import nn
 
 from featx._checks import check_choice
 from featx._features import LossResult, autocast_off, check_4d, check_reduction, compute_dtype
+from featx.errors import FeatxTypeError, FeatxValueError
 from featx.functional import feature_distance, gram_matrix
 
-__all__ = ["TPL_CRITERIA", "TransferalPerceptualLoss", "transferal_perceptual_loss"]
+__all__ = ["TPL_CRITERIA", "TransferalPerceptualOnFeatures", "transferal_perceptual_loss"]
 
 TPL_CRITERIA: tuple[str, ...] = ("l1", "l2", "mse", "gram")
 """Transferal perceptual loss criteria: ``l1``/``l2`` on the maps (TTSR's code), ``gram`` (Gram difference)."""
@@ -88,20 +89,20 @@ def transferal_perceptual_loss(
     check_choice("criterion", criterion, TPL_CRITERIA)
     check_reduction(reduction)
     if len(sr_levels) != 3 or len(texture_levels) != 3:
-        raise ValueError(
+        raise FeatxValueError(
             f"expected three levels (lv1, lv2, lv3) each, got {len(sr_levels)} SR and "
             f"{len(texture_levels)} texture levels"
         )
     for index, (sr, tex) in enumerate(zip(sr_levels, texture_levels, strict=True), start=1):
         check_4d(sr, f"lv{index}", "SR")
         if sr.shape != tex.shape:
-            raise ValueError(f"level lv{index}: SR shape {tuple(sr.shape)} and texture shape {tuple(tex.shape)} differ")
+            raise FeatxValueError(f"level lv{index}: SR shape {tuple(sr.shape)} and texture shape {tuple(tex.shape)} differ")
     weights: list[Optional[torch.Tensor]] = [None, None, None]
     if soft_attention is not None:
         lv3 = sr_levels[2]
         expected = (lv3.shape[0], 1, *lv3.shape[2:])
         if tuple(soft_attention.shape) != expected:
-            raise ValueError(
+            raise FeatxValueError(
                 f"soft_attention must have shape {expected} (lv3's size), got {tuple(soft_attention.shape)}"
             )
         height, width = soft_attention.shape[2:]
@@ -115,7 +116,7 @@ def transferal_perceptual_loss(
         for index, (sr, w) in enumerate(zip(sr_levels, weights, strict=True), start=1):
             w_size = tuple(cast(torch.Tensor, w).shape[2:])
             if tuple(sr.shape[2:]) != w_size:
-                raise ValueError(
+                raise FeatxValueError(
                     f"level lv{index} has size {tuple(sr.shape[2:])} but the upsampled S has {w_size}; "
                     "lv1, lv2 must be 4x and 2x lv3's size"
                 )
@@ -135,7 +136,7 @@ def transferal_perceptual_loss(
     return (total, terms) if return_terms else total
 
 
-class TransferalPerceptualLoss(nn.Module):
+class TransferalPerceptualOnFeatures(nn.Module):
     r"""TTSR's transferal perceptual loss as a module (see
     :func:`featx.functional.transferal_perceptual_loss` for the formula).
 
@@ -152,7 +153,7 @@ class TransferalPerceptualLoss(nn.Module):
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Example:
-        >>> loss = TransferalPerceptualLoss(use_soft_attention=True)
+        >>> loss = TransferalPerceptualOnFeatures(use_soft_attention=True)
         >>> sr = [torch.ones(1, 2, 8, 8), torch.ones(1, 2, 4, 4), torch.ones(1, 2, 2, 2)]
         >>> t = [torch.zeros_like(level) for level in sr]
         >>> loss(sr, t, torch.zeros(1, 1, 2, 2))
@@ -164,7 +165,7 @@ class TransferalPerceptualLoss(nn.Module):
         self.criterion = check_choice("criterion", criterion, TPL_CRITERIA)
         self.reduction = check_reduction(reduction)
         if not isinstance(use_soft_attention, bool):
-            raise TypeError(f"use_soft_attention must be a bool, got {use_soft_attention!r}")
+            raise FeatxTypeError(f"use_soft_attention must be a bool, got {use_soft_attention!r}")
         self.use_soft_attention = use_soft_attention
 
     @overload
@@ -191,7 +192,7 @@ class TransferalPerceptualLoss(nn.Module):
             ValueError: ``use_soft_attention=True`` but no ``soft_attention`` given, or bad shapes.
         """
         if self.use_soft_attention and soft_attention is None:
-            raise ValueError("use_soft_attention=True needs the soft-attention map S (B, 1, h, w)")
+            raise FeatxValueError("use_soft_attention=True needs the soft-attention map S (B, 1, h, w)")
         return transferal_perceptual_loss(  # type: ignore[call-overload, no-any-return]
             sr_levels,
             texture_levels,

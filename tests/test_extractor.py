@@ -198,6 +198,10 @@ def test_from_preset_uses_preset_arch_and_pooling():
     extractor = VGGFeatures.from_preset("gatys", weights=None)
     assert extractor.arch == "vgg19" and extractor.pooling == "avg"
     assert extractor.taps == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
+    # the taps given as a preset name come with the preset's pooling too (docs/api.md)
+    by_name = VGGFeatures("vgg19", "gatys", weights=None)
+    assert by_name.pooling == "avg" and by_name.taps == extractor.taps
+    assert VGGFeatures("vgg19", "gatys", weights=None, pooling="max").pooling == "max"  # explicit wins
     with pytest.raises(ValueError, match="unknown preset 'esrgn'.*Did you mean 'esrgan'"):
         VGGFeatures.from_preset("esrgn", weights=None)
     with pytest.raises(ValueError, match="sets taps itself"):

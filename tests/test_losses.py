@@ -23,7 +23,7 @@ from featx.functional import gram_matrix, perceptual_loss, style_loss
 from featx.losses import FeatureLoss, PerceptualLoss, StyleLoss, TextureLoss
 from featx.lte import LTE
 from featx.texture import contextual_loss, moment_loss, sliced_wasserstein_loss
-from featx.transferal import TransferalPerceptualLoss, transferal_perceptual_loss
+from featx.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
 
 pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 
@@ -393,7 +393,7 @@ def test_transferal_perceptual_loss_matches_ttsr(criterion, use_s):
     sr, t = ttsr_levels(), ttsr_levels()
     s = torch.randn(2, 1, 3, 2, dtype=torch.float64)
     expected = TTSRTPerceptualReference(use_s, criterion)(sr[2], sr[1], sr[0], s, t[2], t[1], t[0])
-    module = TransferalPerceptualLoss(criterion=criterion, use_soft_attention=use_s)
+    module = TransferalPerceptualOnFeatures(criterion=criterion, use_soft_attention=use_s)
     total, terms = module(sr, t, s, return_terms=True)
     assert rel(total, expected) < 1e-10 and rel(sum(terms.values()), total) < 1e-12
     assert torch.equal(total, transferal_perceptual_loss(sr, t, s if use_s else None, criterion=criterion))
@@ -431,7 +431,7 @@ def test_transferal_perceptual_with_synced_frozen_lte_copy():
         t_levels = lte(torch.rand(1, 3, 16, 16))
     sr_levels = lte_copy(sr)
     assert all(torch.equal(a, b) for a, b in zip(sr_levels, lte(sr), strict=True))  # the sync copied the weights
-    loss = TransferalPerceptualLoss()(sr_levels, t_levels, torch.randn(1, 1, 4, 4))
+    loss = TransferalPerceptualOnFeatures()(sr_levels, t_levels, torch.randn(1, 1, 4, 4))
     loss.backward()
     assert sr.grad is not None and torch.isfinite(sr.grad).all() and float(sr.grad.abs().sum()) > 0
     assert all(p.grad is None for p in lte_copy.parameters()) and all(p.grad is None for p in lte.parameters())
@@ -632,9 +632,9 @@ def test_bad_images_and_nonfinite_features():
     with pytest.raises(ValueError, match=r"'relu1_1': pred shape \(1, 64, 8, 8\) and target shape \(1, 64, 16, 16\)"):
         PerceptualLoss({"relu1_1": 1.0}, extractor=loss.extractor)(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 16, 16))
     with pytest.raises(ValueError, match="use_soft_attention=True needs the soft-attention map"):
-        TransferalPerceptualLoss(use_soft_attention=True)(ttsr_levels(), ttsr_levels())
+        TransferalPerceptualOnFeatures(use_soft_attention=True)(ttsr_levels(), ttsr_levels())
     with pytest.raises(ValueError, match=r"unknown criterion 'l3'.*'l1', 'l2', 'mse', 'gram'"):
-        TransferalPerceptualLoss(criterion="l3")
+        TransferalPerceptualOnFeatures(criterion="l3")
     with pytest.raises(ValueError, match=r"level lv2: SR shape .* and texture shape .* differ"):
         transferal_perceptual_loss(ttsr_levels(), ttsr_levels(channels=(4, 6, 6)))
     with pytest.raises(ValueError, match=r"soft_attention must have shape \(2, 1, 3, 2\)"):
