@@ -14,6 +14,7 @@ from featx.errors import FeatxTypeError, FeatxValueError
 
 __all__ = [
     "InputRange",
+    "check_bool",
     "check_choice",
     "check_input_range",
     "check_int",
@@ -67,7 +68,7 @@ def check_choice(name: str, value: object, choices: Sequence[T], *, context: str
         >>> check_choice("pooling", "mean", ("max", "avg"))
         Traceback (most recent call last):
         ...
-        ValueError: unknown pooling 'mean'. Valid choices: 'max', 'avg'
+        featx.errors.FeatxValueError: unknown pooling 'mean'. Valid choices: 'max', 'avg'
     """
     for choice in choices:
         if type(choice) is type(value) and choice == value:
@@ -89,7 +90,7 @@ def check_int(name: str, value: object, *, minimum: int = 1, allow_none: bool = 
         >>> check_int("num_workers", -1, minimum=0)
         Traceback (most recent call last):
         ...
-        ValueError: num_workers must be an integer >= 0, got -1
+        featx.errors.FeatxValueError: num_workers must be an integer >= 0, got -1
     """
     if value is None and allow_none:
         return value  # type: ignore[return-value]
@@ -98,6 +99,21 @@ def check_int(name: str, value: object, *, minimum: int = 1, allow_none: bool = 
         raise FeatxTypeError(f"{name} must be an integer >= {minimum}{none}, got {value!r} ({type(value).__name__})")
     if value < minimum:
         raise FeatxValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Check that ``value`` is a ``bool`` (not ``0``/``1`` or another truthy object) and return it.
+
+    Raises:
+        TypeError: not a bool.
+
+    Example:
+        >>> check_bool("requires_grad", True)
+        True
+    """
+    if not isinstance(value, bool):
+        raise FeatxTypeError(f"{name} must be a bool (True or False), got {value!r} ({type(value).__name__})")
     return value
 
 

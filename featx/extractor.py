@@ -9,7 +9,7 @@ from typing import Any, Optional, Union, cast
 import torch
 from torch import nn
 
-from featx._checks import InputRange, check_choice, check_input_range
+from featx._checks import InputRange, check_bool, check_choice, check_input_range
 from featx.errors import FeatxTypeError, FeatxValueError, InputRangeWarning
 from featx.layers import POOLINGS, LayerSpec, check_arch, layer_specs, min_input_size
 from featx.presets import PRESETS, get_preset
@@ -259,8 +259,7 @@ class VGGFeatures(nn.Module):
         self.pooling = check_choice("pooling", pooling, POOLINGS)
         self.gray = check_choice("gray", gray, ("error", "repeat"))
         self.input_range = check_input_range(input_range)
-        if not isinstance(requires_grad, bool):
-            raise FeatxTypeError(f"requires_grad must be a bool, got {type(requires_grad).__name__}")
+        check_bool("requires_grad", requires_grad)
         if pooling == "conv" and not requires_grad:
             raise FeatxValueError(
                 "pooling='conv' replaces each pool with a new learnable strided convolution that "

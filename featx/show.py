@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 
+from featx._checks import check_int
+
 if TYPE_CHECKING:  # matplotlib is imported lazily, only when drawing
     from matplotlib.figure import Figure
 
@@ -98,8 +100,7 @@ def summarize_features(feats: Mapping[str, torch.Tensor], *, channels: int = 8) 
     """
     from featx.functional import gram_matrix
 
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive int such as 8, got {channels!r}")
+    check_int("channels", channels)
     if not feats:
         raise ValueError("feats must hold at least one tap, got an empty mapping")
     out: dict[str, TapSummary] = {}
@@ -193,7 +194,7 @@ def plot_features(
     header.text(0.0, 0.5, title, fontsize=fontsize + 1, va="center", ha="left", wrap=True)
 
     for row, summary in enumerate(summaries.values(), start=1):
-        for col, (index, mean) in enumerate(zip(summary.channels, summary.means)):
+        for col, (index, mean) in enumerate(zip(summary.channels, summary.means, strict=True)):
             ax = fig.add_subplot(grid[row, col])
             ax.imshow(summary.maps[col].numpy(), cmap="viridis", interpolation="nearest")
             ax.set_title(f"ch {index}, mean {mean:.3g}", fontsize=fontsize)
@@ -284,8 +285,7 @@ def show_features(
 
     require_matplotlib()
     check_choice("alpha", alpha, ALPHA_MODES)
-    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1):
-        raise ValueError(f"max_size must be a positive int or None, got {max_size!r}")
+    check_int("max_size", max_size, allow_none=True)
     if isinstance(image, torch.Tensor):
         picture = image.detach().float()
         if picture.ndim != 3 or picture.shape[0] != 3:

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featx._checks import check_choice
+from featx._checks import check_bool, check_choice
 from featx._features import LossResult, autocast_off, check_4d, check_reduction, compute_dtype
-from featx.errors import FeatxTypeError, FeatxValueError
+from featx.errors import FeatxValueError
 from featx.functional import feature_distance, gram_matrix
 
 __all__ = ["TPL_CRITERIA", "TransferalPerceptualOnFeatures", "transferal_perceptual_loss"]
@@ -164,9 +164,7 @@ class TransferalPerceptualOnFeatures(nn.Module):
         super().__init__()
         self.criterion = check_choice("criterion", criterion, TPL_CRITERIA)
         self.reduction = check_reduction(reduction)
-        if not isinstance(use_soft_attention, bool):
-            raise FeatxTypeError(f"use_soft_attention must be a bool, got {use_soft_attention!r}")
-        self.use_soft_attention = use_soft_attention
+        self.use_soft_attention = check_bool("use_soft_attention", use_soft_attention)
 
     @overload
     def forward(

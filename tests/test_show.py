@@ -48,9 +48,9 @@ def test_summary_keeps_all_channels_when_fewer_than_asked():
     assert len(summary.channels) == 3 and sorted(summary.channels) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("channels", [0, -1, 2.5, True])
-def test_summary_rejects_bad_channel_count(channels):
-    with pytest.raises(ValueError, match="channels must be a positive int"):
+@pytest.mark.parametrize("channels, error", [(0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)])
+def test_summary_rejects_bad_channel_count(channels, error):
+    with pytest.raises(error, match=f"channels must be an integer >= 1, got {channels!r}"):
         summarize_features({"x": torch.rand(1, 3, 4, 4)}, channels=channels)
 
 
