@@ -179,7 +179,7 @@ def run_model_only(folder: Path, batch_size: int, taps: str, engine: bool) -> fl
     """Seconds for the forward passes alone (images decoded beforehand, in memory)."""
     import torch
 
-    from featx.io import load_image
+    from featx.images import load_image
 
     if engine:
         _tune_malloc()

@@ -3,7 +3,7 @@
 :func:`extract_features` turns folders of images into one safetensors feature file per image, mirroring
 the input tree, plus ``manifest.jsonl`` and ``summary.json``. It is built for 10^5-image datasets:
 
-- **Bad files never stop a run.** Decoding (by :mod:`featx.io`'s rules) happens in DataLoader
+- **Bad files never stop a run.** Decoding (by :mod:`featx.images`' rules) happens in DataLoader
   workers that return an error record instead of raising; each failure is reported and listed in
   the manifest.
 - **Killed runs are safe.** Files are written to hidden temporary names and renamed atomically;
@@ -38,19 +38,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from featx._checks import check_choice
 from featx.errors import ImageDecodeError, OutputNotWritableError
-from featx.io import (
-    ALPHA_MODES,
-    FEATURE_SUFFIX,
-    IMAGE_EXTENSIONS,
-    ImageSource,
-    find_images,
-    load_image,
-    probe_image,
-    read_file_list,
-    serialize_features,
-    write_atomic,
-    write_atomic_buffer,
-)
+from featx.atomic import write_atomic, write_atomic_buffer
+from featx.discovery import IMAGE_EXTENSIONS, ImageSource, find_images, read_file_list
+from featx.featfile import FEATURE_SUFFIX, serialize_features
+from featx.images import ALPHA_MODES, load_image, probe_image
 
 __all__ = [
     "DEFAULT_TAPS",
@@ -612,7 +603,7 @@ def extract_features(
     """Extract VGG features of every image under ``inputs`` into ``output``.
 
     Writes ``OUTPUT/KEY.safetensors`` per image (keys are paths relative to the inputs' common
-    root; see :func:`featx.io.find_images`), ``OUTPUT/manifest.jsonl`` (one line per image,
+    root; see :func:`featx.discovery.find_images`), ``OUTPUT/manifest.jsonl`` (one line per image,
     sorted by path: ``path``, ``source``, ``status`` ``ok``/``skipped``/``error``, ``output`` and
     ``shapes``, or ``error``) and ``OUTPUT/summary.json``. Feature files hold one tensor per tap
     (in ``dtype``) and string metadata: ``format``, ``featx_version``, ``torch_version``,
@@ -640,8 +631,8 @@ def extract_features(
         num_workers: DataLoader worker processes decoding images (0: decode in this process).
         device: ``"auto"`` (``cuda:LOCAL_RANK`` if available, else CPU), ``"cpu"``, ``"cuda:0"``...
         resume: skip images whose output exists with matching metadata; ``False`` recomputes all.
-        alpha: ``"error"`` or ``"drop"`` (see :func:`featx.io.load_image`).
-        max_pixels: pixel limit per image (see :func:`featx.io.load_image`).
+        alpha: ``"error"`` or ``"drop"`` (see :func:`featx.images.load_image`).
+        max_pixels: pixel limit per image (see :func:`featx.images.load_image`).
         fsync: fsync each feature file before its atomic rename (durable across power loss).
             ``False`` keeps the atomic rename (a killed run never leaves partial files) and is
             faster where fsync is slow (network filesystems, some VMs); after a power loss the
@@ -665,7 +656,7 @@ def extract_features(
     Example:
         >>> import tempfile, os, warnings
         >>> from PIL import Image
-        >>> from featx.io import load_features
+        >>> from featx.featfile import load_features
         >>> with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")  # random weights warn
         ...     Image.new("RGB", (24, 16)).save(os.path.join(d, "a.png"))

@@ -1,6 +1,6 @@
 """`featx extract` end to end: mixed real-world inputs, bad files, kill and resume, usage errors.
 
-Reference features come from calling ``VGGFeatures`` directly on ``featx.io.load_image`` output
+Reference features come from calling ``VGGFeatures`` directly on ``featx.images.load_image`` output
 with the same checkpoint file (saved random weights); expected failures are written by hand.
 """
 
@@ -24,7 +24,8 @@ from PIL import Image
 
 from featx.extract import feature_path
 from featx.extractor import VGGFeatures
-from featx.io import load_features, load_image
+from featx.featfile import load_features
+from featx.images import load_image
 from featx_cli.main import cli
 
 TAPS = "relu1_1,relu2_1"
@@ -294,7 +295,7 @@ def test_no_recursive_and_files_from(tmp_path, ckpt):
 
 def test_choices_match_the_engine_and_no_torch_at_import():
     from featx.extract import DEFAULT_TAPS, DTYPES, REDUCTIONS
-    from featx.io import ALPHA_MODES
+    from featx.images import ALPHA_MODES
     from featx_cli import extract_cmd
 
     assert extract_cmd.DEFAULT_TAPS == DEFAULT_TAPS

@@ -1,6 +1,6 @@
 """Tests for the extraction engine featx.extract (no click).
 
-References: features from calling ``VGGFeatures`` directly on ``featx.io.load_image`` output with
+References: features from calling ``VGGFeatures`` directly on ``featx.images.load_image`` output with
 the same checkpoint file; reductions recomputed with torch/einsum in float64; sha256 with hashlib.
 """
 
@@ -26,7 +26,8 @@ from featx.extract import (
     write_sample_images,
 )
 from featx.extractor import VGGFeatures
-from featx.io import load_features, load_image
+from featx.featfile import load_features
+from featx.images import load_image
 
 TAPS = "relu1_1,relu2_1"
 
