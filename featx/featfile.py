@@ -107,8 +107,7 @@ def serialize_features(tensors: Mapping[str, torch.Tensor], metadata: Mapping[st
     start = 8 + len(text)
     nbytes = start + offset
     buffer = aligned_buffer(nbytes)
-    head = memoryview(buffer.numpy())
-    head[:start] = struct.pack("<Q", len(text)) + text
+    buffer[:start] = torch.frombuffer(bytearray(struct.pack("<Q", len(text)) + text), dtype=torch.uint8)
     for name in order:
         begin, end = header[name]["data_offsets"]
         tensor = tensors[name].detach()
