@@ -22,6 +22,7 @@ _EXPORTS = {
     "CRITERIA": "featx.functional",
     "ContextualOnFeatures": "featx.texture",
     "ConvHead": "featx.head",
+    "ExtractOptions": "featx.extract",
     "ExtractSummary": "featx.extract",
     "FeatureLoss": "featx.losses",
     "FeatxError": "featx.errors",

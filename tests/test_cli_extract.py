@@ -29,6 +29,7 @@ from featx.images import load_image
 from featx_cli.main import cli
 
 TAPS = "relu1_1,relu2_1"
+PAUSING_FEATX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pausing_featx.py")
 
 
 def small(array: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -182,10 +183,11 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path, ckpt):
     assert reference.exit_code == 0
 
     out = tmp_path / "out"
-    command = [sys.executable, "-c", "from featx_cli.main import cli; cli()", "extract", tmp_path / "in", out]
-    # --pause-after 3 stalls the writer after the third file: batch [img2, img3] is then half done
+    # the real command, its writer thread stalled after the third file (tests/pausing_featx.py):
+    # batch [img2, img3] is then half done
+    command = [sys.executable, PAUSING_FEATX, "3", "extract", tmp_path / "in", out]
     process = subprocess.Popen(
-        [str(c) for c in command + common + ["--pause-after", "3", "--quiet"]],
+        [str(c) for c in command + common + ["--quiet"]],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -293,17 +295,19 @@ def test_no_recursive_and_files_from(tmp_path, ckpt):
     assert [line["path"] for line in manifest(tmp_path / "listed")] == ["astronaut.png", "sub/COFFEE.JPG"]
 
 
-def test_choices_match_the_engine_and_no_torch_at_import():
-    from featx.extract import DEFAULT_TAPS, DTYPES, REDUCTIONS
+def test_choices_are_the_library_constants_and_no_torch_at_import():
+    from featx.extract import DESCRIPTORS, DTYPES
+    from featx.extract.engine import TORCH_DTYPES
     from featx.images import ALPHA_MODES
-    from featx_cli import extract_cmd
 
-    assert extract_cmd.DEFAULT_TAPS == DEFAULT_TAPS
-    assert extract_cmd.REDUCE_CHOICES == REDUCTIONS
-    assert extract_cmd.DTYPE_CHOICES == tuple(DTYPES)
-    assert extract_cmd.ALPHA_CHOICES == ALPHA_MODES
-    code = "import sys, featx_cli.extract_cmd; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    params = {param.name: param for param in cli.commands["extract"].params}
+    assert params["reduce"].type.choices == DESCRIPTORS
+    assert params["dtype"].type.choices == DTYPES == tuple(TORCH_DTYPES)
+    assert params["alpha"].type.choices == ALPHA_MODES
+    assert "pause_after" not in params  # no test-only hooks in the shipped command
+    code = "import sys, featx_cli.extract_cmd; print(sorted({'torch', 'numpy', 'PIL'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("arch", ["vgg16", "vgg11_bn"])
