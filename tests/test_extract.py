@@ -105,19 +105,25 @@ def test_features_match_direct_extractor_and_metadata(tmp_path, ckpt):
     summary_json = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary_json["files"], summary_json["ok"], summary_json["error"], summary_json["skipped"]) == (4, 4, 0, 0)
     assert summary_json["config"]["taps"] == TAPS and summary_json["images_per_second"] > 0
-    assert sorted(os.listdir(tmp_path / "out")) == sorted([*(p.name + ".safetensors" for p in paths), "manifest.jsonl", "summary.json"])
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(
+        [*(p.name + ".safetensors" for p in paths), "manifest.jsonl", "summary.json"]
+    )
 
 
 def test_resume_skips_up_to_date_and_recomputes_changed(tmp_path, ckpt):
     paths = make_images(tmp_path / "in", [(24, 32)] * 3)
     out = tmp_path / "out"
     run([tmp_path / "in"], out, ckpt)
-    before = {p.name: (feature_path(out, p.name).read_bytes(), os.stat(feature_path(out, p.name)).st_mtime_ns) for p in paths}
+    before = {
+        p.name: (feature_path(out, p.name).read_bytes(), os.stat(feature_path(out, p.name)).st_mtime_ns) for p in paths
+    }
     summary = run([tmp_path / "in"], out, ckpt)
     assert (summary.ok, summary.skipped) == (0, 3)
     assert [line["status"] for line in manifest(out)] == ["skipped"] * 3
     assert manifest(out)[0]["shapes"] == {"relu1_1": [64, 24, 32], "relu2_1": [128, 12, 16]}
-    after = {p.name: (feature_path(out, p.name).read_bytes(), os.stat(feature_path(out, p.name)).st_mtime_ns) for p in paths}
+    after = {
+        p.name: (feature_path(out, p.name).read_bytes(), os.stat(feature_path(out, p.name)).st_mtime_ns) for p in paths
+    }
     assert after == before  # not rewritten at all
 
     later = time.time() + 5
@@ -156,7 +162,10 @@ def test_outputs_byte_identical_across_runs_and_batch_plan_independent_of_resume
     summary = run([tmp_path / "in"], tmp_path / "b", ckpt, batch_size=3, num_workers=2)
     assert (summary.ok, summary.skipped) == (5, 2)
     for i in range(7):
-        assert feature_path(tmp_path / "a", f"img{i}.png").read_bytes() == feature_path(tmp_path / "b", f"img{i}.png").read_bytes()
+        assert (
+            feature_path(tmp_path / "a", f"img{i}.png").read_bytes()
+            == feature_path(tmp_path / "b", f"img{i}.png").read_bytes()
+        )
 
 
 def test_bad_files_reported_good_files_processed_with_workers(tmp_path, ckpt):
@@ -280,7 +289,9 @@ def test_random_weights_are_seeded(tmp_path):
         with pytest.warns(UserWarning, match="random weights"):
             options = ExtractOptions(taps="relu1_1", weights=None, num_workers=0)
             extract_features([str(tmp_path / "in")], str(tmp_path / out), options)
-    assert feature_path(tmp_path / "a", "img0.png").read_bytes() == feature_path(tmp_path / "b", "img0.png").read_bytes()
+    assert (
+        feature_path(tmp_path / "a", "img0.png").read_bytes() == feature_path(tmp_path / "b", "img0.png").read_bytes()
+    )
     assert load_features(feature_path(tmp_path / "a", "img0.png"))[1]["weights_id"] == "random"
 
 
@@ -293,7 +304,11 @@ def test_default_taps_exist_in_every_arch_and_equal_ttsr_lte(tmp_path):
     make_images(tmp_path / "in", [(16, 16)])
     options = ExtractOptions(arch="vgg13", weights=None, num_workers=0)
     summary = extract_features([str(tmp_path / "in")], str(tmp_path / "out"), options)
-    assert summary.ok == 1 and summary.shapes == {"relu1_1": [64, 16, 16], "relu2_1": [128, 8, 8], "relu3_1": [256, 4, 4]}
+    assert summary.ok == 1 and summary.shapes == {
+        "relu1_1": [64, 16, 16],
+        "relu2_1": [128, 8, 8],
+        "relu3_1": [256, 4, 4],
+    }
     # for vgg19 the default names the same layers as the preset, so files (and resumes) are unchanged
     assert VGGFeatures("vgg19", DEFAULT_TAPS, weights=None).taps == tuple(PRESETS["ttsr_lte"].taps)
 
