@@ -47,75 +47,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from common import (
+    current_rss_mb,
+    format_table,
+    machine_info,
+    matmul_peak_gflops,
+    peak_rss_mb,
+    reset_peak_rss,
+    write_json,
+)
+
 TAPS = "ttsr_lte"
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "extract.json"
-
-
-# ---------------------------------------------------------------------------------------------
-# small helpers (self-contained so the script runs on its own)
-# ---------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU, cores, torch threads, versions, load average and the UTC date."""
-    import datetime
-    import os
-    import platform
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu_model": cpu,
-        "logical_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def matmul_peak_gflops(size: int, repeats: int) -> float:
-    """Best measured fp32 ``torch.mm`` throughput of two ``size x size`` matrices, in GFLOP/s."""
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best / 1e9
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Indented JSON, written to a temporary name and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_text(json.dumps(data, indent=2) + "\n")
-    temp.replace(path)
-
-
-def format_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """Right-aligned plain-text table; floats to 3 significant digits."""
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
-        return str(value)
-
-    cells = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +73,9 @@ def make_images(folder: Path, count: int, size: int, seed: int = 0) -> list[Path
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    sources = [np.asarray(getattr(skimage.data, name)()) for name in ("astronaut", "coffee", "chelsea", "camera", "brick")]
+    sources = [
+        np.asarray(getattr(skimage.data, name)()) for name in ("astronaut", "coffee", "chelsea", "camera", "brick")
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
@@ -138,7 +83,11 @@ def make_images(folder: Path, count: int, size: int, seed: int = 0) -> list[Path
         crop = min(image.shape[0], image.shape[1], 2 * size)
         y = int(rng.integers(0, image.shape[0] - crop + 1))
         x = int(rng.integers(0, image.shape[1] - crop + 1))
-        patch = Image.fromarray(image[y : y + crop, x : x + crop]).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        patch = (
+            Image.fromarray(image[y : y + crop, x : x + crop])
+            .convert("RGB")
+            .resize((size, size), Image.Resampling.BILINEAR)
+        )
         if rng.random() < 0.5:
             patch = patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         path = folder / f"img{i:05d}.png"
@@ -179,14 +128,17 @@ def run_model_only(folder: Path, batch_size: int, taps: str, engine: bool) -> fl
     """Seconds for the forward passes alone (images decoded beforehand, in memory)."""
     import torch
 
-    from featx.io import load_image
+    from featx.images import load_image
 
     if engine:
         _tune_malloc()
     layout = torch.channels_last if engine else torch.contiguous_format
     model = _quiet_extractor(taps).to(memory_format=layout)
     images = [load_image(path) for path in sorted(folder.iterdir())]
-    batches = [torch.stack(images[i : i + batch_size]).contiguous(memory_format=layout) for i in range(0, len(images), batch_size)]
+    batches = [
+        torch.stack(images[i : i + batch_size]).contiguous(memory_format=layout)
+        for i in range(0, len(images), batch_size)
+    ]
     with torch.inference_mode():
         model(batches[0][:1])  # warm-up
         start = time.perf_counter()
@@ -216,15 +168,14 @@ def run_featx(
     folder: Path, out: Path, batch_size: int, workers: int, taps: str, on_record: Any = None
 ) -> dict[str, Any]:
     """One :func:`extract_features` run into a fresh folder; returns seconds and counts."""
-    from featx.extract import extract_features
+    from featx.extract import ExtractOptions, extract_features
 
     shutil.rmtree(out, ignore_errors=True)
+    options = ExtractOptions(taps=taps, weights=None, batch_size=batch_size, num_workers=workers, on_record=on_record)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        summary = extract_features(
-            [str(folder)], str(out), taps=taps, weights=None, batch_size=batch_size, num_workers=workers, on_record=on_record
-        )
+        summary = extract_features([str(folder)], str(out), options)
         seconds = time.perf_counter() - start
     shutil.rmtree(out, ignore_errors=True)
     if summary.errors:
@@ -284,30 +235,13 @@ def timing_child(variant: str, folder: str, out: str, batch_size: int, workers: 
 def time_variant(variant: str, **kwargs: Any) -> float:
     """Seconds of one run of ``variant``, in a fresh process."""
     if variant == "featx":
-        return run_featx_command(Path(kwargs["folder"]), Path(kwargs["out"]), kwargs["batch_size"], kwargs["workers"], kwargs["taps"])
+        return run_featx_command(
+            Path(kwargs["folder"]), Path(kwargs["out"]), kwargs["batch_size"], kwargs["workers"], kwargs["taps"]
+        )
     return in_fresh_process("--timing-child", variant=variant, **kwargs)["seconds"]
 
 
 _MARKER = "@@EXTRACT_CHILD@@"
-
-
-def _status_mib(field: str) -> float:
-    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MiB; 0 where unavailable."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def _reset_peak() -> None:
-    """Reset this process's peak-RSS mark to its current RSS (Linux ``clear_refs`` 5)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def in_fresh_process(mode: str, **kwargs: Any) -> dict[str, Any]:
@@ -336,12 +270,12 @@ def memory_child(folder: str, out: str, batch_size: int, workers: int, taps: str
     samples: list[float] = []
 
     def sample(record: dict) -> None:  # current RSS every 5% of the images, from the writer thread
-        samples.append(_status_mib("VmRSS"))
+        samples.append(current_rss_mb() or 0.0)
 
-    baseline = _status_mib("VmRSS")
-    _reset_peak()
+    baseline = current_rss_mb() or 0.0
+    reset_peak_rss()
     result = run_featx(Path(folder), Path(out), batch_size, workers, taps, on_record=sample)
-    peak = _status_mib("VmHWM")
+    peak = peak_rss_mb()
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     rss = samples[every - 1 :: every]
     return {**result, "baseline_mb": baseline, "peak_mb": peak, "workers_peak_mb": children, "rss_samples_mb": rss}
@@ -381,7 +315,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             make_images(folder, count, args.mem_size, seed=1)
             child = in_fresh_process(
                 "--memory-child",
-                folder=str(folder), out=str(root / "memout"), batch_size=args.batch_size, workers=args.workers, taps=TAPS
+                folder=str(folder),
+                out=str(root / "memout"),
+                batch_size=args.batch_size,
+                workers=args.workers,
+                taps=TAPS,
             )
             memory[str(count)] = {
                 "images": count,
@@ -398,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             shutil.rmtree(folder)
 
     gflop = conv_gflops(TAPS, args.size)
-    peak = matmul_peak_gflops(size=512 if args.small else 2048, repeats=3 if args.small else 7)  # GFLOP/s
+    peak = matmul_peak_gflops(512 if args.small else 2048, repeats=3 if args.small else 7)["best_gflops"]  # GFLOP/s
     # best of the round-robin repeats: on a shared machine other processes only ever slow a run down
     best = {name: min(values) for name, values in times.items()}
     throughput = {name: args.images / seconds for name, seconds in best.items()}
@@ -447,9 +385,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
          throughput["featx"] / throughput[name]]
         for name in times
     ]  # fmt: skip
-    print(f"featx extract, {args.images} images {args.size}x{args.size}, {TAPS}, fp32, batch {args.batch_size}, "
-          f"{args.workers} workers, {torch.get_num_threads()} threads; best of {args.repeats}; "
-          f"matmul peak {peak:.0f} GFLOP/s; load average {results['machine']['load_average']}")
+    print(
+        f"featx extract, {args.images} images {args.size}x{args.size}, {TAPS}, fp32, batch {args.batch_size}, "
+        f"{args.workers} workers, {torch.get_num_threads()} threads; best of {args.repeats}; "
+        f"matmul peak {peak:.0f} GFLOP/s; load average {results['machine'].get('load_average')}"
+    )
     print(format_table(["variant", "img/s", "GFLOP/s", "% peak", "featx / variant"], rows))
     print()
     mem_rows = [
@@ -458,7 +398,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for m in (few, many)
     ]  # fmt: skip
     print(f"memory: extract in a fresh process, {args.mem_size}x{args.mem_size} images")
-    print(format_table(["images", "peak RSS MiB", "added MiB", "RSS 2nd half MiB", "worker maxrss MiB", "seconds"], mem_rows))
+    print(
+        format_table(
+            ["images", "peak RSS MiB", "added MiB", "RSS 2nd half MiB", "worker maxrss MiB", "seconds"], mem_rows
+        )
+    )
     print(f"\nresults: {args.json}")
     return results
 

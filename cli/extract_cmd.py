@@ -1,23 +1,20 @@
 """``featx extract``: folder feature extraction (a thin shell over :func:`featx.extract.extract_features`).
 
-torch and featx's torch modules are imported inside the command, so ``featx --help`` stays instant.
+The options' choices come from the torch-free :mod:`featx.extract.options`; torch and featx's torch
+modules are imported inside the command, so ``featx --help`` stays instant.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any, Optional
 
 import click
 
-# Literal copies of featx.extract.REDUCTIONS / DTYPES / DEFAULT_TAPS and featx.io.ALPHA_MODES
-# (importing them here would import torch); tests check that they match.
-REDUCE_CHOICES = ("none", "gap", "gmp", "gram")
-DTYPE_CHOICES = ("float32", "bfloat16", "float16")
-ALPHA_CHOICES = ("error", "drop")
-DEFAULT_TAPS = "relu1_1,relu2_1,relu3_1"
+from featx._choices import ALPHA_MODES
+from featx.extract.distributed import env_rank
+from featx.extract.options import DEFAULT_TAPS, DESCRIPTORS, DTYPES, ExtractOptions, ManifestRecord
 
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 
@@ -28,10 +25,6 @@ class SetupError(click.ClickException):
     exit_code = EXIT_SETUP
 
 
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
 def _err(message: str) -> None:
     """Print a line on stderr without breaking a progress bar."""
     from tqdm.auto import tqdm
@@ -39,7 +32,9 @@ def _err(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def _split_paths(paths: tuple[str, ...], files_from: Optional[str], sample_images: Optional[str]) -> tuple[list[str], str]:
+def _split_paths(
+    paths: tuple[str, ...], files_from: Optional[str], sample_images: Optional[str]
+) -> tuple[list[str], str]:
     if sample_images is not None:
         if paths:
             raise click.UsageError("--sample-images OUT takes no INPUT/OUTPUT arguments")
@@ -55,40 +50,11 @@ def _weights_arg(weights: str) -> Any:
     return None if weights.lower() == "random" else weights
 
 
-def _pause_hook(after: Optional[int]) -> Any:
-    """Testing aid (hidden ``--pause-after N``): stall after N written images so a test can kill us."""
-    if after is None:
-        return None
-    state = {"ok": 0}
-
-    def hook(record: dict) -> None:
-        if record["status"] == "ok":
-            state["ok"] += 1
-            if state["ok"] >= after:
-                time.sleep(3600)
-
-    return hook
-
-
-def _sample_images(folder: str, write: Any, rank0: bool) -> None:
-    """Rank 0 writes the sample PNGs; other torchrun ranks wait for them (at most a minute)."""
-    if rank0:
-        write(folder)
-        return
-    from featx.extract import SAMPLE_IMAGES
-
-    deadline = time.monotonic() + 60
-    while not all(os.path.exists(os.path.join(folder, f"{name}.png")) for name in SAMPLE_IMAGES):
-        if time.monotonic() > deadline:
-            raise SetupError(f"sample images did not appear in {folder} (written by rank 0)")
-        time.sleep(0.2)
-
-
 def _print_plan(summary: Any) -> None:
     """Dry run: one line per image on stdout (extract / skip / error with reason), counts on stderr."""
     for key, action in summary.planned:
         if action.startswith("error: "):
-            click.echo(f"error    {key}: {action[len('error: '):]}")
+            click.echo(f"error    {key}: {action[len('error: ') :]}")
         else:
             click.echo(f"{action.split(' ')[0]:<8} {key}")
     todo = summary.files - summary.skipped - summary.errors
@@ -139,13 +105,25 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
     show_default=True,
     help="DEFAULT (ImageNet, local cache), a checkpoint name, a .pth/.safetensors path, or 'random'.",
 )
-@click.option("--reduce", type=click.Choice(REDUCE_CHOICES), default="none", show_default=True, help="Per-tap reduction.")
-@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="float32", show_default=True, help="Compute and stored dtype.")
+@click.option(
+    "--reduce",
+    type=click.Choice(DESCRIPTORS),
+    default="none",
+    show_default=True,
+    help="Per-tap descriptor: the map, global average/max, or Gram matrix.",
+)
+@click.option(
+    "--dtype", type=click.Choice(DTYPES), default="float32", show_default=True, help="Compute and stored dtype."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per forward pass.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Decoding worker processes.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--resume/--overwrite", default=True, show_default=True, help="Skip up-to-date outputs, or recompute all.")
-@click.option("--alpha", type=click.Choice(ALPHA_CHOICES), default="error", show_default=True, help="Refuse or drop alpha.")
+@click.option(
+    "--resume/--overwrite", default=True, show_default=True, help="Skip up-to-date outputs, or recompute all."
+)
+@click.option(
+    "--alpha", type=click.Choice(ALPHA_MODES), default="error", show_default=True, help="Refuse or drop alpha."
+)
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse images with more pixels.")
 @click.option("--fsync/--no-fsync", default=True, show_default=True, help="fsync each file before its atomic rename.")
 @click.option(
@@ -163,9 +141,13 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
 @click.option("--skip-errors", is_flag=True, help="Exit 0 even if some images failed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; failures are still reported.")
 @click.option("--dry-run", is_flag=True, help="List what would be done; write nothing.")
-@click.option("--sample-images", type=click.Path(file_okay=False), default=None, metavar="OUT",
-              help="Run on scikit-image sample pictures written to OUT/images; features to OUT/features.")
-@click.option("--pause-after", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option(
+    "--sample-images",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="OUT",
+    help="Run on scikit-image sample pictures written to OUT/images; features to OUT/features.",
+)
 def extract(
     paths: tuple[str, ...],
     files_from: Optional[str],
@@ -189,7 +171,6 @@ def extract(
     quiet: bool,
     dry_run: bool,
     sample_images: Optional[str],
-    pause_after: Optional[int],
 ) -> None:
     """Extract VGG features of every image under INPUT... into OUTPUT.
 
@@ -211,57 +192,55 @@ def extract(
     if preset is not None and (taps is not None or arch is not None):
         raise click.UsageError("--preset sets the arch and taps itself; do not combine it with --arch or --taps")
 
-    from featx.errors import OutputNotWritableError
-    from featx.extract import extract_features, write_sample_images
-    from featx.errors import RandomWeightsWarning, WeightsNotFoundError
+    from featx.errors import OutputNotWritableError, RandomWeightsWarning, WeightsNotFoundError
+    from featx.extract import extract_features, prepare_sample_images
 
     if malloc_tuning:
         from featx.allocator import tune_malloc
 
         tune_malloc()
     weights_arg = _weights_arg(weights)
-    rank0 = _rank() == 0
+    rank0 = env_rank() == 0
     if weights_arg is None and rank0:
         _err(
             "featx: warning: --weights random: features come from randomly initialised weights (fixed seed 0), "
             "not from a trained network"
         )
     if sample_images is not None and not dry_run:
-        _sample_images(inputs[0], write_sample_images, rank0)
-    pause = _pause_hook(pause_after)
+        try:
+            prepare_sample_images(inputs[0])
+        except TimeoutError as error:
+            raise SetupError(str(error)) from None
 
-    def on_record(record: dict) -> None:
+    def on_record(record: ManifestRecord) -> None:
         if record["status"] == "error":
             _err(f"featx: error: {record['path']}: {record['error']}")
-        if pause is not None:
-            pause(record)
 
     try:
+        options = ExtractOptions(
+            files_from=files_from,
+            recursive=recursive,
+            arch=arch or "vgg19",
+            taps=taps or DEFAULT_TAPS,
+            preset=preset,
+            weights=weights_arg,
+            reduce=reduce,
+            dtype=dtype,
+            batch_size=batch_size,
+            num_workers=workers,
+            device=device,
+            resume=resume,
+            alpha=alpha,
+            max_pixels=max_pixels,
+            fsync=fsync,
+            direct_io=direct_io,
+            dry_run=dry_run,
+            progress=not quiet,
+            on_record=on_record,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once
-            summary = extract_features(
-                inputs,
-                output,
-                files_from=files_from,
-                recursive=recursive,
-                arch=arch or "vgg19",
-                taps=taps or DEFAULT_TAPS,
-                preset=preset,
-                weights=weights_arg,
-                reduce=reduce,
-                dtype=dtype,
-                batch_size=batch_size,
-                num_workers=workers,
-                device=device,
-                resume=resume,
-                alpha=alpha,
-                max_pixels=max_pixels,
-                fsync=fsync,
-                direct_io=direct_io,
-                dry_run=dry_run,
-                progress=not quiet,
-                on_record=on_record,
-            )
+            summary = extract_features(inputs, output, options)
     except WeightsNotFoundError as error:
         raise SetupError(
             f"{error}\n  - CLI: --weights PATH, or --weights random to try featx without trained weights"

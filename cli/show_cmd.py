@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-# A literal copy of featx.io.ALPHA_MODES (importing it here would import torch); a test checks it.
-ALPHA_CHOICES = ("error", "drop")
+from featx._choices import ALPHA_MODES
 
 
 @click.command(name="show")
@@ -30,7 +29,7 @@ ALPHA_CHOICES = ("error", "drop")
 )
 @click.option(
     "--alpha",
-    type=click.Choice(ALPHA_CHOICES),
+    type=click.Choice(ALPHA_MODES),
     default="error",
     show_default=True,
     help="Refuse an image with an alpha channel, or drop the alpha channel.",
@@ -44,9 +43,8 @@ def show(
     """
     import warnings
 
-    from featx.errors import ImageDecodeError
+    from featx.errors import ImageDecodeError, RandomWeightsWarning, WeightsNotFoundError
     from featx.show import MATPLOTLIB_HINT, require_matplotlib, show_features
-    from featx.errors import RandomWeightsWarning, WeightsNotFoundError
 
     try:
         require_matplotlib()

@@ -244,7 +244,7 @@ def show_features(
     """Run an image through VGG and picture the strongest channels and the Gram matrix of each tap.
 
     Args:
-        image: an image file (decoded by :func:`featx.io.load_image`) or a ``(3, H, W)`` tensor in ``[0, 1]``.
+        image: an image file (decoded by :func:`featx.images.load_image`) or a ``(3, H, W)`` tensor in ``[0, 1]``.
         taps: tap names as for :class:`featx.VGGFeatures` (``"relu1_1,relu2_1"``, a list, a preset).
         out: write the figure here as an RGB PNG (parent folders are created); ``None`` writes nothing.
         arch: VGG architecture.
@@ -253,7 +253,7 @@ def show_features(
         pooling: pooling variant.
         max_size: downscale (antialiased, aspect kept) so the longer side is at most this; ``None`` keeps the size.
         alpha: for an image file with an alpha channel: ``"error"`` refuses it, ``"drop"`` discards
-            alpha (see :func:`featx.io.load_image`; CLI ``--alpha``). Ignored for tensors.
+            alpha (see :func:`featx.images.load_image`; CLI ``--alpha``). Ignored for tensors.
         extractor: a ready :class:`featx.VGGFeatures` to use instead of building one (``taps``,
             ``arch``, ``weights`` and ``pooling`` are then ignored).
         panel: panel size in inches.
@@ -281,7 +281,7 @@ def show_features(
 
     from featx._checks import check_choice
     from featx.extractor import VGGFeatures
-    from featx.io import ALPHA_MODES
+    from featx.images import ALPHA_MODES
 
     require_matplotlib()
     check_choice("alpha", alpha, ALPHA_MODES)
@@ -292,7 +292,7 @@ def show_features(
             raise ValueError(f"image tensor must be (3, H, W) in [0, 1], got shape {tuple(picture.shape)}")
         source = "tensor"
     else:
-        from featx.io import load_image
+        from featx.images import load_image
 
         picture = load_image(image, alpha=alpha)
         source = os.path.basename(os.fspath(image))

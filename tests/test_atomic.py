@@ -1,7 +1,7 @@
 """featx.atomic: page-aligned buffers and atomic writes, direct (O_DIRECT) and buffered.
 
 References: the bytes written are compared with the buffer's own bytes (numpy) and with what
-``featx.io.save_features`` writes through the page-cache path; feature files are read back with
+``featx.featfile.save_features`` writes through the page-cache path; feature files are read back with
 the official ``safetensors`` reader.
 """
 
@@ -15,8 +15,8 @@ import safetensors.torch
 import torch
 
 from featx import atomic
-from featx.atomic import ALIGNMENT, DIRECT_MIN_BYTES, aligned_buffer, write_atomic_buffer
-from featx.io import save_features, serialize_features
+from featx.atomic import ALIGNMENT, DIRECT_MIN_BYTES, aligned_buffer, write_atomic, write_atomic_buffer
+from featx.featfile import save_features, serialize_features
 
 HAS_DIRECT = hasattr(os, "O_DIRECT")
 
@@ -207,3 +207,19 @@ def test_serialize_features_matches_the_safetensors_layout():
     assert all(torch.equal(official[name], tensors[name]) for name in tensors)
     header_len = int.from_bytes(data[:8], "little")
     assert (8 + header_len) % 8 == 0 and nbytes == 8 + header_len + 3 * 4 + 2 * 2
+
+
+def test_write_atomic_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / "out.safetensors"
+    path.write_bytes(b"old")
+
+    def chunks():
+        yield b"new partial"
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        write_atomic(path, chunks())
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]  # temp file removed
+    write_atomic(path, [b"new"])
+    assert path.read_bytes() == b"new"

@@ -40,3 +40,18 @@ def test_bench_extract_small_writes_json(tmp_path):
         assert entry["rss_samples_mb"] and len(entry["rss_second_half_mb"]) == 2
     assert results["config"]["gflop_per_image"] > 0 and results["matmul_peak_gflops"] > 0
     assert "featx / variant" in done.stdout and "peak RSS MiB" in done.stdout
+
+
+def test_bench_extract_uses_the_shared_helpers():
+    # the extraction benchmark imports benchmarks/common.py's helpers instead of keeping copies
+    import ast
+
+    script = ROOT / "benchmarks" / "bench_extract.py"
+    tree = ast.parse(script.read_text())
+    defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    common = ast.parse((ROOT / "benchmarks" / "common.py").read_text())
+    shared = {node.name for node in common.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")}
+    assert not defined & shared
+    imported = {alias.name for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "common"
+                for alias in node.names}  # fmt: skip
+    assert {"machine_info", "matmul_peak_gflops", "write_json", "format_table"} <= imported

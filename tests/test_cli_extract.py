@@ -1,6 +1,6 @@
 """`featx extract` end to end: mixed real-world inputs, bad files, kill and resume, usage errors.
 
-Reference features come from calling ``VGGFeatures`` directly on ``featx.io.load_image`` output
+Reference features come from calling ``VGGFeatures`` directly on ``featx.images.load_image`` output
 with the same checkpoint file (saved random weights); expected failures are written by hand.
 """
 
@@ -24,10 +24,12 @@ from PIL import Image
 
 from featx.extract import feature_path
 from featx.extractor import VGGFeatures
-from featx.io import load_features, load_image
+from featx.featfile import load_features
+from featx.images import load_image
 from featx_cli.main import cli
 
 TAPS = "relu1_1,relu2_1"
+PAUSING_FEATX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pausing_featx.py")
 
 
 def small(array: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -82,11 +84,16 @@ def bad_corpus(root) -> dict[str, str]:
     (root / "text.png").write_text("this is not an image\n")
     import tifffile
 
-    tifffile.imwrite(root / "two.tif", np.zeros((8, 8, 2), np.uint8), photometric="minisblack", extrasamples=["unspecified"])
+    tifffile.imwrite(
+        root / "two.tif", np.zeros((8, 8, 2), np.uint8), photometric="minisblack", extrasamples=["unspecified"]
+    )
     Image.new("RGBA", (16, 16)).save(root / "alpha.png")
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     (root / "bomb.png").write_bytes(
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 8)) + png_chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 8))
+        + png_chunk(b"IEND", b"")
     )
     return {
         "zero.png": r"empty file \(0 bytes\)",
@@ -168,7 +175,10 @@ def test_alpha_without_drop_names_the_option(tmp_path, ckpt):
     good_corpus(tmp_path / "in")
     result = invoke(tmp_path / "in", tmp_path / "out", "--weights", ckpt, "--taps", TAPS)
     assert result.exit_code == 1
-    assert "featx: error: chelsea_rgba.png: has an alpha channel (RGBA); pass alpha='drop' (CLI: --alpha drop)" in result.stderr
+    assert (
+        "featx: error: chelsea_rgba.png: has an alpha channel (RGBA); pass alpha='drop' (CLI: --alpha drop)"
+        in result.stderr
+    )
 
 
 def test_killed_run_resumes_to_identical_outputs(tmp_path, ckpt):
@@ -181,10 +191,11 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path, ckpt):
     assert reference.exit_code == 0
 
     out = tmp_path / "out"
-    command = [sys.executable, "-c", "from featx_cli.main import cli; cli()", "extract", tmp_path / "in", out]
-    # --pause-after 3 stalls the writer after the third file: batch [img2, img3] is then half done
+    # the real command, its writer thread stalled after the third file (tests/pausing_featx.py):
+    # batch [img2, img3] is then half done
+    command = [sys.executable, PAUSING_FEATX, "3", "extract", tmp_path / "in", out]
     process = subprocess.Popen(
-        [str(c) for c in command + common + ["--pause-after", "3", "--quiet"]],
+        [str(c) for c in command + common + ["--quiet"]],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -214,7 +225,9 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path, ckpt):
         (f"img{i}.png", "skipped" if i < 3 else "ok") for i in range(6)
     ]
     for i in range(6):
-        assert feature_path(out, f"img{i}.png").read_bytes() == feature_path(tmp_path / "ref", f"img{i}.png").read_bytes()
+        assert (
+            feature_path(out, f"img{i}.png").read_bytes() == feature_path(tmp_path / "ref", f"img{i}.png").read_bytes()
+        )
     leftovers = sorted(n for n in os.listdir(out) if not n.endswith(".safetensors"))
     assert leftovers == ["manifest.jsonl", "summary.json"]  # parts merged, no temp files
 
@@ -250,10 +263,19 @@ def test_usage_and_setup_errors(tmp_path, ckpt):
     cases = [
         ([tmp_path / "in"], "missing OUTPUT folder"),
         ([], "missing arguments"),
-        ([tmp_path / "in", tmp_path / "o", "--preset", "gatys", "--taps", "relu1_1"], "--preset sets the arch and taps"),
-        ([tmp_path / "in", tmp_path / "o", "--reduce", "mean", *w], "'mean' is not one of 'none', 'gap', 'gmp', 'gram'"),
+        (
+            [tmp_path / "in", tmp_path / "o", "--preset", "gatys", "--taps", "relu1_1"],
+            "--preset sets the arch and taps",
+        ),
+        (
+            [tmp_path / "in", tmp_path / "o", "--reduce", "mean", *w],
+            "'mean' is not one of 'none', 'gap', 'gmp', 'gram'",
+        ),
         ([tmp_path / "in", tmp_path / "o", "--batch-size", "0", *w], "--batch-size"),
-        ([tmp_path / "in", tmp_path / "file" / "out", *w], r"output folder .*file/out is not writable \(Not a directory\)"),
+        (
+            [tmp_path / "in", tmp_path / "file" / "out", *w],
+            r"output folder .*file/out is not writable \(Not a directory\)",
+        ),
         ([tmp_path / "nope", tmp_path / "o", *w], "input not found: .*nope"),
         ([tmp_path / "empty", tmp_path / "o", *w], "no images found in .*empty"),
         (["--sample-images", tmp_path / "d", tmp_path / "in", tmp_path / "o"], "takes no INPUT/OUTPUT"),
@@ -280,7 +302,9 @@ def test_dry_run_lists_and_writes_nothing(tmp_path, ckpt):
 
 def test_no_recursive_and_files_from(tmp_path, ckpt):
     good_corpus(tmp_path / "in")
-    flat = invoke(tmp_path / "in", tmp_path / "flat", "--weights", ckpt, "--taps", TAPS, "--no-recursive", "--alpha", "drop")
+    flat = invoke(
+        tmp_path / "in", tmp_path / "flat", "--weights", ckpt, "--taps", TAPS, "--no-recursive", "--alpha", "drop"
+    )
     assert flat.exit_code == 0
     assert [line["path"] for line in manifest(tmp_path / "flat")] == [
         "GRAVEL.PNG", "astronaut.png", "astronaut_flipped.png", "chelsea_rgba.png", "coffee_palette.png"
@@ -292,17 +316,19 @@ def test_no_recursive_and_files_from(tmp_path, ckpt):
     assert [line["path"] for line in manifest(tmp_path / "listed")] == ["astronaut.png", "sub/COFFEE.JPG"]
 
 
-def test_choices_match_the_engine_and_no_torch_at_import():
-    from featx.extract import DEFAULT_TAPS, DTYPES, REDUCTIONS
-    from featx.io import ALPHA_MODES
-    from featx_cli import extract_cmd
+def test_choices_are_the_library_constants_and_no_torch_at_import():
+    from featx.extract import DESCRIPTORS, DTYPES
+    from featx.extract.engine import TORCH_DTYPES
+    from featx.images import ALPHA_MODES
 
-    assert extract_cmd.DEFAULT_TAPS == DEFAULT_TAPS
-    assert extract_cmd.REDUCE_CHOICES == REDUCTIONS
-    assert extract_cmd.DTYPE_CHOICES == tuple(DTYPES)
-    assert extract_cmd.ALPHA_CHOICES == ALPHA_MODES
-    code = "import sys, featx_cli.extract_cmd; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    params = {param.name: param for param in cli.commands["extract"].params}
+    assert params["reduce"].type.choices == DESCRIPTORS
+    assert params["dtype"].type.choices == DTYPES == tuple(TORCH_DTYPES)
+    assert params["alpha"].type.choices == ALPHA_MODES
+    assert "pause_after" not in params  # no test-only hooks in the shipped command
+    code = "import sys, featx_cli.extract_cmd; print(sorted({'torch', 'numpy', 'PIL'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("arch", ["vgg16", "vgg11_bn"])
@@ -342,4 +368,7 @@ def test_dry_run_reports_alpha_like_the_real_run(tmp_path, ckpt):
 
     real = invoke(*common, "--quiet")  # the real run fails the same image with the same reason
     assert real.exit_code == 1
-    assert {line["path"]: line.get("error") for line in manifest(tmp_path / "out")} == {"good.png": None, "rgba.png": reason}
+    assert {line["path"]: line.get("error") for line in manifest(tmp_path / "out")} == {
+        "good.png": None,
+        "rgba.png": reason,
+    }

@@ -1,6 +1,6 @@
-"""Tests for the extraction engine featx.extract (no click).
+"""Tests for the extraction engine featx.extract (no click): ExtractOptions, extract_features and its helpers.
 
-References: features from calling ``VGGFeatures`` directly on ``featx.io.load_image`` output with
+References: features from calling ``VGGFeatures`` directly on ``featx.images.load_image`` output with
 the same checkpoint file; reductions recomputed with torch/einsum in float64; sha256 with hashlib.
 """
 
@@ -16,9 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
+from featx.errors import OutputNotWritableError
 from featx.extract import (
     FORMAT,
-    OutputNotWritableError,
+    ExtractOptions,
     extract_features,
     feature_path,
     make_batches,
@@ -26,7 +27,8 @@ from featx.extract import (
     write_sample_images,
 )
 from featx.extractor import VGGFeatures
-from featx.io import load_features, load_image
+from featx.featfile import load_features
+from featx.images import load_image
 
 TAPS = "relu1_1,relu2_1"
 
@@ -54,7 +56,7 @@ def make_images(root, sizes, seed=0):
 def run(inputs, out, ckpt, **kwargs):
     options = dict(taps=TAPS, weights=str(ckpt), num_workers=0, batch_size=2)
     options.update(kwargs)
-    return extract_features([str(p) for p in inputs], str(out), **options)
+    return extract_features([str(p) for p in inputs], str(out), ExtractOptions(**options))
 
 
 def manifest(out):
@@ -103,19 +105,25 @@ def test_features_match_direct_extractor_and_metadata(tmp_path, ckpt):
     summary_json = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary_json["files"], summary_json["ok"], summary_json["error"], summary_json["skipped"]) == (4, 4, 0, 0)
     assert summary_json["config"]["taps"] == TAPS and summary_json["images_per_second"] > 0
-    assert sorted(os.listdir(tmp_path / "out")) == sorted([*(p.name + ".safetensors" for p in paths), "manifest.jsonl", "summary.json"])
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(
+        [*(p.name + ".safetensors" for p in paths), "manifest.jsonl", "summary.json"]
+    )
 
 
 def test_resume_skips_up_to_date_and_recomputes_changed(tmp_path, ckpt):
     paths = make_images(tmp_path / "in", [(24, 32)] * 3)
     out = tmp_path / "out"
     run([tmp_path / "in"], out, ckpt)
-    before = {p.name: (feature_path(out, p.name).read_bytes(), os.stat(feature_path(out, p.name)).st_mtime_ns) for p in paths}
+    before = {
+        p.name: (feature_path(out, p.name).read_bytes(), os.stat(feature_path(out, p.name)).st_mtime_ns) for p in paths
+    }
     summary = run([tmp_path / "in"], out, ckpt)
     assert (summary.ok, summary.skipped) == (0, 3)
     assert [line["status"] for line in manifest(out)] == ["skipped"] * 3
     assert manifest(out)[0]["shapes"] == {"relu1_1": [64, 24, 32], "relu2_1": [128, 12, 16]}
-    after = {p.name: (feature_path(out, p.name).read_bytes(), os.stat(feature_path(out, p.name)).st_mtime_ns) for p in paths}
+    after = {
+        p.name: (feature_path(out, p.name).read_bytes(), os.stat(feature_path(out, p.name)).st_mtime_ns) for p in paths
+    }
     assert after == before  # not rewritten at all
 
     later = time.time() + 5
@@ -154,7 +162,10 @@ def test_outputs_byte_identical_across_runs_and_batch_plan_independent_of_resume
     summary = run([tmp_path / "in"], tmp_path / "b", ckpt, batch_size=3, num_workers=2)
     assert (summary.ok, summary.skipped) == (5, 2)
     for i in range(7):
-        assert feature_path(tmp_path / "a", f"img{i}.png").read_bytes() == feature_path(tmp_path / "b", f"img{i}.png").read_bytes()
+        assert (
+            feature_path(tmp_path / "a", f"img{i}.png").read_bytes()
+            == feature_path(tmp_path / "b", f"img{i}.png").read_bytes()
+        )
 
 
 def test_bad_files_reported_good_files_processed_with_workers(tmp_path, ckpt):
@@ -199,7 +210,7 @@ def test_reductions_match_independent_formulas(tmp_path, ckpt):
 
 
 def test_reduce_features_validates():
-    with pytest.raises(ValueError, match="reduce must be one of 'none', 'gap', 'gmp', 'gram', got 'mean'"):
+    with pytest.raises(ValueError, match=r"^unknown reduce 'mean'\. Valid choices: 'none', 'gap', 'gmp', 'gram'$"):
         reduce_features({}, "mean")
 
 
@@ -260,9 +271,9 @@ def test_setup_errors(tmp_path, ckpt):
     (tmp_path / "empty" / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match="no images found in .*empty: looked for bmp, jpeg, jpg, png, tif, tiff, webp"):
         run([tmp_path / "empty"], tmp_path / "out", ckpt)
-    with pytest.raises(ValueError, match="dtype must be one of 'float32', 'bfloat16', 'float16', got 'fp8'"):
+    with pytest.raises(ValueError, match=r"^unknown dtype 'fp8'\. Valid choices: 'float32', 'bfloat16', 'float16'$"):
         run([tmp_path / "in"], tmp_path / "out", ckpt, dtype="fp8")
-    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="^batch_size must be an integer >= 1, got 0$"):
         run([tmp_path / "in"], tmp_path / "out", ckpt, batch_size=0)
     with pytest.raises(ValueError, match="unknown tap 'relu9_9'"):
         run([tmp_path / "in"], tmp_path / "out", ckpt, taps="relu9_9")
@@ -276,8 +287,11 @@ def test_random_weights_are_seeded(tmp_path):
     make_images(tmp_path / "in", [(24, 32)])
     for out in ("a", "b"):
         with pytest.warns(UserWarning, match="random weights"):
-            extract_features([str(tmp_path / "in")], str(tmp_path / out), taps="relu1_1", weights=None, num_workers=0)
-    assert feature_path(tmp_path / "a", "img0.png").read_bytes() == feature_path(tmp_path / "b", "img0.png").read_bytes()
+            options = ExtractOptions(taps="relu1_1", weights=None, num_workers=0)
+            extract_features([str(tmp_path / "in")], str(tmp_path / out), options)
+    assert (
+        feature_path(tmp_path / "a", "img0.png").read_bytes() == feature_path(tmp_path / "b", "img0.png").read_bytes()
+    )
     assert load_features(feature_path(tmp_path / "a", "img0.png"))[1]["weights_id"] == "random"
 
 
@@ -288,8 +302,13 @@ def test_default_taps_exist_in_every_arch_and_equal_ttsr_lte(tmp_path):
     from featx.extract import DEFAULT_TAPS
 
     make_images(tmp_path / "in", [(16, 16)])
-    summary = extract_features([str(tmp_path / "in")], str(tmp_path / "out"), arch="vgg13", weights=None, num_workers=0)
-    assert summary.ok == 1 and summary.shapes == {"relu1_1": [64, 16, 16], "relu2_1": [128, 8, 8], "relu3_1": [256, 4, 4]}
+    options = ExtractOptions(arch="vgg13", weights=None, num_workers=0)
+    summary = extract_features([str(tmp_path / "in")], str(tmp_path / "out"), options)
+    assert summary.ok == 1 and summary.shapes == {
+        "relu1_1": [64, 16, 16],
+        "relu2_1": [128, 8, 8],
+        "relu3_1": [256, 4, 4],
+    }
     # for vgg19 the default names the same layers as the preset, so files (and resumes) are unchanged
     assert VGGFeatures("vgg19", DEFAULT_TAPS, weights=None).taps == tuple(PRESETS["ttsr_lte"].taps)
 
@@ -311,7 +330,7 @@ def test_make_batches_groups_equal_sizes_in_order():
     # expected by hand: per size, chunks of 2 in index order, batches ordered by first index
     assert make_batches(sizes, 2) == [[0, 2], [1, 5], [3, 6]]
     assert make_batches(sizes, 1) == [[0], [1], [2], [3], [5], [6]]
-    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+    with pytest.raises(ValueError, match="^batch_size must be an integer >= 1, got 0$"):
         make_batches(sizes, 0)
 
 
@@ -359,3 +378,44 @@ def test_direct_io_and_page_cache_writes_give_the_same_files(tmp_path, ckpt, mon
         expected = reference(ckpt, path)
         for name in expected:  # reference: VGGFeatures called directly on the decoded image
             torch.testing.assert_close(tensors[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
+def test_options_are_frozen_typed_and_checked_when_built():
+    import dataclasses
+
+    options = ExtractOptions(taps=["relu1_1", "relu2_1"])
+    assert options.taps == ("relu1_1", "relu2_1")  # a sequence is stored as a tuple
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.batch_size = 4  # type: ignore[misc]
+    assert dataclasses.replace(options, batch_size=4).batch_size == 4
+    # every field has a default, a type and a docstring line (rendered by the docs)
+    fields = dataclasses.fields(ExtractOptions)
+    assert len(fields) == 19 and all(f.default is not dataclasses.MISSING for f in fields)
+    cases = [
+        ({"reduce": "mean"}, ValueError, r"^unknown reduce 'mean'\. Valid choices: 'none', 'gap', 'gmp', 'gram'$"),
+        ({"alpha": "keep"}, ValueError, r"^unknown alpha 'keep'\. Valid choices: 'error', 'drop'$"),
+        ({"batch_size": 0}, ValueError, r"^batch_size must be an integer >= 1, got 0$"),
+        ({"batch_size": 2.0}, TypeError, r"^batch_size must be an integer >= 1, got 2\.0 \(float\)$"),
+        ({"num_workers": -1}, ValueError, r"^num_workers must be an integer >= 0, got -1$"),
+        ({"max_pixels": 0}, ValueError, r"^max_pixels must be an integer >= 1, got 0$"),
+        ({"resume": "yes"}, TypeError, r"^resume must be True or False, got 'yes' \(str\)$"),
+        ({"fsync": 1}, TypeError, r"^fsync must be True or False, got 1 \(int\)$"),
+        ({"taps": 3}, TypeError, r"^taps must be a string or a sequence of tap names, got 3$"),
+        ({"device": 0}, TypeError, r"^device must be a string"),
+        ({"files_from": 3}, TypeError, r"^files_from must be a path"),
+        ({"on_record": "print"}, TypeError, r"^on_record must be callable or None, got str$"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            ExtractOptions(**kwargs)
+    with pytest.raises(TypeError, match="options must be an ExtractOptions or None, got dict"):
+        extract_features([], "out", {"batch_size": 2})  # type: ignore[arg-type]
+
+
+def test_descriptors_are_not_the_loss_reductions():
+    import featx
+    from featx.extract import DESCRIPTORS
+
+    assert DESCRIPTORS == ("none", "gap", "gmp", "gram")
+    assert featx.REDUCTIONS == ("mean", "sum", "none")  # the loss reduction keeps its own name
+    assert not hasattr(featx.extract, "REDUCTIONS")

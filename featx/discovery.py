@@ -1,0 +1,129 @@
+"""Image discovery: which files a run takes from folders, files and ``--files-from`` lists, and their keys.
+
+Folders are walked for :data:`IMAGE_EXTENSIONS` (any letter case), hidden names skipped, symlinked
+folders followed once; every image gets a key relative to the common root of the inputs, which
+names its outputs (see :func:`find_images`). How a file is decoded is :mod:`featx.images`' job.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "find_images", "read_file_list"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+"""File extensions folder discovery keeps (compared in lower case)."""
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One input image.
+
+    Attributes:
+        path: absolute path (symlinks kept as given, not resolved).
+        key: POSIX path relative to the common root of the inputs; outputs and manifest lines are
+            named after it, so it is unique and stable across runs and ranks.
+    """
+
+    path: str
+    key: str
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _walk(root: str, recursive: bool) -> Iterator[str]:
+    """Image files under ``root``: hidden entries skipped, symlinks followed, loops cut."""
+    seen: set[str] = set()
+
+    def on_error(error: OSError) -> None:
+        warnings.warn(f"skipping unreadable folder {error.filename}: {error.strerror}", stacklevel=4)
+
+    for folder, subfolders, files in os.walk(root, followlinks=True, onerror=on_error):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symlink back to a folder already walked: stop here
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(name for name in subfolders if not _is_hidden(name)) if recursive else []
+        for name in files:
+            if not _is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                yield os.path.join(folder, name)
+
+
+def find_images(inputs: Iterable[PathLike], *, recursive: bool = True, must_exist: bool = True) -> list[ImageSource]:
+    """Collect the images named by folders and files, sorted by key.
+
+    Folders are walked (recursively unless ``recursive=False``) for files whose extension is in
+    :data:`IMAGE_EXTENSIONS` (any case); names starting with ``.`` are skipped; symlinked folders
+    are followed once (a link back to a folder already walked is not entered again). Files named
+    directly are kept whatever their extension. Keys are relative to the deepest folder holding
+    all inputs (for one folder, the folder itself; for a file, its parent).
+
+    Args:
+        inputs: folders and/or files.
+        recursive: walk subfolders.
+        must_exist: raise for a missing input; with ``False`` a missing path is kept as a file
+            (``--files-from`` lists: it is then reported per image when decoding fails).
+
+    Returns:
+        Distinct images sorted by key.
+
+    Raises:
+        FileNotFoundError: an input does not exist (with ``must_exist=True``).
+        ValueError: no inputs given.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     for name in ("b.PNG", "a/c.jpg", ".hidden.png", "notes.txt"):
+        ...         p = pathlib.Path(d, name); p.parent.mkdir(exist_ok=True); p.touch()
+        ...     [s.key for s in find_images([d])]
+        ['a/c.jpg', 'b.PNG']
+    """
+    paths = [os.path.abspath(os.fspath(item)) for item in inputs]
+    if not paths:
+        raise ValueError("no inputs given: expected at least one folder or image file")
+    roots: list[str] = []
+    found: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            roots.append(path)
+            found.extend(_walk(path, recursive))
+        elif os.path.exists(path) or os.path.islink(path) or not must_exist:
+            roots.append(os.path.dirname(path))
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"input not found: {path} (expected a folder or an image file)")
+    base = os.path.commonpath(roots)
+    unique = {path: Path(os.path.relpath(path, base)).as_posix() for path in found}
+    return sorted((ImageSource(path, key) for path, key in unique.items()), key=lambda source: source.key)
+
+
+def read_file_list(list_path: PathLike) -> list[str]:
+    """Read a ``--files-from`` list: one path per line; blank lines and ``#`` comments skipped.
+
+    Relative paths are taken relative to the current directory (as ``find ... > list`` writes them).
+
+    Raises:
+        FileNotFoundError: the list file does not exist.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        ...     _ = f.write("a.png\\n\\n# comment\\n  b.jpg  \\n"); f.flush()
+        ...     read_file_list(f.name)
+        ['a.png', 'b.jpg']
+    """
+    with open(list_path, encoding="utf-8") as handle:
+        lines = (line.strip() for line in handle)
+        return [line for line in lines if line and not line.startswith("#")]

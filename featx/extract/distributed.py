@@ -1,0 +1,74 @@
+"""torchrun support for extraction: this process's rank and world size, and the gloo collectives
+(gather, broadcast, barrier) the ranks use to agree on one plan and one manifest.
+
+Without torchrun (``WORLD_SIZE`` unset or 1) every collective is a no-op on one process.
+torch is imported when a :class:`DistContext` is made, not with this module.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+__all__ = ["BARRIER_TIMEOUT", "DistContext", "env_rank"]
+
+BARRIER_TIMEOUT = datetime.timedelta(hours=24)
+"""Timeout of the process group: ranks finish their shards at different times on big runs."""
+
+
+def env_rank() -> int:
+    """This process's global rank from torchrun's ``RANK`` (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+class DistContext:
+    """Rank/world from torchrun's environment; a gloo process group when ``WORLD_SIZE > 1``.
+
+    A group this object creates is destroyed by :meth:`close`; an existing one is used and left alone.
+
+    Attributes:
+        rank: this process's rank (0 single-process).
+        world: number of ranks.
+        local_rank: rank on this machine (``LOCAL_RANK``), which picks the CUDA device.
+    """
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = env_rank()
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.owned = False
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+            self.owned = True
+        if self.world > 1:
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, in rank order, on every rank."""
+        if self.world == 1:
+            return [value]
+        out: list[Any] = [None] * self.world
+        self.dist.all_gather_object(out, value)
+        return out
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank."""
+        if self.world == 1:
+            return value
+        box = [value]
+        self.dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+        if self.world > 1:
+            self.dist.barrier()
+
+    def close(self) -> None:
+        """Destroy the process group if this object created it."""
+        if self.owned:
+            self.dist.destroy_process_group()

@@ -1,0 +1,272 @@
+"""Planning an extraction run: which images, where their features go, which are already up to date,
+how they are batched, and the manifest records that report them.
+
+Planning reads only file headers and the metadata of existing outputs. Batches are formed from the
+whole sorted file list, before anything is skipped or sharded, so every image is always computed in
+the same batch (resumed, sharded and uninterrupted runs give byte-identical files).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from featx._checks import check_int
+from featx.discovery import IMAGE_EXTENSIONS, ImageSource, find_images, read_file_list
+from featx.errors import ImageDecodeError
+from featx.extract.distributed import DistContext
+from featx.extract.options import ManifestRecord, PathLike
+from featx.featfile import FEATURE_SUFFIX
+from featx.images import probe_image
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "ImagePlan",
+    "RunContext",
+    "collect_sources",
+    "common_metadata",
+    "feature_path",
+    "make_batches",
+    "manifest_record",
+    "plan_all",
+    "plan_image",
+    "read_existing",
+]
+
+FORMAT = "featx-features/1"
+"""Value of the ``format`` metadata entry of feature files written by :func:`featx.extract.extract_features`."""
+
+MANIFEST = "manifest.jsonl"
+"""Name of the merged manifest in the output folder (one JSON line per image, sorted by key)."""
+
+
+def feature_path(output: PathLike, key: str) -> Path:
+    """Where the features of the image with ``key`` go: ``OUTPUT/KEY.safetensors``.
+
+    The image's full name is kept (``a/b.png`` -> ``a/b.png.safetensors``), so ``x.png`` and
+    ``x.jpg`` in one folder never collide.
+
+    Example:
+        >>> feature_path("feats", "train/0001.png").as_posix()
+        'feats/train/0001.png.safetensors'
+    """
+    return Path(output, *key.split("/")).with_name(key.split("/")[-1] + FEATURE_SUFFIX)
+
+
+def make_batches(sizes: Sequence[Optional[tuple[int, int]]], batch_size: int) -> list[list[int]]:
+    """Group image indices into batches of equal size, deterministically.
+
+    Images are taken in index order; each size gets its own batches of at most ``batch_size``;
+    batches are ordered by their first index. ``None`` sizes (failed images) are left out.
+
+    Raises:
+        TypeError: ``batch_size`` is not an integer.
+        ValueError: ``batch_size`` is below 1.
+
+    Example:
+        >>> make_batches([(8, 8), (4, 4), (8, 8), None, (8, 8), (4, 4)], batch_size=2)
+        [[0, 2], [1, 5], [4]]
+    """
+    check_int("batch_size", batch_size, minimum=1)
+    open_batches: dict[tuple[int, int], list[int]] = {}
+    batches: list[list[int]] = []
+    for index, size in enumerate(sizes):
+        if size is None:
+            continue
+        batch = open_batches.get(size)
+        if batch is None or len(batch) == batch_size:
+            batch = open_batches[size] = []
+            batches.append(batch)
+        batch.append(index)
+    return batches
+
+
+def collect_sources(inputs: Sequence[PathLike], files_from: Optional[PathLike], recursive: bool) -> list[ImageSource]:
+    """The sorted images to process; missing positional inputs and lists are errors up front.
+
+    Raises:
+        FileNotFoundError: an input or ``files_from`` does not exist.
+        ValueError: no inputs, or no images found.
+    """
+    for item in inputs:
+        if not os.path.lexists(item):
+            raise FileNotFoundError(f"input not found: {os.fspath(item)} (expected a folder or an image file)")
+    if files_from is not None:
+        if not os.path.isfile(files_from):
+            raise FileNotFoundError(f"file list not found: {os.fspath(files_from)}")
+        listed = read_file_list(files_from)
+        # listed files that vanished are reported per image (file not found), not up front
+        sources = find_images([*inputs, *listed], recursive=recursive, must_exist=False) if listed or inputs else []
+        where = f"the list {os.fspath(files_from)}"
+    else:
+        if not inputs:
+            raise ValueError("no inputs given: expected at least one folder or image file (or files_from)")
+        sources = find_images(inputs, recursive=recursive)
+        where = ", ".join(os.fspath(item) for item in inputs)
+    if not sources:
+        kinds = ", ".join(ext[1:] for ext in IMAGE_EXTENSIONS)
+        scope = "" if recursive else " at the top level only (recursive=False)"
+        raise ValueError(
+            f"no images found in {where}: looked for {kinds} files (any case){scope}; hidden files are skipped"
+        )
+    return sources
+
+
+def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
+    """The metadata every feature file of a run shares: format, versions, extractor and options."""
+    import torch
+
+    from featx import __version__
+
+    input_range = extractor.input_range
+    return {
+        "format": FORMAT,
+        "featx_version": __version__,
+        "torch_version": torch.__version__,
+        "arch": extractor.arch,
+        "taps": ",".join(extractor.taps),
+        "pooling": extractor.pooling,
+        "weights_id": str(extractor.weights_id),
+        "weights_sha256": extractor.weights_sha256 or "none",
+        "input_range": input_range if isinstance(input_range, str) else f"{input_range[0]:g},{input_range[1]:g}",
+        "reduce": reduce,
+        "dtype": dtype,
+    }
+
+
+@dataclass
+class RunContext:
+    """What planning, computing and writing share in one run.
+
+    Attributes:
+        output: the output folder (absolute).
+        resume: skip up-to-date outputs.
+        max_pixels: pixel limit per image.
+        taps: the extractor's taps, in depth order.
+        min_size: the smallest image side the deepest tap accepts.
+        common: :func:`common_metadata` of the run.
+        alpha: alpha mode of the decoder.
+    """
+
+    output: Path
+    resume: bool
+    max_pixels: Optional[int]
+    taps: tuple[str, ...]
+    min_size: int
+    common: dict[str, str]
+    alpha: str = "error"
+
+    def metadata(self, source: ImageSource, stat: tuple[int, int], size: tuple[int, int]) -> dict[str, str]:
+        """The full metadata of one image's feature file (``stat`` is ``(bytes, mtime_ns)``, ``size`` ``(H, W)``)."""
+        return {
+            **self.common,
+            "source_path": source.path,
+            "source_key": source.key,
+            "source_bytes": str(stat[0]),
+            "source_mtime_ns": str(stat[1]),
+            "source_height": str(size[0]),
+            "source_width": str(size[1]),
+        }
+
+
+@dataclass
+class ImagePlan:
+    """The plan for one image: ``state`` is ``"todo"``, ``"done"`` (up to date) or ``"error"``.
+
+    Attributes:
+        state: what the run does with the image.
+        size: stored ``(H, W)`` (``None`` for errors).
+        reason: why the image fails (``state == "error"``).
+        stat: ``(bytes, mtime_ns)`` of the source file.
+        shapes: per-tap shapes of an up-to-date output.
+    """
+
+    state: str
+    size: Optional[tuple[int, int]] = None
+    reason: str = ""
+    stat: tuple[int, int] = (0, 0)
+    shapes: dict[str, list[int]] = field(default_factory=dict)
+
+
+def read_existing(path: Path) -> Optional[tuple[dict[str, str], dict[str, list[int]]]]:
+    """Metadata and tensor shapes of an existing output, or ``None`` if absent or invalid."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
+            return dict(handle.metadata() or {}), shapes
+    except Exception:  # missing, truncated or foreign file: not done
+        return None
+
+
+def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
+    """Plan one image from its file status, its existing output (with ``resume``) and its header."""
+    try:
+        info = os.stat(source.path)
+    except FileNotFoundError:
+        return ImagePlan("error", reason="file not found")
+    except OSError as error:
+        return ImagePlan("error", reason=f"cannot read ({error.strerror})")
+    stat = (info.st_size, info.st_mtime_ns)
+    if ctx.resume:
+        done = read_existing(feature_path(ctx.output, source.key))
+        if done is not None:
+            metadata, shapes = done
+            try:
+                size: Optional[tuple[int, int]] = (int(metadata["source_height"]), int(metadata["source_width"]))
+            except (KeyError, ValueError):
+                size = None
+            if size is not None and metadata == ctx.metadata(source, stat, size) and set(shapes) == set(ctx.taps):
+                return ImagePlan("done", size=size, stat=stat, shapes=shapes)
+    try:
+        # the header rules of the decoder (alpha, TIFF channels): a dry run fails what the real run fails
+        height, width = probe_image(source.path, alpha=ctx.alpha, max_pixels=ctx.max_pixels)
+    except ImageDecodeError as error:
+        return ImagePlan("error", reason=error.reason)
+    if min(height, width) < ctx.min_size:
+        return ImagePlan(
+            "error",
+            reason=f"image is {height}x{width} (HxW), smaller than the {ctx.min_size}x{ctx.min_size} "
+            f"minimum for tap {ctx.taps[-1]!r}",
+        )
+    return ImagePlan("todo", size=(height, width), stat=stat)
+
+
+def plan_all(sources: list[ImageSource], ctx: RunContext, dist: DistContext, bar_enabled: bool) -> list[ImagePlan]:
+    """Each rank plans every ``world``-th image; the plans are shared so all ranks agree on batches."""
+    mine = range(dist.rank, len(sources), dist.world)
+    bar = None
+    if bar_enabled:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(mine), desc="scan", unit="img", leave=False, dynamic_ncols=True)
+    local = []
+    for index in mine:
+        local.append(plan_image(sources[index], ctx))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    plans: list[Optional[ImagePlan]] = [None] * len(sources)
+    for rank, part in enumerate(dist.gather(local)):
+        for offset, plan in enumerate(part):
+            plans[rank + offset * dist.world] = plan
+    complete = [plan for plan in plans if plan is not None]
+    if len(complete) != len(sources):
+        raise RuntimeError(f"the ranks planned {len(complete)} of {len(sources)} images")
+    return complete
+
+
+def manifest_record(source: ImageSource, status: str, **extra: Any) -> ManifestRecord:
+    """A manifest line for ``source``: ``path`` (its key), ``source``, ``status``, ``output`` unless
+    an error, plus ``extra`` (``shapes`` or ``error``)."""
+    record: ManifestRecord = {"path": source.key, "source": source.path, "status": status}
+    if status != "error":
+        record["output"] = feature_path(".", source.key).as_posix()
+    record.update(extra)
+    return record

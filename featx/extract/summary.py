@@ -1,0 +1,166 @@
+"""The end of an extraction run: :class:`ExtractSummary`, the merged ``manifest.jsonl``, ``summary.json``,
+and the removal of temporary files left by killed runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from featx.atomic import write_atomic
+from featx.discovery import ImageSource
+from featx.extract.plan import MANIFEST, ImagePlan
+
+__all__ = ["SUMMARY", "ExtractSummary", "dry_run_summary", "finish_run", "remove_stale_temps"]
+
+SUMMARY = "summary.json"
+"""Name of the run summary in the output folder (counts, seconds, images/s, configuration)."""
+
+_STALE_TEMP = re.compile(r"^\..+\.\d+\.tmp$")
+
+
+@dataclass
+class ExtractSummary:
+    """What a run did. On rank 0 (and single-process runs) the counts cover all ranks.
+
+    Attributes:
+        files: images considered.
+        ok: feature files written by this run.
+        skipped: images whose up-to-date output already existed.
+        errors: images that failed (decoding, size, or writing).
+        seconds: wall time of the run.
+        images_per_second: ``ok / seconds``.
+        output: the output folder.
+        manifest: path of ``manifest.jsonl`` (``None`` for dry runs).
+        failures: ``(key, reason)`` of every failed image.
+        shapes: per-tap shape of the first image (in key order) with features.
+        example: that image's feature file (``None`` if no image has features).
+        weights_id: the extractor's weights id (``"random"`` for random weights).
+        world_size: number of ranks.
+        planned: dry runs only: ``(key, action)`` with action ``"extract"``, ``"skip"`` or ``"error: ..."``.
+    """
+
+    files: int = 0
+    ok: int = 0
+    skipped: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    output: str = ""
+    manifest: Optional[str] = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    shapes: dict[str, list[int]] = field(default_factory=dict)
+    example: Optional[str] = None
+    weights_id: str = ""
+    world_size: int = 1
+    planned: list[tuple[str, str]] = field(default_factory=list)
+
+
+def finish_run(
+    output: Path, world: int, expected: int, config: dict[str, str], weights_id: str, start: float, wall_start: float
+) -> ExtractSummary:
+    """Rank 0, after the barrier: merge the manifest parts, write ``summary.json``, remove leftovers.
+
+    Args:
+        output: the output folder.
+        world: number of ranks (``manifest.rank{r}.jsonl`` for each).
+        expected: number of images; each must appear exactly once.
+        config: the run's common metadata (``summary.json``'s ``config``).
+        weights_id: the extractor's weights id.
+        start: ``time.perf_counter()`` at the start of the run.
+        wall_start: ``time.time()`` at the start (older temporary files are stale).
+
+    Raises:
+        RuntimeError: the parts do not list every image exactly once.
+    """
+    records: list[dict[str, Any]] = []
+    for rank in range(world):
+        part = output / f"manifest.rank{rank}.jsonl"
+        with open(part, encoding="utf-8") as handle:
+            records.extend(json.loads(line) for line in handle if line.strip())
+    records.sort(key=lambda record: record["path"])
+    write_atomic(output / MANIFEST, [(json.dumps(r, sort_keys=True) + "\n").encode("utf-8") for r in records])
+    for rank in range(world):
+        (output / f"manifest.rank{rank}.jsonl").unlink()
+    remove_stale_temps(output, wall_start)
+    counts = {"ok": 0, "skipped": 0, "error": 0}
+    failures = []
+    shapes: dict[str, list[int]] = {}
+    example = None
+    for record in records:
+        counts[record["status"]] += 1
+        if record["status"] == "error":
+            failures.append((record["path"], record["error"]))
+        elif example is None:
+            shapes, example = record["shapes"], str(output / record["output"])
+    seconds = time.perf_counter() - start
+    summary = ExtractSummary(
+        files=len(records),
+        ok=counts["ok"],
+        skipped=counts["skipped"],
+        errors=counts["error"],
+        seconds=seconds,
+        images_per_second=counts["ok"] / seconds if seconds > 0 else 0.0,
+        output=str(output),
+        manifest=str(output / MANIFEST),
+        failures=failures,
+        shapes=shapes,
+        example=example,
+        weights_id=weights_id,
+        world_size=world,
+    )
+    payload = {
+        "files": summary.files,
+        "ok": summary.ok,
+        "skipped": summary.skipped,
+        "error": summary.errors,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(summary.images_per_second, 3),
+        "world_size": world,
+        "output": str(output),
+        "config": config,
+    }
+    write_atomic(output / SUMMARY, [(json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")])
+    if len(records) != expected or len({r["path"] for r in records}) != expected:
+        raise RuntimeError(f"manifest has {len(records)} entries for {expected} images")  # each image exactly once
+    return summary
+
+
+def remove_stale_temps(output: Path, before: float) -> None:
+    """Delete hidden ``.NAME.PID.tmp`` files left by killed runs (modified before ``before - 1 s``)."""
+    for folder, _, files in os.walk(output):
+        for name in files:
+            if _STALE_TEMP.match(name):
+                path = os.path.join(folder, name)
+                try:
+                    if os.stat(path).st_mtime < before - 1:
+                        os.unlink(path)
+                except OSError:
+                    pass
+
+
+def dry_run_summary(
+    sources: list[ImageSource], plans: list[ImagePlan], output: Path, weights_id: str, world: int, start: float
+) -> ExtractSummary:
+    """The summary of a dry run: counts and ``planned`` actions, nothing written."""
+    actions = {"todo": "extract", "done": "skip (up to date)"}
+    planned = [
+        (source.key, actions.get(plan.state, f"error: {plan.reason}"))
+        for source, plan in zip(sources, plans, strict=True)
+    ]
+    return ExtractSummary(
+        files=len(sources),
+        skipped=sum(plan.state == "done" for plan in plans),
+        errors=sum(plan.state == "error" for plan in plans),
+        seconds=time.perf_counter() - start,
+        output=str(output),
+        failures=[(s.key, p.reason) for s, p in zip(sources, plans, strict=True) if p.state == "error"],
+        weights_id=weights_id,
+        world_size=world,
+        planned=planned,
+    )
