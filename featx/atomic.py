@@ -22,6 +22,8 @@ from typing import Any, Union
 
 import torch
 
+from featx.errors import FeatxTypeError, FeatxValueError
+
 __all__ = ["ALIGNMENT", "DIRECT_MIN_BYTES", "aligned_buffer", "write_atomic", "write_atomic_buffer"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -56,7 +58,7 @@ def aligned_buffer(nbytes: int) -> torch.Tensor:
         (4096, 0)
     """
     if nbytes < 0:
-        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        raise FeatxValueError(f"nbytes must be >= 0, got {nbytes}")
     padded = max(ALIGNMENT, nbytes + (-nbytes % ALIGNMENT))
     raw = torch.empty(padded + ALIGNMENT, dtype=torch.uint8)
     shift = -raw.data_ptr() % ALIGNMENT
@@ -205,9 +207,9 @@ def write_atomic_buffer(
         and buffer.device.type == "cpu"
         and buffer.is_contiguous()
     ):
-        raise TypeError(f"buffer must be a contiguous uint8 CPU tensor from aligned_buffer(), got {buffer!r:.80}")
+        raise FeatxTypeError(f"buffer must be a contiguous uint8 CPU tensor from aligned_buffer(), got {buffer!r:.80}")
     if not 0 <= nbytes <= buffer.numel():
-        raise ValueError(f"nbytes must be in [0, {buffer.numel()}] (the buffer's length), got {nbytes}")
+        raise FeatxValueError(f"nbytes must be in [0, {buffer.numel()}] (the buffer's length), got {nbytes}")
     path = os.fspath(path)
     _, temp = _temp_name(path)
     data = memoryview(buffer.numpy()).cast("B")

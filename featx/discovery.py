@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from featx.errors import FeatxValueError, InputNotFoundError
+
 __all__ = ["IMAGE_EXTENSIONS", "ImageSource", "find_images", "read_file_list"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -92,7 +94,7 @@ def find_images(inputs: Iterable[PathLike], *, recursive: bool = True, must_exis
     """
     paths = [os.path.abspath(os.fspath(item)) for item in inputs]
     if not paths:
-        raise ValueError("no inputs given: expected at least one folder or image file")
+        raise FeatxValueError("no inputs given: expected at least one folder or image file")
     roots: list[str] = []
     found: list[str] = []
     for path in paths:
@@ -103,7 +105,7 @@ def find_images(inputs: Iterable[PathLike], *, recursive: bool = True, must_exis
             roots.append(os.path.dirname(path))
             found.append(path)
         else:
-            raise FileNotFoundError(f"input not found: {path} (expected a folder or an image file)")
+            raise InputNotFoundError(f"input not found: {path} (expected a folder or an image file)")
     base = os.path.commonpath(roots)
     unique = {path: Path(os.path.relpath(path, base)).as_posix() for path in found}
     return sorted((ImageSource(path, key) for path, key in unique.items()), key=lambda source: source.key)

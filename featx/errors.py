@@ -22,7 +22,9 @@ __all__ = [
     "FeatxValueError",
     "FeatxWarning",
     "HashMismatchError",
+    "ExtractionError",
     "ImageDecodeError",
+    "InputNotFoundError",
     "InputRangeWarning",
     "OutputNotWritableError",
     "RandomWeightsWarning",
@@ -134,6 +136,15 @@ class ImageDecodeError(FeatxError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers
         return (type(self), (self.path, self.reason))
+
+
+class InputNotFoundError(FeatxError, FileNotFoundError):
+    """An input that was named (an image, a folder, a file list, a feature file) does not exist."""
+
+
+class ExtractionError(FeatxError, RuntimeError):
+    """A feature extraction run cannot finish: its writer thread failed, or the ranks of a
+    distributed run disagree about the work (the message says which); finished files stay valid."""
 
 
 class OutputNotWritableError(FeatxError, OSError):

@@ -18,6 +18,7 @@ from typing import Any, Union
 import torch
 
 from featx.atomic import aligned_buffer, write_atomic_buffer
+from featx.errors import FeatxTypeError, FeatxValueError, InputNotFoundError
 
 __all__ = [
     "FEATURE_SUFFIX",
@@ -48,21 +49,21 @@ _SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
 
 def _check_feature_inputs(tensors: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
     if not isinstance(tensors, Mapping) or not tensors:
-        raise TypeError(f"tensors must be a non-empty dict of name -> Tensor, got {tensors!r:.80}")
+        raise FeatxTypeError(f"tensors must be a non-empty dict of name -> Tensor, got {tensors!r:.80}")
     for name, value in tensors.items():
         if not isinstance(name, str) or name == "__metadata__":
-            raise TypeError(f"tensor names must be strings other than '__metadata__', got {name!r}")
+            raise FeatxTypeError(f"tensor names must be strings other than '__metadata__', got {name!r}")
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"tensors[{name!r}] must be a torch.Tensor, got {type(value).__name__}")
+            raise FeatxTypeError(f"tensors[{name!r}] must be a torch.Tensor, got {type(value).__name__}")
         if value.dtype not in _SAFETENSORS_DTYPES:
-            raise TypeError(
+            raise FeatxTypeError(
                 f"tensors[{name!r}] has dtype {value.dtype}; supported: {', '.join(map(str, _SAFETENSORS_DTYPES))}"
             )
     if not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a dict of str -> str, got {type(metadata).__name__}")
+        raise FeatxTypeError(f"metadata must be a dict of str -> str, got {type(metadata).__name__}")
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"metadata must map str -> str, got {key!r}: {value!r} ({type(value).__name__})")
+            raise FeatxTypeError(f"metadata must map str -> str, got {key!r}: {value!r} ({type(value).__name__})")
 
 
 def serialize_features(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> tuple[torch.Tensor, int]:
@@ -182,13 +183,13 @@ def load_features(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, st
 
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"feature file not found: {path}")
+        raise InputNotFoundError(f"feature file not found: {path}")
     try:
         with safe_open(path, framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except SafetensorError as error:
-        raise ValueError(f"{path}: not a valid safetensors file ({error})") from error
+        raise FeatxValueError(f"{path}: not a valid safetensors file ({error})") from error
     return tensors, metadata
 
 
@@ -213,9 +214,9 @@ def read_feature_metadata(path: PathLike) -> dict[str, str]:
 
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"feature file not found: {path}")
+        raise InputNotFoundError(f"feature file not found: {path}")
     try:
         with safe_open(path, framework="pt") as handle:
             return dict(handle.metadata() or {})
     except SafetensorError as error:
-        raise ValueError(f"{path}: not a valid safetensors file ({error})") from error
+        raise FeatxValueError(f"{path}: not a valid safetensors file ({error})") from error

@@ -36,7 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx._checks import check_choice
 from featx._choices import ALPHA_MODES
-from featx.errors import ImageDecodeError
+from featx.errors import FeatxValueError, ImageDecodeError
 
 __all__ = ["ALPHA_MODES", "load_image", "orient", "probe_image"]
 
@@ -54,9 +54,9 @@ def _pixel_limit(max_pixels: Union[int, None]) -> Union[int, None]:
     if max_pixels is None:
         return pillow
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+        raise FeatxValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
     if pillow is not None and max_pixels > pillow:
-        raise ValueError(
+        raise FeatxValueError(
             f"max_pixels={max_pixels} is above Pillow's own limit PIL.Image.MAX_IMAGE_PIXELS={pillow}, "
             "which Pillow applies first; raise PIL.Image.MAX_IMAGE_PIXELS instead (trusted files only)"
         )

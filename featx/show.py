@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import torch
 
 from featx._checks import check_int
+from featx.errors import FeatxTypeError, FeatxValueError
 
 if TYPE_CHECKING:  # matplotlib is imported lazily, only when drawing
     from matplotlib.figure import Figure
@@ -102,13 +103,13 @@ def summarize_features(feats: Mapping[str, torch.Tensor], *, channels: int = 8) 
 
     check_int("channels", channels)
     if not feats:
-        raise ValueError("feats must hold at least one tap, got an empty mapping")
+        raise FeatxValueError("feats must hold at least one tap, got an empty mapping")
     out: dict[str, TapSummary] = {}
     for name, feat in feats.items():
         if not isinstance(feat, torch.Tensor) or not feat.is_floating_point():
-            raise TypeError(f"feature {name!r} must be a floating point tensor, got {type(feat).__name__}")
+            raise FeatxTypeError(f"feature {name!r} must be a floating point tensor, got {type(feat).__name__}")
         if feat.ndim != 4:
-            raise ValueError(f"feature {name!r} must be 4-D (B, C, H, W), got shape {tuple(feat.shape)}")
+            raise FeatxValueError(f"feature {name!r} must be 4-D (B, C, H, W), got shape {tuple(feat.shape)}")
         first = feat[:1].detach().float().cpu()
         means = first[0].mean(dim=(1, 2))
         k = min(channels, means.numel())
@@ -173,9 +174,9 @@ def plot_features(
     from matplotlib.figure import Figure
 
     if not summaries:
-        raise ValueError("summaries must hold at least one tap, got an empty mapping")
+        raise FeatxValueError("summaries must hold at least one tap, got an empty mapping")
     if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be (3, H, W), got shape {tuple(image.shape)}")
+        raise FeatxValueError(f"image must be (3, H, W), got shape {tuple(image.shape)}")
     channels = max(len(s.channels) for s in summaries.values())
     width, height = figure_size(len(summaries), channels, panel, dpi)
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
@@ -289,7 +290,7 @@ def show_features(
     if isinstance(image, torch.Tensor):
         picture = image.detach().float()
         if picture.ndim != 3 or picture.shape[0] != 3:
-            raise ValueError(f"image tensor must be (3, H, W) in [0, 1], got shape {tuple(picture.shape)}")
+            raise FeatxValueError(f"image tensor must be (3, H, W) in [0, 1], got shape {tuple(picture.shape)}")
         source = "tensor"
     else:
         from featx.images import load_image

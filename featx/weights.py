@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from featx._checks import closest
-from featx.errors import HashMismatchError, RandomWeightsWarning, WeightsLoadError, WeightsNotFoundError
+from featx.errors import RandomWeightsWarning, WeightsLoadError, WeightsNotFoundError
 from featx.layers import ARCHS, check_arch
 
 __all__ = [

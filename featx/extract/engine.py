@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from featx.discovery import ImageSource
-from featx.errors import ImageDecodeError, OutputNotWritableError
+from featx.errors import FeatxTypeError, FeatxValueError, ImageDecodeError, OutputNotWritableError
 from featx.extract.descriptors import reduce_features
 from featx.extract.distributed import DistContext
 from featx.extract.options import ExtractOptions, PathLike
@@ -107,7 +107,7 @@ def _resolve_device(device: str, local_rank: int) -> torch.device:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r} ({error})") from None
+        raise FeatxValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r} ({error})") from None
 
 
 def _check_output(output: Path) -> None:
@@ -177,7 +177,7 @@ def extract_features(
     if options is None:
         options = ExtractOptions()
     elif not isinstance(options, ExtractOptions):
-        raise TypeError(f"options must be an ExtractOptions or None, got {type(options).__name__}")
+        raise FeatxTypeError(f"options must be an ExtractOptions or None, got {type(options).__name__}")
     output = Path(output).absolute()
     dist = DistContext()
     try:

@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 
 from featx._checks import check_choice, check_int
 from featx._choices import ALPHA_MODES
+from featx.errors import FeatxTypeError
 
 __all__ = ["DEFAULT_TAPS", "DESCRIPTORS", "DTYPES", "ExtractOptions", "ManifestRecord", "PathLike"]
 
@@ -37,13 +38,13 @@ exist in every VGG (the preset itself is defined for vgg19 only)."""
 
 def _check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        raise FeatxTypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
     return value
 
 
 def _check_optional_path(name: str, value: object) -> None:
     if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike) or None, got {type(value).__name__}")
+        raise FeatxTypeError(f"{name} must be a path (str or os.PathLike) or None, got {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -114,25 +115,25 @@ class ExtractOptions:
         _check_optional_path("files_from", self.files_from)
         _check_bool("recursive", self.recursive)
         if not isinstance(self.arch, str):
-            raise TypeError(f"arch must be a string such as 'vgg19', got {type(self.arch).__name__}")
+            raise FeatxTypeError(f"arch must be a string such as 'vgg19', got {type(self.arch).__name__}")
         if isinstance(self.taps, str):
             pass
         elif isinstance(self.taps, Sequence) and all(isinstance(tap, str) for tap in self.taps):
             object.__setattr__(self, "taps", tuple(self.taps))
         else:
-            raise TypeError(f"taps must be a string or a sequence of tap names, got {self.taps!r}")
+            raise FeatxTypeError(f"taps must be a string or a sequence of tap names, got {self.taps!r}")
         if self.preset is not None and not isinstance(self.preset, str):
-            raise TypeError(f"preset must be a preset name or None, got {type(self.preset).__name__}")
+            raise FeatxTypeError(f"preset must be a preset name or None, got {type(self.preset).__name__}")
         check_choice("reduce", self.reduce, DESCRIPTORS)
         check_choice("dtype", self.dtype, DTYPES)
         check_int("batch_size", self.batch_size, minimum=1)
         check_int("num_workers", self.num_workers, minimum=0)
         if not isinstance(self.device, str):
-            raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {self.device!r}")
+            raise FeatxTypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {self.device!r}")
         _check_bool("resume", self.resume)
         check_choice("alpha", self.alpha, ALPHA_MODES)
         check_int("max_pixels", self.max_pixels, minimum=1, allow_none=True)
         for name in ("fsync", "direct_io", "dry_run", "progress"):
             _check_bool(name, getattr(self, name))
         if self.on_record is not None and not callable(self.on_record):
-            raise TypeError(f"on_record must be callable or None, got {type(self.on_record).__name__}")
+            raise FeatxTypeError(f"on_record must be callable or None, got {type(self.on_record).__name__}")

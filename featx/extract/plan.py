@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from featx._checks import check_int
 from featx.discovery import IMAGE_EXTENSIONS, ImageSource, find_images, read_file_list
-from featx.errors import ImageDecodeError
+from featx.errors import ExtractionError, FeatxValueError, ImageDecodeError, InputNotFoundError
 from featx.extract.distributed import DistContext
 from featx.extract.options import ManifestRecord, PathLike
 from featx.featfile import FEATURE_SUFFIX
@@ -94,23 +94,23 @@ def collect_sources(inputs: Sequence[PathLike], files_from: Optional[PathLike], 
     """
     for item in inputs:
         if not os.path.lexists(item):
-            raise FileNotFoundError(f"input not found: {os.fspath(item)} (expected a folder or an image file)")
+            raise InputNotFoundError(f"input not found: {os.fspath(item)} (expected a folder or an image file)")
     if files_from is not None:
         if not os.path.isfile(files_from):
-            raise FileNotFoundError(f"file list not found: {os.fspath(files_from)}")
+            raise InputNotFoundError(f"file list not found: {os.fspath(files_from)}")
         listed = read_file_list(files_from)
         # listed files that vanished are reported per image (file not found), not up front
         sources = find_images([*inputs, *listed], recursive=recursive, must_exist=False) if listed or inputs else []
         where = f"the list {os.fspath(files_from)}"
     else:
         if not inputs:
-            raise ValueError("no inputs given: expected at least one folder or image file (or files_from)")
+            raise FeatxValueError("no inputs given: expected at least one folder or image file (or files_from)")
         sources = find_images(inputs, recursive=recursive)
         where = ", ".join(os.fspath(item) for item in inputs)
     if not sources:
         kinds = ", ".join(ext[1:] for ext in IMAGE_EXTENSIONS)
         scope = "" if recursive else " at the top level only (recursive=False)"
-        raise ValueError(
+        raise FeatxValueError(
             f"no images found in {where}: looked for {kinds} files (any case){scope}; hidden files are skipped"
         )
     return sources
@@ -258,7 +258,7 @@ def plan_all(sources: list[ImageSource], ctx: RunContext, dist: DistContext, bar
             plans[rank + offset * dist.world] = plan
     complete = [plan for plan in plans if plan is not None]
     if len(complete) != len(sources):
-        raise RuntimeError(f"the ranks planned {len(complete)} of {len(sources)} images")
+        raise ExtractionError(f"the ranks planned {len(complete)} of {len(sources)} images")
     return complete
 
 

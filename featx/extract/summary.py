@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from featx.atomic import write_atomic
 from featx.discovery import ImageSource
+from featx.errors import ExtractionError
 from featx.extract.plan import MANIFEST, ImagePlan
 
 __all__ = ["SUMMARY", "ExtractSummary", "dry_run_summary", "finish_run", "remove_stale_temps"]
@@ -127,7 +128,7 @@ def finish_run(
     }
     write_atomic(output / SUMMARY, [(json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")])
     if len(records) != expected or len({r["path"] for r in records}) != expected:
-        raise RuntimeError(f"manifest has {len(records)} entries for {expected} images")  # each image exactly once
+        raise ExtractionError(f"manifest has {len(records)} entries for {expected} images")  # each image exactly once
     return summary
 
 

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import torch
 
 from featx.atomic import write_atomic_buffer
+from featx.errors import ExtractionError
 from featx.extract.options import ManifestRecord
 
 __all__ = ["FeatureWriter"]
@@ -69,7 +70,7 @@ class FeatureWriter:
             RuntimeError: the writer thread failed earlier (its error is the cause).
         """
         if self.crash is not None:
-            raise RuntimeError("the feature writer thread failed") from self.crash
+            raise ExtractionError("the feature writer thread failed") from self.crash
         self.queue.put((record, path, data))
 
     def _run(self) -> None:
@@ -125,4 +126,4 @@ class FeatureWriter:
         self.thread.join()
         self.handle.close()
         if self.crash is not None:
-            raise RuntimeError("the feature writer thread failed") from self.crash
+            raise ExtractionError("the feature writer thread failed") from self.crash
