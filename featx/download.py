@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 import sys
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Union
 
@@ -105,7 +105,8 @@ def download(
     if target.is_file() and sha256_file(target).startswith(expected):
         return target
     source = url or member.url
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{member.file_name}.", suffix=".part")
+    temp = directory / f".{member.file_name}.{os.getpid()}.{uuid.uuid4().hex}.part"
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, unlike mkstemp's 0o600
     try:
         digest = hashlib.sha256()
         with os.fdopen(handle, "wb") as out:

@@ -109,6 +109,8 @@ class ExtractSummary:
         shapes: per-tap shape of the first image (in key order) with features.
         example: that image's feature file (``None`` if no image has features).
         weights_id: the extractor's weights id (``"random"`` for random weights).
+        weights_verified: whether the weights file's sha256 matched its known checkpoint
+            (``None``: nothing to check against, such as a custom file or random weights).
         world_size: number of ranks.
         planned: dry runs only: ``(key, action)`` with action ``"extract"``, ``"skip"`` or ``"error: ..."``.
     """
@@ -125,6 +127,7 @@ class ExtractSummary:
     shapes: dict[str, list[int]] = field(default_factory=dict)
     example: Optional[str] = None
     weights_id: str = ""
+    weights_verified: Optional[bool] = None
     world_size: int = 1
     planned: list[tuple[str, str]] = field(default_factory=list)
 
@@ -405,6 +408,10 @@ class _Context:
         }
 
 
+def _verified_text(verified: Optional[bool]) -> str:
+    return "none" if verified is None else str(bool(verified)).lower()
+
+
 def _common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
     from featx import __version__
 
@@ -418,6 +425,7 @@ def _common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
         "pooling": extractor.pooling,
         "weights_id": str(extractor.weights_id),
         "weights_sha256": extractor.weights_sha256 or "none",
+        "weights_verified": _verified_text(getattr(extractor, "weights_verified", None)),
         "input_range": input_range if isinstance(input_range, str) else f"{input_range[0]:g},{input_range[1]:g}",
         "reduce": reduce,
         "dtype": dtype,
@@ -616,7 +624,8 @@ def extract_features(
     sorted by path: ``path``, ``source``, ``status`` ``ok``/``skipped``/``error``, ``output`` and
     ``shapes``, or ``error``) and ``OUTPUT/summary.json``. Feature files hold one tensor per tap
     (in ``dtype``) and string metadata: ``format``, ``featx_version``, ``torch_version``,
-    ``arch``, ``taps``, ``pooling``, ``weights_id``, ``weights_sha256``, ``input_range``,
+    ``arch``, ``taps``, ``pooling``, ``weights_id``, ``weights_sha256``, ``weights_verified``
+    (``true``, ``false`` or ``none``), ``input_range``,
     ``reduce``, ``dtype``, ``source_path``, ``source_key``, ``source_bytes``,
     ``source_mtime_ns``, ``source_height``, ``source_width`` (the size stored in the file, before
     EXIF orientation). No timestamps: equal inputs and options give byte-identical files.
@@ -859,6 +868,7 @@ def _finish(
         shapes=shapes,
         example=example,
         weights_id=weights_id,
+        weights_verified={"true": True, "false": False}.get(config.get("weights_verified", "none")),
         world_size=world,
     )
     payload = {
@@ -906,6 +916,7 @@ def _dry_summary(
         output=str(output),
         failures=[(s.key, p.reason) for s, p in zip(sources, plans) if p.state == "error"],
         weights_id=str(extractor.weights_id),
+        weights_verified=getattr(extractor, "weights_verified", None),
         world_size=dist.world,
         planned=planned,
     )

@@ -211,12 +211,25 @@ class VGGFeatures(nn.Module):
             stride-2 convolutions; needs ``requires_grad=True``) or ``"none"``. Default: the
             preset's pooling when ``taps`` names a preset (``gatys``: ``"avg"``), else ``"max"``.
         requires_grad: make the backbone learnable.
+        verify_weights: ``"warn"`` or ``"error"``: what a file at a known checkpoint's name whose
+            sha256 does not match does (see :func:`featx.weights.load_weights`). ``None``
+            (default): ``"error"`` when ``FEATX_REQUIRE_VERIFIED=1``, else ``"warn"``. Mismatched
+            files are never recorded under the checkpoint's name: :attr:`weights_id` is
+            ``"unverified:<name>"`` and :attr:`weights_verified` is ``False``.
+
+    Attributes:
+        weights_id: where the weights came from: a checkpoint name (sha256 verified),
+            ``"unverified:<name>"``, ``"file:<path>"``, ``"state_dict"`` or ``"random"``.
+        weights_sha256: full sha256 of the weights file (``None`` without a file).
+        weights_verified: ``True`` when the file's sha256 matched its known checkpoint, ``False``
+            when it did not, ``None`` when there was nothing to check against.
 
     Raises:
         ValueError: unknown arch, tap, pooling, gray mode or bad input range; ``pooling="conv"``
             with a frozen backbone.
         featx.errors.WeightsNotFoundError: ``weights`` names a checkpoint that is not on disk.
         featx.errors.WeightsLoadError: the checkpoint's keys or shapes do not match.
+        featx.errors.HashMismatchError: a mismatched checkpoint with ``verify_weights="error"``.
 
     Shape:
         - Input: ``(B, 3, H, W)`` floating point (``(B, 1, H, W)`` with ``gray="repeat"``).
@@ -244,6 +257,7 @@ class VGGFeatures(nn.Module):
         gray: str = "error",
         pooling: Optional[str] = None,
         requires_grad: bool = False,
+        verify_weights: Optional[str] = None,
     ) -> None:
         super().__init__()
         from featx.weights import load_weights
@@ -284,7 +298,8 @@ class VGGFeatures(nn.Module):
             for key, value in self.features.state_dict().items()
             if not f"features.{key}".startswith(pool_prefixes)
         }
-        loaded = load_weights(weights, arch=arch, expected=expected)
+        loaded = load_weights(weights, arch=arch, expected=expected, verify=verify_weights)
+        self.weights_verified: Optional[bool] = None if loaded is None else loaded.verified
         if loaded is None:
             self.weights_id, self.weights_sha256 = "random", None
         else:

@@ -225,6 +225,13 @@ def _save_rgb_png(fig: Figure, path: PathLike) -> tuple[int, int]:
     return picture.size
 
 
+def _unverified_note(extractor: Any) -> str:
+    """`` (sha256 ... not verified)`` for weights whose file failed its checkpoint's hash check."""
+    if getattr(extractor, "weights_verified", None) is not False:
+        return ""
+    return f" (sha256 {str(extractor.weights_sha256)[:12]}... not verified)"
+
+
 def show_features(
     image: Union[PathLike, torch.Tensor],
     taps: Union[str, Iterable[str]] = "relu1_1,relu2_1",
@@ -307,7 +314,8 @@ def show_features(
         feats = extractor(picture[None].to(extractor.input_scale.device))
     summaries = summarize_features(feats, channels)
     title = (
-        f"{source}: {extractor.arch}, pooling={extractor.pooling}, weights={extractor.weights_id}; "
+        f"{source}: {extractor.arch}, pooling={extractor.pooling}, weights={extractor.weights_id}"
+        f"{_unverified_note(extractor)}; "
         f"strongest {channels} channels by mean activation, Gram = F F^T / (C H W)"
     )
     fig = plot_features(picture, summaries, title=title, panel=panel, dpi=dpi)

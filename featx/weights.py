@@ -12,13 +12,12 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import safetensors
 import safetensors.torch
@@ -26,12 +25,21 @@ import torch
 from torch import Tensor
 
 from featx._checks import closest
-from featx.errors import HashMismatchError, RandomWeightsWarning, WeightsLoadError, WeightsNotFoundError
+from featx.atomic import write_atomic
+from featx.errors import (
+    HashMismatchError,
+    RandomWeightsWarning,
+    UnverifiedWeightsWarning,
+    WeightsLoadError,
+    WeightsNotFoundError,
+)
 from featx.layers import ARCHS, check_arch
 
 __all__ = [
     "CheckpointInfo",
     "LoadedWeights",
+    "REQUIRE_VERIFIED_ENV",
+    "VERIFY_MODES",
     "VGGWeights",
     "clear_cache",
     "featx_home",
@@ -42,6 +50,7 @@ __all__ = [
     "read_checkpoint",
     "search_dirs",
     "sha256_file",
+    "verify_mode",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -53,6 +62,13 @@ _TRANSFORMS = (
 )
 _CACHE_VERSION = "1"
 _CHUNK = 1 << 20  # hash and download in 1 MiB chunks
+_INDEX_VERSION = 2  # version 1 keyed on size and mtime only; its entries are ignored (files are re-hashed)
+
+REQUIRE_VERIFIED_ENV = "FEATX_REQUIRE_VERIFIED"
+"""Environment variable: ``1`` makes a checkpoint that fails its sha256 check an error (see ``verify``)."""
+
+VERIFY_MODES = ("warn", "error")
+"""What a file at a known checkpoint's name with another sha256 does: warn and load it unverified, or raise."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,6 +323,9 @@ def read_checkpoint(path: PathLike) -> dict[str, Tensor]:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
     except pickle.UnpicklingError as error:
+        foreign = _foreign_format(path)
+        if foreign is not None:
+            raise WeightsLoadError(f"cannot read checkpoint {path}: {foreign}", path=str(path)) from error
         if "weights only load failed" not in str(error).lower():
             raise WeightsLoadError(f"cannot read checkpoint {path}: corrupt file ({error})", path=str(path)) from error
         detail = " ".join(line.strip() for line in str(error).splitlines() if "unsupported" in line.lower())
@@ -318,10 +337,42 @@ def read_checkpoint(path: PathLike) -> dict[str, Tensor]:
             path=str(path),
         ) from error
     except Exception as error:  # zero-byte, truncated or foreign files raise EOFError, RuntimeError, KeyError...
+        foreign = _foreign_format(path)
+        if foreign is not None:
+            raise WeightsLoadError(f"cannot read checkpoint {path}: {foreign}", path=str(path)) from error
         what = "empty file" if path.stat().st_size == 0 else "truncated or corrupt file"
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         raise WeightsLoadError(f"cannot read checkpoint {path}: {what} ({reason})", path=str(path)) from error
     return _as_state_dict(loaded, path)
+
+
+def _foreign_format(path: Path) -> Optional[str]:
+    """Say what a file torch cannot read really is (safetensors, a Git LFS pointer, text), else ``None``."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if len(head) > 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return (
+            "it is a safetensors file with a torch suffix; rename it to "
+            f"{path.with_suffix('.safetensors').name} (featx picks the reader from the suffix)"
+        )
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        return "it is a text file, a Git LFS pointer, not the checkpoint (fetch the real file with `git lfs pull`)"
+    if head and b"\x00" not in head:
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if all(char.isprintable() or char in "\r\n\t" for char in text):
+            first = text.strip().splitlines()[0][:60] if text.strip() else ""
+            return (
+                f"it is a text file (starts with {first!r}), not a checkpoint; an HTML error page or a "
+                "failed download? Get the file again"
+            )
+    return None
 
 
 def _as_state_dict(loaded: Any, path: Path) -> dict[str, Tensor]:
@@ -369,7 +420,11 @@ def _safetensors_view(handle: Any) -> _Tensors:
     return _Tensors(tuple(handle.keys()), lambda key: tuple(handle.get_slice(key).get_shape()), handle.get_tensor)
 
 
-def _parse_expected(expected: Mapping[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
+Wanted = dict[str, tuple[str, tuple[int, ...]]]
+"""Canonical ``features.{i}.{name}`` -> (key as the caller wrote it, shape)."""
+
+
+def _parse_expected(expected: Mapping[str, Any]) -> Wanted:
     """Canonical ``features.{i}.{name}`` -> (key as the caller wrote it, shape)."""
     if not isinstance(expected, Mapping) or not expected:
         raise TypeError(f"expected must be a non-empty mapping of state-dict keys to shapes, got {expected!r}")
@@ -382,16 +437,22 @@ def _parse_expected(expected: Mapping[str, Any]) -> dict[str, tuple[str, tuple[i
     return wanted
 
 
+def _index_of(canonical: str) -> int:
+    """The layer index of a canonical ``features.{i}.{name}`` key."""
+    match = _KEY.fullmatch(canonical)
+    if match is None:  # canonical keys come from _parse_expected
+        raise ValueError(f"not a features key: {canonical!r}")
+    return int(match[1])
+
+
 def _fmt(keys: list[str]) -> str:
     more = f" ... and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
     return f"{keys[:_SHOWN]}{more}"
 
 
-def _select(
-    tensors: _Tensors, wanted: dict[str, tuple[str, tuple[int, ...]]], where: str, arch: str
-) -> dict[str, Tensor]:
+def _select(tensors: _Tensors, wanted: Wanted, where: str, arch: str) -> dict[str, Tensor]:
     """Strictly pick the kept layers' tensors; classifier and layers past the deepest one are ignored."""
-    deepest = max(int(_KEY.fullmatch(canonical)[1]) for canonical in wanted)
+    deepest = max(_index_of(canonical) for canonical in wanted)
     found: dict[str, str] = {}
     unexpected = []
     for key in tensors.keys:
@@ -437,8 +498,31 @@ def _select(
             mismatched=mismatched,
         )
     selected = {wanted[canonical][0]: tensors.get(found[canonical]) for canonical in wanted if canonical in found}
+    _check_values(selected, where)
     selected.update(filled)
     return {key: selected[key] for key, _ in wanted.values()}
+
+
+def _check_values(selected: Mapping[str, Tensor], where: str) -> None:
+    """Weights, biases and BatchNorm statistics must be finite floating-point tensors."""
+    path = where if where != "the in-memory state dict" else None
+    for key, value in selected.items():
+        if key.endswith(".num_batches_tracked"):
+            continue  # BatchNorm's integer step counter
+        if not value.is_floating_point():
+            raise WeightsLoadError(
+                f"{where}: {key} is {value.dtype}, not floating point; VGG weights are float tensors "
+                "(a quantised or mislabelled checkpoint?)",
+                path=path,
+            )
+        if not bool(torch.isfinite(value).all()):
+            nan, inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+            counts = ", ".join(f"{count} {kind}" for count, kind in ((nan, "NaN"), (inf, "inf")) if count)
+            raise WeightsLoadError(
+                f"{where}: {key} holds non-finite values ({counts} of {value.numel()}); the checkpoint is "
+                "corrupt or comes from a diverged training run",
+                path=path,
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,63 +534,73 @@ def _cache_dir() -> Path:
     return featx_home() / "cache"
 
 
-def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
-    """Write through ``write(temp_path)`` into the target's directory, then ``os.replace`` it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temp)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+def _stat_key(stat: os.stat_result) -> dict[str, int]:
+    """What identifies one version of a file: a replaced or rewritten file differs in at least one."""
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
+        "device": stat.st_dev,
+    }
 
 
 def _read_index() -> dict[str, dict[str, Any]]:
     try:
         data = json.loads((_cache_dir() / "index.json").read_text())
-        return dict(data["files"]) if data.get("version") == 1 else {}
+        return dict(data["files"]) if data.get("version") == _INDEX_VERSION else {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
-def _remember_sha256(path: Path, size: int, mtime_ns: int, sha256: str) -> None:
-    """Record (path, size, mtime_ns) -> sha256 in ``cache/index.json``, dropping vanished files."""
+def _remember(path: Path, stat: os.stat_result, sha256: str, **extra: Any) -> None:
+    """Record ``path`` (with its stat key) -> sha256 in ``cache/index.json``, dropping vanished files."""
     entries = {key: value for key, value in _read_index().items() if Path(key).is_file()}
-    entries[str(path)] = {"size": size, "mtime_ns": mtime_ns, "sha256": sha256}
-    text = json.dumps({"version": 1, "files": entries}, indent=1, sort_keys=True)
-    _atomic_write(_cache_dir() / "index.json", lambda temp: Path(temp).write_text(text))
+    entries[str(path)] = {**_stat_key(stat), "sha256": sha256, **extra}
+    text = json.dumps({"version": _INDEX_VERSION, "files": entries}, indent=1, sort_keys=True)
+    _cache_dir().mkdir(parents=True, exist_ok=True)
+    write_atomic(_cache_dir() / "index.json", [text.encode()])
+
+
+def _recorded_sha256(path: Path, stat: os.stat_result) -> Optional[str]:
+    """The sha256 the index holds for this very version of ``path`` (same stat key), else ``None``."""
+    entry = _read_index().get(str(path), {})
+    if not isinstance(entry, dict) or any(entry.get(key) != value for key, value in _stat_key(stat).items()):
+        return None
+    sha256 = entry.get("sha256")
+    return sha256 if isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256) else None
 
 
 def _indexed_sha256(path: Path) -> tuple[str, bool]:
-    """The file's sha256, from the index when size and mtime are unchanged; ``(sha256, freshly_hashed)``."""
-    stat = path.stat()
-    entry = _read_index().get(str(path), {})
-    if entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
-        sha256 = entry.get("sha256")
-        if isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256):
-            return sha256, False
-    sha256 = sha256_file(path)
-    known = VGGWeights.from_file_name(path.name)
-    if known is not None and not sha256.startswith(known.sha256_prefix):
-        warnings.warn(
-            f"{path} is named like torchvision's {known.name} checkpoint, but its sha256 {sha256[:16]}... does not "
-            f"start with {known.sha256_prefix}: it is a different or corrupted file "
-            f"(`featx weights download {known.name}` fetches the original)",
-            UserWarning,
-            stacklevel=4,
-        )
-    return sha256, True
+    """The file's sha256, from the index when its stat key is unchanged; ``(sha256, freshly_hashed)``."""
+    recorded = _recorded_sha256(path, path.stat())
+    if recorded is not None:
+        return recorded, False
+    return sha256_file(path), True
 
 
 def _cache_file(source: Path, sha256: str) -> Path:
     return _cache_dir() / f"{source.stem}-{sha256[:16]}-features.safetensors"
 
 
-def _read_cached(cache: Path, sha256: str, wanted: dict, where: str, arch: str) -> Union[dict[str, Tensor], None]:
-    """Selected tensors from a valid features cache, or ``None`` when there is none (or it is stale/corrupt)."""
-    if not cache.is_file():
+def _cache_is_trusted(cache: Path) -> bool:
+    """A cache file is used only if it is the one featx wrote: the index holds its sha256 (written with
+    it); a file whose stat key changed since is hashed again and must still match."""
+    stat = cache.stat()
+    if _recorded_sha256(cache, stat) is not None:
+        return True
+    entry = _read_index().get(str(cache), {})
+    recorded = entry.get("sha256") if isinstance(entry, dict) else None
+    if not isinstance(recorded, str) or sha256_file(cache) != recorded:
+        return False
+    _remember(cache, stat, recorded, kind="features-cache")  # same content (a copy or a restore): trust it again
+    return True
+
+
+def _read_cached(cache: Path, sha256: str, wanted: Wanted, where: str, arch: str) -> Union[dict[str, Tensor], None]:
+    """Selected tensors from a valid features cache, or ``None`` when there is none (or it is stale,
+    corrupt, or not the file featx wrote)."""
+    if not cache.is_file() or not _cache_is_trusted(cache):
         return None
     try:
         handle_context = safetensors.safe_open(cache, framework="pt")
@@ -520,7 +614,8 @@ def _read_cached(cache: Path, sha256: str, wanted: dict, where: str, arch: str) 
 
 
 def _write_cache(cache: Path, state_dict: Mapping[str, Tensor], source: Path, sha256: str) -> None:
-    """Save every ``features.*`` tensor (so any tap depth can use it) with provenance metadata."""
+    """Save every ``features.*`` tensor (so any tap depth can use it) with provenance metadata, and
+    record the cache file's own sha256 in the index (checked before each use)."""
     features = {}
     for key, value in state_dict.items():
         match = _KEY.fullmatch(key)
@@ -529,7 +624,11 @@ def _write_cache(cache: Path, state_dict: Mapping[str, Tensor], source: Path, sh
     if not features:
         return
     metadata = {"source": source.name, "sha256": sha256, "featx_cache_version": _CACHE_VERSION}
-    _atomic_write(cache, lambda temp: safetensors.torch.save_file(features, temp, metadata=metadata))
+    data = safetensors.torch.save(features, metadata=metadata)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # No fsync: a cache file cut short by a power loss fails its hash check and is rebuilt.
+    write_atomic(cache, [data], fsync=False)
+    _remember(cache, cache.stat(), hashlib.sha256(data).hexdigest(), kind="features-cache", source_sha256=sha256)
 
 
 def clear_cache() -> int:
@@ -559,17 +658,49 @@ class LoadedWeights:
 
     Attributes:
         state_dict: exactly the ``expected`` keys, in their order.
-        weights_id: the :class:`VGGWeights` name, ``"file:<resolved path>"`` or ``"state_dict"``.
+        weights_id: the :class:`VGGWeights` name (only when the file's sha256 matched it),
+            ``"unverified:<name>"`` (a file at that checkpoint's name whose sha256 does not match),
+            ``"file:<resolved path>"`` or ``"state_dict"``.
         sha256: full sha256 of the source file, ``None`` for in-memory state dicts.
         source: the file path, ``None`` for in-memory state dicts.
+        verified: ``True`` when the file's sha256 matched the known checkpoint it was loaded as (or
+            whose file name it has), ``False`` when it did not, ``None`` when there was nothing to
+            check against (another file name, an in-memory state dict).
     """
 
     state_dict: dict[str, Tensor] = field(repr=False)
     weights_id: str
     sha256: Union[str, None]
     source: Union[str, None]
+    verified: Optional[bool] = None
 
 
+def verify_mode(verify: Optional[str] = None) -> str:
+    """The effective ``verify`` mode: the argument, else ``$FEATX_REQUIRE_VERIFIED`` (``1`` -> ``"error"``).
+
+    Raises:
+        ValueError: ``verify`` not in :data:`VERIFY_MODES`, or an unreadable environment value.
+
+    Example:
+        >>> verify_mode("error"), verify_mode("warn")
+        ('error', 'warn')
+    """
+    if verify is None:
+        raw = os.environ.get(REQUIRE_VERIFIED_ENV, "").strip().lower()
+        if raw in ("", "0", "false", "no", "off"):
+            return "warn"
+        if raw in ("1", "true", "yes", "on"):
+            return "error"
+        raise ValueError(
+            f"{REQUIRE_VERIFIED_ENV}={raw!r}: expected 1/true/yes/on (mismatched checkpoints are an error) "
+            "or 0/false/no/off or unset (they warn)"
+        )
+    if verify not in VERIFY_MODES:
+        raise ValueError(
+            f"verify must be one of {', '.join(map(repr, VERIFY_MODES))} "
+            f"(or None: {REQUIRE_VERIFIED_ENV} decides), got {verify!r}"
+        )
+    return verify
 def _looks_like_path(text: str) -> bool:
     return "/" in text or os.sep in text or text.startswith("~") or Path(text).suffix != ""
 
@@ -581,10 +712,11 @@ def _resolve_name(weights: Any, arch: str) -> Union[VGGWeights, None]:
         member = weights
     elif isinstance(weights, enum.Enum) and isinstance(getattr(weights, "url", None), str):
         # A torchvision WeightsEnum member, e.g. torchvision.models.VGG19_Weights.IMAGENET1K_V1.
-        member = VGGWeights.from_file_name(weights.url.rsplit("/", 1)[-1])
+        url: str = getattr(weights, "url")  # noqa: B009 (mypy: Enum has no url)
+        member = VGGWeights.from_file_name(url.rsplit("/", 1)[-1])
         if member is None:
             raise ValueError(
-                f"{weights} ({weights.url}) is not a checkpoint featx knows; pass weights=PATH to its file"
+                f"{weights} ({url}) is not a checkpoint featx knows; pass weights=PATH to its file"
             )
     elif isinstance(weights, enum.Enum):
         raise TypeError(f"weights={weights!r} is an enum member but not a VGGWeights (or torchvision weights) member")
@@ -609,7 +741,9 @@ def _resolve_name(weights: Any, arch: str) -> Union[VGGWeights, None]:
     return member
 
 
-def load_weights(weights: Any, *, arch: str, expected: Mapping[str, Any]) -> Union[LoadedWeights, None]:
+def load_weights(
+    weights: Any, *, arch: str, expected: Mapping[str, Any], verify: Optional[str] = None
+) -> Union[LoadedWeights, None]:
     """Resolve a ``weights`` argument and strictly load the tensors the truncated extractor needs.
 
     Never opens a network connection. A full ``.pth`` file is hashed and its ``features.*``
@@ -624,16 +758,23 @@ def load_weights(weights: Any, *, arch: str, expected: Mapping[str, Any]) -> Uni
         expected: every key the truncated extractor needs (``"features.0.weight"``, ...) -> shape.
             Checkpoint keys may be ``features.{i}.*`` or bare ``{i}.*``; ``classifier.*`` and
             layers deeper than the deepest expected index are ignored; anything else must match.
+        verify: what a file at a known checkpoint's name (or loaded by that name) whose sha256 does
+            not match does: ``"warn"`` (:class:`UnverifiedWeightsWarning` at every load; the weights
+            are recorded as ``"unverified:<name>"`` with their real sha256 and ``verified=False``) or
+            ``"error"`` (raise :class:`HashMismatchError`). ``None`` (default): ``"error"`` when the
+            environment variable ``FEATX_REQUIRE_VERIFIED=1``, else ``"warn"``.
 
     Returns:
         :class:`LoadedWeights`, or ``None`` for ``weights=None``.
 
     Raises:
         TypeError: ``weights`` of an unsupported type, or a state dict with non-tensor values.
-        ValueError: unknown checkpoint name (with the closest valid one), or one of another arch.
+        ValueError: unknown checkpoint name (with the closest valid one), one of another arch, or
+            an invalid ``verify`` / ``FEATX_REQUIRE_VERIFIED``.
+        HashMismatchError: with ``verify="error"``, a checkpoint whose sha256 does not match its name.
         WeightsNotFoundError: the checkpoint file is not on disk (names the directories searched).
-        WeightsLoadError: missing / unexpected / mis-shaped keys (sorted lists), unsafe pickle,
-            unreadable file.
+        WeightsLoadError: missing / unexpected / mis-shaped keys (sorted lists), non-float, NaN or
+            inf values, unsafe pickle, unreadable file.
 
     Example:
         >>> sd = {"features.0.weight": torch.ones(64, 3, 3, 3), "features.0.bias": torch.zeros(64),
@@ -645,6 +786,7 @@ def load_weights(weights: Any, *, arch: str, expected: Mapping[str, Any]) -> Uni
     """
     check_arch(arch)
     wanted = _parse_expected(expected)
+    mode = verify_mode(verify)
     if weights is None:
         warnings.warn(
             f"weights=None: the {arch} extractor has random weights (explicit opt-in); its features are not "
@@ -667,7 +809,9 @@ def load_weights(weights: Any, *, arch: str, expected: Mapping[str, Any]) -> Uni
         )
     member = _resolve_name(weights, arch)
     if member is not None:
-        return _load_file(locate(member), wanted, arch, member.name)
+        return _load_file(locate(member), wanted, arch, member, mode)
+    if isinstance(weights, enum.Enum):  # _resolve_name returns a member for every enum it accepts
+        raise TypeError(f"weights={weights!r} is not a checkpoint featx knows")
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsNotFoundError(
@@ -677,12 +821,48 @@ def load_weights(weights: Any, *, arch: str, expected: Mapping[str, Any]) -> Uni
             path=str(path),
         )
     path = path.resolve()
-    return _load_file(path, wanted, arch, f"file:{path}")
+    return _load_file(path, wanted, arch, None, mode)
 
 
-def _load_file(path: Path, wanted: dict, arch: str, weights_id: str) -> LoadedWeights:
+
+
+def _check_known_hash(path: Path, sha256: str, member: Optional[VGGWeights], mode: str) -> Optional[bool]:
+    """Compare a file with the known checkpoint it is loaded as (or named like): ``True``/``False``,
+    ``None`` when there is nothing to compare with. A mismatch warns (every load) or raises."""
+    known = member if member is not None else VGGWeights.from_file_name(path.name)
+    if known is None:
+        return None
+    if sha256.startswith(known.sha256_prefix):
+        return True
+    message = (
+        f"{path} is named like torchvision's {known.name} checkpoint, but its sha256 {sha256[:16]}... does not "
+        f"start with {known.sha256_prefix}: it is a different or corrupted file "
+        f"(`featx weights download {known.name}` fetches the original)"
+    )
+    if mode == "error":
+        raise HashMismatchError(
+            f"{message}. Refused because verify='error' or {REQUIRE_VERIFIED_ENV}=1",
+            source=str(path),
+            expected=known.sha256_prefix,
+            actual=sha256,
+        )
+    warnings.warn(
+        f"{message}; loaded as unverified weights (sha256 {sha256}). Set {REQUIRE_VERIFIED_ENV}=1 to make "
+        "this an error",
+        UnverifiedWeightsWarning,
+        stacklevel=4,
+    )
+    return False
+
+
+def _load_file(path: Path, wanted: Wanted, arch: str, member: Optional[VGGWeights], mode: str) -> LoadedWeights:
     """Load from a file: safetensors lazily, torch files through the features cache."""
     sha256, fresh = _indexed_sha256(path)
+    verified = _check_known_hash(path, sha256, member, mode)
+    if member is not None:
+        weights_id = member.name if verified else f"unverified:{member.name}"
+    else:
+        weights_id = f"file:{path}"
     problems: list[str] = []
 
     def attempt(action: Callable[[], None]) -> None:
@@ -693,7 +873,9 @@ def _load_file(path: Path, wanted: dict, arch: str, weights_id: str) -> LoadedWe
 
     if fresh:
         stat = path.stat()
-        attempt(lambda: _remember_sha256(path, stat.st_size, stat.st_mtime_ns, sha256))
+        known = member if member is not None else VGGWeights.from_file_name(path.name)
+        extra = {} if known is None else {"checkpoint": known.name, "verified": verified}
+        attempt(lambda: _remember(path, stat, sha256, **extra))
     if path.suffix.lower() == ".safetensors":
         try:
             with safetensors.safe_open(path, framework="pt") as handle:
@@ -702,8 +884,14 @@ def _load_file(path: Path, wanted: dict, arch: str, weights_id: str) -> LoadedWe
             raise WeightsLoadError(f"cannot read safetensors file {path}: {error}", path=str(path)) from error
     else:
         cache = _cache_file(path, sha256)
-        state = _read_cached(cache, sha256, wanted, f"{path} (via features cache {cache.name})", arch)
-        if state is None:
+        cached = None
+        try:
+            cached = _read_cached(cache, sha256, wanted, f"{path} (via features cache {cache.name})", arch)
+        except OSError as error:
+            problems.append(f"{type(error).__name__}: {error}")
+        if cached is not None:
+            state = cached
+        else:
             full = read_checkpoint(path)
             state = _select(_dict_view(full), wanted, str(path), arch)
             attempt(lambda: _write_cache(cache, full, path, sha256))
@@ -714,4 +902,4 @@ def _load_file(path: Path, wanted: dict, arch: str, weights_id: str) -> LoadedWe
             UserWarning,
             stacklevel=4,
         )
-    return LoadedWeights(state, weights_id, sha256, str(path))
+    return LoadedWeights(state, weights_id, sha256, str(path), verified)

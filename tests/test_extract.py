@@ -82,6 +82,7 @@ def test_features_match_direct_extractor_and_metadata(tmp_path, ckpt):
             "pooling": "max",
             "weights_id": f"file:{ckpt.resolve()}",
             "weights_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),  # independent hash
+            "weights_verified": "none",
             "input_range": "0,1",
             "reduce": "none",
             "dtype": "float32",
