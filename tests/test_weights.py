@@ -176,6 +176,28 @@ def test_names_torchvision_enum_and_wrong_arch():
         load_weights("VGG19_IMAGENET1K_V1", arch="vgg11", expected=expected)
 
 
+def test_torchvision_weights_strings():
+    state = tv_state_dict("vgg19", depth=2)
+    save(state, hub_dir() / "vgg19-dcbb9e9d.pth")
+    save(tv_state_dict("vgg11_bn", depth=2), hub_dir() / "vgg11_bn-6002323d.pth")
+    expected = expected_of(state, 2)
+    # torchvision's own spellings name the checkpoint; they are not paths with a suffix
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # fabricated file under the real name
+        for spelling in ("VGG19_Weights.IMAGENET1K_V1", "VGG19_Weights.DEFAULT", "IMAGENET1K_V1",
+                         "torchvision.models.VGG19_Weights.IMAGENET1K_V1"):  # fmt: skip
+            loaded = load_weights(spelling, arch="vgg19", expected=expected)
+            assert loaded.weights_id == "unverified:VGG19_IMAGENET1K_V1", spelling
+    # the reference: torchvision's enum member of the same name
+    assert str(torchvision.models.VGG19_Weights.IMAGENET1K_V1) == "VGG19_Weights.IMAGENET1K_V1"
+    assert VGGWeights.from_torchvision_name("VGG11_BN_Weights.IMAGENET1K_V1") is VGGWeights.VGG11_BN_IMAGENET1K_V1
+    assert find("VGG11_BN_Weights.IMAGENET1K_V1") == hub_dir() / "vgg11_bn-6002323d.pth"
+    with pytest.raises(ValueError, match=r"are for vgg16, but arch='vgg19'"):
+        load_weights("VGG16_Weights.IMAGENET1K_V1", arch="vgg19", expected=expected)
+    with pytest.raises(ValueError, match=r"'VGG16_Weights.IMAGENET1K_FEATURES' names torchvision weights featx"):
+        load_weights("VGG16_Weights.IMAGENET1K_FEATURES", arch="vgg16", expected=expected)
+
+
 def test_bad_weights_arguments():
     expected = {"features.0.weight": torch.Size([64, 3, 3, 3])}
     with pytest.raises(ValueError, match=r"unknown weights 'VGG19_IMAGENET_V1'.*Did you mean 'VGG19_IMAGENET1K_V1'"):

@@ -101,12 +101,12 @@ def test_mismatched_canonical_file_is_not_recorded_under_the_official_id():
 
 
 def test_matching_canonical_file_is_verified(monkeypatch):
-    import featx.weights as weights_module
+    import featx.weights.index
 
     state = tv_state()
     canonical_file(state)
     official = "dcbb9e9d" + "0" * 56  # stands in for torchvision's real file, which is not in the tests
-    monkeypatch.setattr(weights_module, "sha256_file", lambda path: official)
+    monkeypatch.setattr(featx.weights.index, "sha256_file", lambda path: official)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnverifiedWeightsWarning)
         loaded = load_weights("DEFAULT", arch="vgg19", expected=expected_of(state))
@@ -186,7 +186,7 @@ def test_planted_features_cache_is_not_used(tmp_path):
 
 
 def test_created_files_follow_the_umask(tmp_path, umask):
-    from featx.download import download
+    from featx.weights.download import download
 
     state = tv_state()
     path = tmp_path / "ckpt.pth"
