@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,13 +65,26 @@ def umask() -> Iterator[None]:
 def test_mismatched_canonical_file_warns_at_every_load():
     state = tv_state()
     path = canonical_file(state)
+    categories = []
     for _ in range(3):  # the 2nd and 3rd loads come from the sha256 index and the features cache
-        with pytest.warns(UnverifiedWeightsWarning, match=r"does not start with dcbb9e9d") as record:
+        with pytest.warns(UserWarning, match=r"does not start with dcbb9e9d") as record:
             load_weights("DEFAULT", arch="vgg19", expected=expected_of(state))
-        assert len([w for w in record if issubclass(w.category, UnverifiedWeightsWarning)]) == 1
+        categories += [w.category for w in record if "dcbb9e9d" in str(w.message)]
+    assert categories == [UnverifiedWeightsWarning] * 3
     index = json.loads((featx_home() / "cache" / "index.json").read_text())
     entry = index["files"][str(path)]
     assert entry["sha256"] == sha256_of(path) and entry["verified"] is False  # the index remembers it
+    # A new process (another user of the shared FEATX_HOME) finds the hash in the index, and warns.
+    code = (
+        "import warnings, torch\n"
+        "from featx.weights import load_weights\n"
+        "warnings.simplefilter('always')\n"
+        f"load_weights('DEFAULT', arch='vgg19', expected={ {k: tuple(v) for k, v in expected_of(state).items()} !r})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ)
+    assert result.returncode == 0, result.stderr
+    assert "UnverifiedWeightsWarning" in result.stderr and "does not start with dcbb9e9d" in result.stderr
+    assert json.loads((featx_home() / "cache" / "index.json").read_text())["files"][str(path)] == entry  # no re-hash
 
 
 def test_mismatched_canonical_file_is_not_recorded_under_the_official_id():
