@@ -30,7 +30,7 @@ def list_cmd() -> None:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
 
 
 @weights.command(name="download")
@@ -42,7 +42,7 @@ def list_cmd() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def download_cmd(name: str, dest_dir: str | None, url: str | None, sha256: str | None, quiet: bool) -> None:
     """Download checkpoint NAME (e.g. VGG19_IMAGENET1K_V1 or vgg19), verify its sha256, print its path."""
-    from featx.download import download
+    from featx.weights.fetch import download
 
     try:
         path = download(name, dest_dir=dest_dir, progress=not quiet, url=url, sha256=sha256)
@@ -58,9 +58,9 @@ def verify_cmd(path: str, sha256: str | None) -> None:
     """Print the sha256 of PATH and OK/MISMATCH against the expected hash (exit 1 on mismatch)."""
     from pathlib import Path
 
-    from featx.download import verify
     from featx.errors import HashMismatchError
     from featx.weights import VGGWeights
+    from featx.weights.fetch import verify
 
     known = VGGWeights.from_file_name(Path(path).name)
     try:

@@ -29,11 +29,12 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
         WeightsLoadError,
         WeightsNotFoundError,
     )
-    from featx.extract import ExtractSummary, extract_features
+    from featx.extract import ExtractOptions, ExtractSummary, extract_features
     from featx.extractor import VGGFeatures
+    from featx.featfile import load_features, save_features
     from featx.functional import CRITERIA, REDUCTIONS, feature_distance, gram_matrices, gram_matrix, perceptual_loss, style_loss
     from featx.head import ConvHead
-    from featx.io import load_features, load_image, save_features
+    from featx.images import load_image
     from featx.layers import ARCHS, layer_names, layer_specs
     from featx.losses import TEXTURE_KINDS, FeatureLoss, PerceptualLoss, StyleLoss, TextureLoss
     from featx.lte import LTE
@@ -115,6 +116,7 @@ __all__ = [
     "CRITERIA",
     "ContextualOnFeatures",
     "ConvHead",
+    "ExtractOptions",
     "ExtractSummary",
     "FeatureLoss",
     "FeatxError",

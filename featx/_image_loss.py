@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Optional, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Optional, overload
 
 import torch
 from torch import nn
@@ -28,6 +28,9 @@ from featx.texture import (
     moment_loss,
     sliced_wasserstein_loss,
 )
+
+if TYPE_CHECKING:
+    from featx.weights import WeightsSpec
 
 __all__ = [
     "TEXTURE_KINDS",
@@ -71,7 +74,7 @@ class Backbone(NamedTuple):
     """The constructor arguments that pick or build the extractor (see :class:`PerceptualLoss`)."""
 
     arch: Optional[str]
-    weights: Any
+    weights: WeightsSpec
     input_range: Optional[InputRange]
     pooling: Optional[str]
     gray: Optional[str]

@@ -147,7 +147,7 @@ def _write_direct(name: str, data: memoryview, nbytes: int, fsync: bool) -> bool
     Returns ``False`` (having written nothing that matters) where ``O_DIRECT`` is refused.
     """
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o666)  # type: ignore[attr-defined]
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o666)  # type: ignore[attr-defined,unused-ignore]  # Linux only
     except OSError as error:
         if error.errno == errno.EINVAL:  # the filesystem does not support O_DIRECT
             return False
@@ -212,7 +212,7 @@ def write_atomic_buffer(
         raise FeatxValueError(f"nbytes must be in [0, {buffer.numel()}] (the buffer's length), got {nbytes}")
     path = os.fspath(path)
     _, temp = _temp_name(path)
-    data = memoryview(buffer.numpy()).cast("B")
+    data = buffer.numpy().data.cast("B")
     direct = (
         direct
         and hasattr(os, "O_DIRECT")

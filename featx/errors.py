@@ -22,6 +22,7 @@ __all__ = [
     "FeatxValueError",
     "FeatxWarning",
     "HashMismatchError",
+    "DownloadError",
     "ExtractionError",
     "ImageDecodeError",
     "InputNotFoundError",
@@ -136,6 +137,11 @@ class ImageDecodeError(FeatxError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers
         return (type(self), (self.path, self.reason))
+
+
+class DownloadError(FeatxError, OSError):
+    """``featx weights download`` could not fetch a file (offline, refused, interrupted); nothing
+    partial is left behind."""
 
 
 class InputNotFoundError(FeatxError, FileNotFoundError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from typing import Any, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 import torch
 from torch import nn
@@ -14,6 +14,9 @@ from featx.errors import FeatxTypeError, FeatxValueError, InputRangeWarning
 from featx.layers import POOLINGS, LayerSpec, check_arch, layer_specs, min_input_size
 from featx.presets import PRESETS, get_preset
 from featx.taps import TapInfo, resolve_taps
+
+if TYPE_CHECKING:
+    from featx.weights import WeightsSpec
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VGGFeatures"]
 
@@ -211,12 +214,25 @@ class VGGFeatures(nn.Module):
             stride-2 convolutions; needs ``requires_grad=True``) or ``"none"``. Default: the
             preset's pooling when ``taps`` names a preset (``gatys``: ``"avg"``), else ``"max"``.
         requires_grad: make the backbone learnable.
+        verify_weights: ``"warn"`` or ``"error"``: what a file at a known checkpoint's name whose
+            sha256 does not match does (see :func:`featx.weights.load_weights`). ``None``
+            (default): ``"error"`` when ``FEATX_REQUIRE_VERIFIED=1``, else ``"warn"``. Mismatched
+            files are never recorded under the checkpoint's name: :attr:`weights_id` is
+            ``"unverified:<name>"`` and :attr:`weights_verified` is ``False``.
+
+    Attributes:
+        weights_id: where the weights came from: a checkpoint name (sha256 verified),
+            ``"unverified:<name>"``, ``"file:<path>"``, ``"state_dict"`` or ``"random"``.
+        weights_sha256: full sha256 of the weights file (``None`` without a file).
+        weights_verified: ``True`` when the file's sha256 matched its known checkpoint, ``False``
+            when it did not, ``None`` when there was nothing to check against.
 
     Raises:
         ValueError: unknown arch, tap, pooling, gray mode or bad input range; ``pooling="conv"``
             with a frozen backbone.
         featx.errors.WeightsNotFoundError: ``weights`` names a checkpoint that is not on disk.
         featx.errors.WeightsLoadError: the checkpoint's keys or shapes do not match.
+        featx.errors.HashMismatchError: a mismatched checkpoint with ``verify_weights="error"``.
 
     Shape:
         - Input: ``(B, 3, H, W)`` floating point (``(B, 1, H, W)`` with ``gray="repeat"``).
@@ -244,11 +260,12 @@ class VGGFeatures(nn.Module):
         arch: str = "vgg19",
         taps: Union[str, Iterable[str]] = "ttsr_lte",
         *,
-        weights: Any = "DEFAULT",
+        weights: WeightsSpec = "DEFAULT",
         input_range: InputRange = (0.0, 1.0),
         gray: str = "error",
         pooling: Optional[str] = None,
         requires_grad: bool = False,
+        verify_weights: Optional[str] = None,
     ) -> None:
         super().__init__()
         from featx.weights import load_weights
@@ -288,7 +305,8 @@ class VGGFeatures(nn.Module):
             for key, value in self.features.state_dict().items()
             if not f"features.{key}".startswith(pool_prefixes)
         }
-        loaded = load_weights(weights, arch=arch, expected=expected)
+        loaded = load_weights(weights, arch=arch, expected=expected, verify=verify_weights)
+        self.weights_verified: Optional[bool] = None if loaded is None else loaded.verified
         if loaded is None:
             self.weights_id, self.weights_sha256 = "random", None
         else:

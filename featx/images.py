@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from featx._checks import check_choice
+from featx._checks import check_choice, check_int
 from featx._choices import ALPHA_MODES
 from featx.errors import FeatxValueError, ImageDecodeError
 
@@ -53,8 +53,7 @@ def _pixel_limit(max_pixels: Union[int, None]) -> Union[int, None]:
     pillow = Image.MAX_IMAGE_PIXELS
     if max_pixels is None:
         return pillow
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise FeatxValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+    check_int("max_pixels", max_pixels)
     if pillow is not None and max_pixels > pillow:
         raise FeatxValueError(
             f"max_pixels={max_pixels} is above Pillow's own limit PIL.Image.MAX_IMAGE_PIXELS={pillow}, "

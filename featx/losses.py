@@ -8,7 +8,7 @@ feature dicts are the ``...OnFeatures`` classes of :mod:`featx.texture`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from featx._checks import InputRange
 from featx._image_loss import (
@@ -25,6 +25,9 @@ from featx._image_loss import (
 )
 from featx.errors import FeatxValueError
 from featx.extractor import VGGFeatures
+
+if TYPE_CHECKING:
+    from featx.weights import WeightsSpec
 
 __all__ = [
     "TEXTURE_KINDS",
@@ -82,7 +85,7 @@ class PerceptualLoss(ImageLoss):
         *,
         preset: Optional[str] = None,
         arch: Optional[str] = None,
-        weights: Any = "DEFAULT",
+        weights: WeightsSpec = "DEFAULT",
         criterion: Optional[str] = None,
         reduction: str = "mean",
         input_range: Optional[InputRange] = None,
@@ -139,7 +142,7 @@ class StyleLoss(ImageLoss):
         *,
         preset: Optional[str] = None,
         arch: Optional[str] = None,
-        weights: Any = "DEFAULT",
+        weights: WeightsSpec = "DEFAULT",
         criterion: str = "mse",
         normalize: Optional[str] = "chw",
         reduction: str = "mean",
@@ -194,7 +197,7 @@ class TextureLoss(ImageLoss):
         kind: str = "sliced_wasserstein",
         preset: Optional[str] = None,
         arch: Optional[str] = None,
-        weights: Any = "DEFAULT",
+        weights: WeightsSpec = "DEFAULT",
         reduction: str = "mean",
         input_range: Optional[InputRange] = None,
         pooling: Optional[str] = None,
@@ -293,7 +296,7 @@ class FeatureLoss(ImageLoss):
         texture_kind: Optional[str] = None,
         texture_options: Optional[Mapping[str, Any]] = None,
         arch: Optional[str] = None,
-        weights: Any = "DEFAULT",
+        weights: WeightsSpec = "DEFAULT",
         reduction: str = "mean",
         input_range: Optional[InputRange] = None,
         pooling: Optional[str] = None,

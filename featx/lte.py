@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch import nn
 
 from featx.errors import FeatxValueError
 from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+
+if TYPE_CHECKING:
+    from featx.weights import WeightsSpec
 
 __all__ = ["LTE"]
 
@@ -49,7 +52,7 @@ class LTE(nn.Module):
         [(1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4)]
     """
 
-    def __init__(self, *, weights: Any = "DEFAULT", requires_grad: bool = True, rgb_range: float = 1.0) -> None:
+    def __init__(self, *, weights: WeightsSpec = "DEFAULT", requires_grad: bool = True, rgb_range: float = 1.0) -> None:
         super().__init__()
         if not isinstance(rgb_range, (int, float)) or not rgb_range > 0:
             raise FeatxValueError(f"rgb_range must be a positive number such as 1 or 255, got {rgb_range!r}")

@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 import torch
 
@@ -20,6 +20,8 @@ from featx.errors import FeatxTypeError, FeatxValueError
 
 if TYPE_CHECKING:  # matplotlib is imported lazily, only when drawing
     from matplotlib.figure import Figure
+
+    from featx.weights import WeightsSpec
 
 __all__ = [
     "MATPLOTLIB_HINT",
@@ -221,10 +223,17 @@ def _save_rgb_png(fig: Figure, path: PathLike) -> tuple[int, int]:
     from PIL import Image
 
     fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
+    rgba = np.asarray(cast(Any, fig.canvas).buffer_rgba())  # the Agg canvas savefig draws with
     picture = Image.fromarray(np.ascontiguousarray(rgba[..., :3]), mode="RGB")
     picture.save(os.fspath(path), format="PNG", optimize=True)
     return picture.size
+
+
+def _unverified_note(extractor: Any) -> str:
+    """`` (sha256 ... not verified)`` for weights whose file failed its checkpoint's hash check."""
+    if getattr(extractor, "weights_verified", None) is not False:
+        return ""
+    return f" (sha256 {str(extractor.weights_sha256)[:12]}... not verified)"
 
 
 def show_features(
@@ -233,7 +242,7 @@ def show_features(
     out: Optional[PathLike] = None,
     *,
     arch: str = "vgg19",
-    weights: Any = "DEFAULT",
+    weights: WeightsSpec = "DEFAULT",
     channels: int = 8,
     pooling: str = "max",
     max_size: Optional[int] = 512,
@@ -308,7 +317,8 @@ def show_features(
         feats = extractor(picture[None].to(extractor.input_scale.device))
     summaries = summarize_features(feats, channels=channels)
     title = (
-        f"{source}: {extractor.arch}, pooling={extractor.pooling}, weights={extractor.weights_id}; "
+        f"{source}: {extractor.arch}, pooling={extractor.pooling}, weights={extractor.weights_id}"
+        f"{_unverified_note(extractor)}; "
         f"strongest {channels} channels by mean activation, Gram = F F^T / (C H W)"
     )
     fig = plot_features(picture, summaries, title=title, panel=panel, dpi=dpi)

@@ -186,7 +186,8 @@ def test_library_raises_only_featx_exceptions():
 
 
 def test_a_bad_argument_is_a_featx_error_and_a_value_error():
-    with pytest.raises(featx.FeatxError, match=r"unknown criterion 'charbonier'\. Did you mean 'charbonnier'\? Valid choices: 'l1'"):
+    message = r"unknown criterion 'charbonier'\. Did you mean 'charbonnier'\? Valid choices: 'l1'"
+    with pytest.raises(featx.FeatxError, match=message):
         featx.feature_distance(torch.zeros(1, 2), torch.zeros(1, 2), criterion="charbonier")
     with pytest.raises(ValueError):
         featx.feature_distance(torch.zeros(1, 2), torch.zeros(1, 2), criterion="l3")

@@ -1,14 +1,15 @@
-"""featx.download: hash verification and the explicit download, offline through file:// URLs."""
+"""featx.weights.fetch: hash verification and the explicit download, offline through file:// URLs."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 
-from featx.download import download, verify
 from featx.errors import HashMismatchError
 from featx.weights import VGGWeights
+from featx.weights.fetch import download, verify
 
 
 def fake_checkpoint(path, payload: bytes = b"fabricated checkpoint bytes"):
@@ -52,4 +53,38 @@ def test_download_hash_mismatch_leaves_nothing(tmp_path):
     assert list(dest.iterdir()) == []
     with pytest.raises(OSError, match="could not download"):
         download("vgg11", dest_dir=dest, progress=False, url=(tmp_path / "missing").as_uri())
+    assert list(dest.iterdir()) == []
+
+
+def test_download_goes_through_torch_hub(tmp_path, monkeypatch):
+    import torch.hub
+
+    source = fake_checkpoint(tmp_path / "fake.pth")
+    calls = []
+    real = torch.hub.download_url_to_file
+
+    def spy(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix, progress))
+        assert os.path.dirname(dst) == str(tmp_path / "dest")  # a temporary file next to the target
+        real(url, dst, hash_prefix=hash_prefix, progress=progress)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", spy)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    path = download("vgg11", dest_dir=tmp_path / "dest", progress=False, url=source.as_uri(), sha256=digest)
+    assert calls == [(source.as_uri(), None, False)] and path.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, OSError])
+def test_interrupted_download_leaves_nothing(tmp_path, monkeypatch, interruption):
+    import torch.hub
+
+    def broken(url, dst, hash_prefix=None, progress=True):
+        with open(dst, "wb") as handle:  # half a file at the temporary name, then the interruption
+            handle.write(b"partial")
+        raise interruption("interrupted")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", broken)
+    dest = tmp_path / "dest"
+    with pytest.raises(interruption):
+        download("vgg11", dest_dir=dest, progress=False, url=(tmp_path / "x").as_uri())
     assert list(dest.iterdir()) == []

@@ -84,6 +84,7 @@ def test_features_match_direct_extractor_and_metadata(tmp_path, ckpt):
             "pooling": "max",
             "weights_id": f"file:{ckpt.resolve()}",
             "weights_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),  # independent hash
+            "weights_verified": "none",
             "input_range": "0,1",
             "reduce": "none",
             "dtype": "float32",
@@ -398,8 +399,8 @@ def test_options_are_frozen_typed_and_checked_when_built():
         ({"batch_size": 2.0}, TypeError, r"^batch_size must be an integer >= 1, got 2\.0 \(float\)$"),
         ({"num_workers": -1}, ValueError, r"^num_workers must be an integer >= 0, got -1$"),
         ({"max_pixels": 0}, ValueError, r"^max_pixels must be an integer >= 1, got 0$"),
-        ({"resume": "yes"}, TypeError, r"^resume must be True or False, got 'yes' \(str\)$"),
-        ({"fsync": 1}, TypeError, r"^fsync must be True or False, got 1 \(int\)$"),
+        ({"resume": "yes"}, TypeError, r"^resume must be a bool \(True or False\), got 'yes' \(str\)$"),
+        ({"fsync": 1}, TypeError, r"^fsync must be a bool \(True or False\), got 1 \(int\)$"),
         ({"taps": 3}, TypeError, r"^taps must be a string or a sequence of tap names, got 3$"),
         ({"device": 0}, TypeError, r"^device must be a string"),
         ({"files_from": 3}, TypeError, r"^files_from must be a path"),

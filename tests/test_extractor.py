@@ -40,7 +40,7 @@ def torchvision_taps(features: nn.Sequential, names: tuple[str, ...], x: torch.T
     h = ((x.double() - mean) / std).to(x.dtype)
     out = {}
     with torch.no_grad():
-        for name, layer in zip(names, features):
+        for name, layer in zip(names, features, strict=True):
             h = layer(h)
             out[name] = h
     return out

@@ -9,13 +9,13 @@ import pytest
 import torch
 import torchvision
 from click.testing import CliRunner
-from featx_cli.main import cli
 
 from featx.head import ConvHead
 from featx.layers import ARCHS, layer_names, layer_specs
 from featx.presets import PRESETS
 from featx.table import layer_table
 from featx.taps import resolve_taps
+from featx_cli.main import cli
 
 # DESIGN.md section 3: VGG19 `features` indices.
 VGG19_INDICES = {

@@ -130,3 +130,12 @@ def test_the_walker_sees_lazy_and_relative_imports():
     found = imports_in(source, "featx.losses", package=False)
     assert found == [("featx.weights", ["_secret"], 2), ("featx.layers", ["_hidden"], 3), ("featx", ["io"], 4)]
     assert imports_in("from .engine import run\n", "featx.extract", package=True) == [("featx.extract.engine", ["run"], 1)]
+
+
+def test_every_package_folder_is_installed():
+    # pyproject.toml lists the packages explicitly (cli/ is installed as featx_cli); a new
+    # subpackage missing there would be absent from a wheel while an editable install hides it
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {module for module in MODULES if is_package(module)}
+    assert found == listed

@@ -21,13 +21,11 @@ import torch
 import torchvision
 from torchvision.models.vgg import cfgs, make_layers
 
+from featx.errors import RandomWeightsWarning, UnverifiedWeightsWarning, WeightsLoadError, WeightsNotFoundError
 from featx.layers import ARCHS
 from featx.weights import (
     LoadedWeights,
-    RandomWeightsWarning,
     VGGWeights,
-    WeightsLoadError,
-    WeightsNotFoundError,
     clear_cache,
     featx_home,
     find,
@@ -123,11 +121,12 @@ def test_featx_home_and_search_dirs(monkeypatch, tmp_path):
 def test_default_found_in_hub_dir():
     state = tv_state_dict("vgg19", depth=5)
     path = save(state, hub_dir() / "vgg19-dcbb9e9d.pth", legacy=True)
-    # A fabricated file under the real name is not torchvision's: featx says so (hash prefix).
-    with pytest.warns(UserWarning, match="does not start with dcbb9e9d"):
+    # A fabricated file under the real name is not torchvision's: featx says so (hash prefix), and
+    # never records it under the checkpoint's name.
+    with pytest.warns(UnverifiedWeightsWarning, match="does not start with dcbb9e9d"):
         loaded = load_weights("DEFAULT", arch="vgg19", expected=expected_of(state, 5))
     assert isinstance(loaded, LoadedWeights)
-    assert loaded.weights_id == "VGG19_IMAGENET1K_V1"
+    assert loaded.weights_id == "unverified:VGG19_IMAGENET1K_V1" and loaded.verified is False
     assert loaded.source == str(path)
     assert loaded.sha256 == sha256_of(path)
     assert list(loaded.state_dict) == list(expected_of(state, 5))
@@ -167,11 +166,33 @@ def test_names_torchvision_enum_and_wrong_arch():
         warnings.simplefilter("ignore", UserWarning)  # fabricated file under the real name
         by_name = load_weights("VGG11_IMAGENET1K_V1", arch="vgg11", expected=expected)
         by_tv = load_weights(torchvision.models.VGG11_Weights.IMAGENET1K_V1, arch="vgg11", expected=expected)
-    assert by_name.weights_id == by_tv.weights_id == "VGG11_IMAGENET1K_V1"
+    assert by_name.weights_id == by_tv.weights_id == "unverified:VGG11_IMAGENET1K_V1"  # fabricated file
     with pytest.raises(ValueError, match=r"VGG16_IMAGENET1K_V1 are for vgg16, but arch='vgg11'"):
         load_weights(VGGWeights.VGG16_IMAGENET1K_V1, arch="vgg11", expected=expected)
     with pytest.raises(ValueError, match=r"are for vgg19, but arch='vgg11'"):
         load_weights("VGG19_IMAGENET1K_V1", arch="vgg11", expected=expected)
+
+
+def test_torchvision_weights_strings():
+    state = tv_state_dict("vgg19", depth=2)
+    save(state, hub_dir() / "vgg19-dcbb9e9d.pth")
+    save(tv_state_dict("vgg11_bn", depth=2), hub_dir() / "vgg11_bn-6002323d.pth")
+    expected = expected_of(state, 2)
+    # torchvision's own spellings name the checkpoint; they are not paths with a suffix
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # fabricated file under the real name
+        for spelling in ("VGG19_Weights.IMAGENET1K_V1", "VGG19_Weights.DEFAULT", "IMAGENET1K_V1",
+                         "torchvision.models.VGG19_Weights.IMAGENET1K_V1"):  # fmt: skip
+            loaded = load_weights(spelling, arch="vgg19", expected=expected)
+            assert loaded.weights_id == "unverified:VGG19_IMAGENET1K_V1", spelling
+    # the reference: torchvision's enum member of the same name
+    assert str(torchvision.models.VGG19_Weights.IMAGENET1K_V1) == "VGG19_Weights.IMAGENET1K_V1"
+    assert VGGWeights.from_torchvision_name("VGG11_BN_Weights.IMAGENET1K_V1") is VGGWeights.VGG11_BN_IMAGENET1K_V1
+    assert find("VGG11_BN_Weights.IMAGENET1K_V1") == hub_dir() / "vgg11_bn-6002323d.pth"
+    with pytest.raises(ValueError, match=r"are for vgg16, but arch='vgg19'"):
+        load_weights("VGG16_Weights.IMAGENET1K_V1", arch="vgg19", expected=expected)
+    with pytest.raises(ValueError, match=r"'VGG16_Weights.IMAGENET1K_FEATURES' names torchvision weights featx"):
+        load_weights("VGG16_Weights.IMAGENET1K_FEATURES", arch="vgg16", expected=expected)
 
 
 def test_bad_weights_arguments():

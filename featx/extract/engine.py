@@ -135,7 +135,8 @@ def extract_features(
     sorted by path: ``path``, ``source``, ``status`` ``ok``/``skipped``/``error``, ``output`` and
     ``shapes``, or ``error``) and ``OUTPUT/summary.json``. Feature files hold one tensor per tap
     (in ``options.dtype``) and string metadata: ``format``, ``featx_version``, ``torch_version``,
-    ``arch``, ``taps``, ``pooling``, ``weights_id``, ``weights_sha256``, ``input_range``,
+    ``arch``, ``taps``, ``pooling``, ``weights_id``, ``weights_sha256``, ``weights_verified``
+    (``true``, ``false`` or ``none``), ``input_range``,
     ``reduce``, ``dtype``, ``source_path``, ``source_key``, ``source_bytes``,
     ``source_mtime_ns``, ``source_height``, ``source_width`` (the size stored in the file, before
     EXIF orientation). No timestamps: equal inputs and options give byte-identical files.
@@ -198,7 +199,9 @@ def extract_features(
         bar_enabled = options.progress and dist.rank == 0
         plans = plan_all(sources, ctx, dist, bar_enabled)
         if options.dry_run:
-            return dry_run_summary(sources, plans, output, str(extractor.weights_id), dist.world, start)
+            return dry_run_summary(
+                sources, plans, output, str(extractor.weights_id), extractor.weights_verified, dist.world, start
+            )
         batches = make_batches([plan.size for plan in plans], options.batch_size)
         mine = batches[dist.rank :: dist.world]
         planned_errors = [i for i in range(dist.rank, len(plans), dist.world) if plans[i].state == "error"]

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-from featx._checks import check_choice, check_int
+from featx._checks import check_bool, check_choice, check_int
 from featx._choices import ALPHA_MODES
 from featx.errors import FeatxTypeError
+
+if TYPE_CHECKING:
+    from featx.weights import WeightsSpec
 
 __all__ = ["DEFAULT_TAPS", "DESCRIPTORS", "DTYPES", "ExtractOptions", "ManifestRecord", "PathLike"]
 
@@ -34,12 +37,6 @@ DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 DEFAULT_TAPS = "relu1_1,relu2_1,relu3_1"
 """Taps extracted when none are given: the layers of the ``ttsr_lte`` preset, named so that they
 exist in every VGG (the preset itself is defined for vgg19 only)."""
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise FeatxTypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-    return value
 
 
 def _check_optional_path(name: str, value: object) -> None:
@@ -64,7 +61,7 @@ class ExtractOptions:
         >>> ExtractOptions(reduce="mean")
         Traceback (most recent call last):
         ...
-        ValueError: unknown reduce 'mean'. Valid choices: 'none', 'gap', 'gmp', 'gram'
+        featx.errors.FeatxValueError: unknown reduce 'mean'. Valid choices: 'none', 'gap', 'gmp', 'gram'
     """
 
     files_from: Optional[PathLike] = None
@@ -78,7 +75,7 @@ class ExtractOptions:
     :data:`DEFAULT_TAPS` exists in every ``arch``. A sequence is stored as a tuple."""
     preset: Optional[str] = None
     """Build the extractor with :meth:`featx.extractor.VGGFeatures.from_preset` (its arch, taps and pooling)."""
-    weights: Any = "DEFAULT"
+    weights: WeightsSpec = "DEFAULT"
     """As for :class:`featx.extractor.VGGFeatures`; ``None`` gives random weights from a fixed seed (0),
     so reruns and ranks agree (a :class:`~featx.errors.RandomWeightsWarning` is issued)."""
     reduce: str = "none"
@@ -113,7 +110,7 @@ class ExtractOptions:
 
     def __post_init__(self) -> None:
         _check_optional_path("files_from", self.files_from)
-        _check_bool("recursive", self.recursive)
+        check_bool("recursive", self.recursive)
         if not isinstance(self.arch, str):
             raise FeatxTypeError(f"arch must be a string such as 'vgg19', got {type(self.arch).__name__}")
         if isinstance(self.taps, str):
@@ -130,10 +127,10 @@ class ExtractOptions:
         check_int("num_workers", self.num_workers, minimum=0)
         if not isinstance(self.device, str):
             raise FeatxTypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {self.device!r}")
-        _check_bool("resume", self.resume)
+        check_bool("resume", self.resume)
         check_choice("alpha", self.alpha, ALPHA_MODES)
         check_int("max_pixels", self.max_pixels, minimum=1, allow_none=True)
         for name in ("fsync", "direct_io", "dry_run", "progress"):
-            _check_bool(name, getattr(self, name))
+            check_bool(name, getattr(self, name))
         if self.on_record is not None and not callable(self.on_record):
             raise FeatxTypeError(f"on_record must be callable or None, got {type(self.on_record).__name__}")

@@ -120,7 +120,7 @@ def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
     """The metadata every feature file of a run shares: format, versions, extractor and options."""
     import torch
 
-    from featx import __version__
+    from featx._version import __version__
 
     input_range = extractor.input_range
     return {
@@ -132,6 +132,7 @@ def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
         "pooling": extractor.pooling,
         "weights_id": str(extractor.weights_id),
         "weights_sha256": extractor.weights_sha256 or "none",
+        "weights_verified": "none" if extractor.weights_verified is None else str(extractor.weights_verified).lower(),
         "input_range": input_range if isinstance(input_range, str) else f"{input_range[0]:g},{input_range[1]:g}",
         "reduce": reduce,
         "dtype": dtype,

@@ -42,6 +42,8 @@ class ExtractSummary:
         shapes: per-tap shape of the first image (in key order) with features.
         example: that image's feature file (``None`` if no image has features).
         weights_id: the extractor's weights id (``"random"`` for random weights).
+        weights_verified: whether the weights file's sha256 matched its known checkpoint
+            (``None``: nothing to check against, such as a custom file or random weights).
         world_size: number of ranks.
         planned: dry runs only: ``(key, action)`` with action ``"extract"``, ``"skip"`` or ``"error: ..."``.
     """
@@ -58,6 +60,7 @@ class ExtractSummary:
     shapes: dict[str, list[int]] = field(default_factory=dict)
     example: Optional[str] = None
     weights_id: str = ""
+    weights_verified: Optional[bool] = None
     world_size: int = 1
     planned: list[tuple[str, str]] = field(default_factory=list)
 
@@ -113,6 +116,7 @@ def finish_run(
         shapes=shapes,
         example=example,
         weights_id=weights_id,
+        weights_verified={"true": True, "false": False}.get(config.get("weights_verified", "none")),
         world_size=world,
     )
     payload = {
@@ -146,7 +150,13 @@ def remove_stale_temps(output: Path, before: float) -> None:
 
 
 def dry_run_summary(
-    sources: list[ImageSource], plans: list[ImagePlan], output: Path, weights_id: str, world: int, start: float
+    sources: list[ImageSource],
+    plans: list[ImagePlan],
+    output: Path,
+    weights_id: str,
+    weights_verified: Optional[bool],
+    world: int,
+    start: float,
 ) -> ExtractSummary:
     """The summary of a dry run: counts and ``planned`` actions, nothing written."""
     actions = {"todo": "extract", "done": "skip (up to date)"}
@@ -162,6 +172,7 @@ def dry_run_summary(
         output=str(output),
         failures=[(s.key, p.reason) for s, p in zip(sources, plans, strict=True) if p.state == "error"],
         weights_id=weights_id,
+        weights_verified=weights_verified,
         world_size=world,
         planned=planned,
     )

@@ -1,4 +1,4 @@
-"""The one network function of featx (``download``) and file verification against known hashes.
+"""The one network function of featx (:func:`download`) and file verification against known hashes.
 
 Building an extractor never downloads: ``featx weights download NAME`` (which calls
 :func:`download`) is the only path that opens a connection.
@@ -6,23 +6,25 @@ Building an extractor never downloads: ``featx weights download NAME`` (which ca
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import sys
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Union
 
-from featx.errors import HashMismatchError
-from featx.weights import _CHUNK, PathLike, VGGWeights, _member, featx_home, sha256_file
+from featx.errors import DownloadError, FeatxValueError, HashMismatchError, InputNotFoundError
+from featx.weights._common import PathLike
+from featx.weights.checkpoint import sha256_file
+from featx.weights.locations import featx_home
+from featx.weights.registry import VGGWeights, member_of
 
 __all__ = ["download", "verify"]
+
 
 def _check_hex(expected: str) -> str:
     expected = expected.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{8,64}", expected):
-        raise ValueError(f"a sha256 must be 8 to 64 hex digits, got {expected!r}")
+        raise FeatxValueError(f"a sha256 must be 8 to 64 hex digits, got {expected!r}")
     return expected
 
 
@@ -43,7 +45,7 @@ def verify(path: PathLike, expected_prefix: Union[str, None] = None) -> str:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise InputNotFoundError(f"no such file: {path}")
     if expected_prefix is None:
         known = VGGWeights.from_file_name(path.name)
         expected_prefix = known.sha256_prefix if known is not None else None
@@ -67,22 +69,23 @@ def download(
     progress: bool = True,
     url: Union[str, None] = None,
     sha256: Union[str, None] = None,
-    timeout: float = 60.0,
 ) -> Path:
-    """Download a known checkpoint, verify its sha256 and move it into place atomically.
+    """Download a known checkpoint, verify its full sha256 and move it into place atomically.
 
-    This is the only function in featx that opens a network connection. The data streams to a
-    temporary file in ``dest_dir`` (a progress bar on stderr), is hashed on the way, and is renamed
-    to its file name only when the hash matches; otherwise nothing is left behind. An existing
-    file with the right hash is returned without downloading.
+    This is the only function in featx that opens a network connection. The data is fetched with
+    ``torch.hub.download_url_to_file`` (a progress bar on stderr; ``http(s)://`` and ``file://``
+    URLs) into a hidden temporary file in ``dest_dir``, hashed, fsynced and renamed to its file
+    name only when the hash matches. On a mismatch, an error or an interruption (Ctrl-C) the
+    temporary file is deleted: nothing is left behind. An existing file with the right hash is
+    returned without downloading. The file follows the umask (``0o644`` with ``umask 022``).
 
     Args:
-        name_or_member: a :class:`VGGWeights` member, its name, or an arch name (its default).
+        name_or_member: a :class:`VGGWeights` member, its name, an arch name (its default), or
+            torchvision's name (``"VGG19_Weights.IMAGENET1K_V1"``).
         dest_dir: target directory (default :func:`featx_home`).
         progress: show a tqdm progress bar on stderr.
         url: download from here instead of torchvision's URL (a mirror, or ``file://`` in tests).
         sha256: expected full sha256 (or a prefix of at least 8 digits) instead of the file name's prefix.
-        timeout: socket timeout in seconds.
 
     Returns:
         The path of the verified file.
@@ -93,11 +96,10 @@ def download(
         OSError: the download failed (network unreachable, HTTP error, disk full).
     """
     import urllib.error
-    import urllib.request
 
-    from tqdm import tqdm
+    import torch.hub
 
-    member = _member(name_or_member)
+    member = member_of(name_or_member)
     expected = _check_hex(sha256 if sha256 is not None else member.sha256_prefix)
     directory = Path(dest_dir if dest_dir is not None else featx_home()).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
@@ -105,31 +107,18 @@ def download(
     if target.is_file() and sha256_file(target).startswith(expected):
         return target
     source = url or member.url
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{member.file_name}.", suffix=".part")
+    # torch.hub writes DST.<uuid>.partial with open() (mode 0o666 & ~umask), removes it on any
+    # error and moves it to DST when complete; it reads file:// URLs through urllib's FileHandler.
+    temp = directory / f".{member.file_name}.{os.getpid()}.{uuid.uuid4().hex}.part"
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(handle, "wb") as out:
-            try:
-                response = urllib.request.urlopen(source, timeout=timeout)
-            except urllib.error.URLError as error:
-                raise OSError(
-                    f"could not download {source}: {getattr(error, 'reason', error)}. Offline? Copy "
-                    f"{member.file_name} into {directory} by other means, or pass weights=PATH"
-                ) from error
-            with response:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                with tqdm(
-                    total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=member.file_name,
-                    disable=not progress, file=sys.stderr,
-                ) as bar:  # fmt: skip
-                    while chunk := response.read(_CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-        actual = digest.hexdigest()
+        try:
+            torch.hub.download_url_to_file(source, str(temp), hash_prefix=None, progress=progress)
+        except urllib.error.URLError as error:
+            raise DownloadError(
+                f"could not download {source}: {getattr(error, 'reason', error)}. Offline? Copy "
+                f"{member.file_name} into {directory} by other means, or pass weights=PATH"
+            ) from error
+        actual = sha256_file(temp)
         if not actual.startswith(expected):
             raise HashMismatchError(
                 f"sha256 mismatch for {source}: expected {expected}..., got {actual}; the download was deleted",
@@ -137,8 +126,12 @@ def download(
                 expected=expected,
                 actual=actual,
             )
+        descriptor = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)  # the data is on disk before the name says the file is complete
+        finally:
+            os.close(descriptor)
         os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    finally:
+        temp.unlink(missing_ok=True)  # after os.replace there is nothing left to remove
     return target

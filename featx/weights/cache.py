@@ -1,0 +1,92 @@
+"""The features-only cache: every ``features.*`` tensor of a ``.pth`` file as safetensors, checked before use."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Union
+
+import safetensors
+import safetensors.torch
+from torch import Tensor
+
+from featx.atomic import write_atomic
+from featx.weights.checkpoint import sha256_file
+from featx.weights.index import read_index, recorded_sha256, remember_sha256, stat_key
+from featx.weights.locations import cache_dir
+from featx.weights.matching import FEATURE_KEY, Wanted, safetensors_view, select_tensors
+
+__all__ = ["CACHE_VERSION", "cache_file", "clear_cache", "read_cached", "write_cache"]
+
+CACHE_VERSION = "1"
+
+
+def cache_file(source: Path, sha256: str) -> Path:
+    """Where the features cache of the file ``source`` with this sha256 goes."""
+    return cache_dir() / f"{source.stem}-{sha256[:16]}-features.safetensors"
+
+
+def _cache_is_trusted(cache: Path) -> bool:
+    """A cache file is used only if it is the one featx wrote: the index holds its sha256 (written with
+    it); a file whose stat key changed since is hashed again and must still match."""
+    stat = cache.stat()
+    if recorded_sha256(cache, stat) is not None:
+        return True
+    entry = read_index().get(str(cache), {})
+    recorded = entry.get("sha256") if isinstance(entry, dict) else None
+    if not isinstance(recorded, str) or sha256_file(cache) != recorded:
+        return False
+    kept = {key: value for key, value in entry.items() if key not in (*stat_key(stat), "sha256")}
+    remember_sha256(cache, stat, recorded, **kept)  # same content (a copy or a restore): trust it again
+    return True
+
+
+def read_cached(cache: Path, sha256: str, wanted: Wanted, where: str, arch: str) -> Union[dict[str, Tensor], None]:
+    """Selected tensors from a valid features cache, or ``None`` when there is none (or it is stale,
+    corrupt, or not the file featx wrote)."""
+    if not cache.is_file() or not _cache_is_trusted(cache):
+        return None
+    try:
+        handle_context = safetensors.safe_open(cache, framework="pt")
+    except (OSError, safetensors.SafetensorError):
+        return None
+    with handle_context as handle:
+        metadata = handle.metadata() or {}
+        if metadata.get("sha256") != sha256 or metadata.get("featx_cache_version") != CACHE_VERSION:
+            return None
+        return select_tensors(safetensors_view(handle), wanted, where, arch)
+
+
+def write_cache(cache: Path, state_dict: Mapping[str, Tensor], source: Path, sha256: str) -> None:
+    """Save every ``features.*`` tensor (so any tap depth can use it) with provenance metadata, and
+    record the cache file's own sha256 in the index (checked before each use)."""
+    features = {}
+    for key, value in state_dict.items():
+        match = FEATURE_KEY.fullmatch(key)
+        if match is not None:
+            features[f"features.{match[1]}.{match[2]}"] = value.contiguous()
+    if not features:
+        return
+    metadata = {"source": source.name, "sha256": sha256, "featx_cache_version": CACHE_VERSION}
+    data = safetensors.torch.save(features, metadata=metadata)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # No fsync: a cache file cut short by a power loss fails its hash check and is rebuilt.
+    write_atomic(cache, [data], fsync=False)
+    remember_sha256(cache, cache.stat(), hashlib.sha256(data).hexdigest(), kind="features-cache", source_sha256=sha256)
+
+
+def clear_cache() -> int:
+    """Delete the features cache and the sha256 index under ``featx_home()/cache``.
+
+    Returns:
+        The number of files removed.
+    """
+    removed = 0
+    directory = cache_dir()
+    if directory.is_dir():
+        for entry in directory.iterdir():
+            if entry.is_file() and (entry.name == "index.json" or entry.name.endswith("-features.safetensors")):
+                entry.unlink()
+                removed += 1
+    return removed
