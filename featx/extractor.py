@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from featx._checks import InputRange, check_bool, check_choice, check_input_range
-from featx.errors import FeatxTypeError, FeatxValueError, InputRangeWarning
+from featx.errors import FeatxTypeError, FeatxValueError, FeatxWarning, InputRangeWarning
 from featx.layers import POOLINGS, LayerSpec, check_arch, layer_specs, min_input_size
 from featx.presets import PRESETS, get_preset
 from featx.taps import TapInfo, resolve_taps
@@ -158,7 +158,7 @@ def _drop_frozen_weights(module: VGGFeatures, state_dict: dict[str, Any], prefix
             f"the VGGFeatures at {prefix.rstrip('.')!r} was built frozen and later unfrozen: its parameters "
             "require grad but are not saved in the parent's state_dict (what is saved is decided at "
             "construction). Build it with requires_grad=True to train and save it.",
-            UserWarning,
+            FeatxWarning,
             stacklevel=4,
         )
     for key in [key for key in state_dict if key.startswith(prefix)]:

@@ -194,3 +194,20 @@ def test_a_bad_argument_is_a_featx_error_and_a_value_error():
     with pytest.raises(TypeError) as info:
         featx.gram_matrix("not a tensor")
     assert isinstance(info.value, featx.FeatxError)
+
+
+def test_every_warning_has_a_featx_category():
+    """Each ``warnings.warn`` in featx/ names a category from featx.errors (a ``FeatxWarning``), so
+    ``warnings.filterwarnings("ignore", category=featx.FeatxWarning)`` silences featx alone."""
+    categories = set(featx.errors.__all__)
+    offences = []
+    for path in sorted((ROOT / "featx").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "warn":
+                category = node.args[1] if len(node.args) > 1 else None
+                category = next((k.value for k in node.keywords if k.arg == "category"), category)
+                name = getattr(category, "id", None)
+                if name not in categories or not issubclass(getattr(featx.errors, name), featx.FeatxWarning):
+                    shown = ast.unparse(category) if category else "UserWarning"
+                    offences.append(f"{path.relative_to(ROOT)}:{node.lineno} warns {shown}")
+    assert not offences, "\n".join(offences)

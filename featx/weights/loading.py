@@ -18,6 +18,7 @@ from featx._checks import closest
 from featx.errors import (
     FeatxTypeError,
     FeatxValueError,
+    FeatxWarning,
     HashMismatchError,
     RandomWeightsWarning,
     UnverifiedWeightsWarning,
@@ -290,7 +291,7 @@ def _load_file(path: Path, wanted: Wanted, arch: str, member: Optional[VGGWeight
         warnings.warn(
             f"featx weights cache {cache_dir()} is not usable ({'; '.join(problems)}); loaded {path.name} without "
             "it. If the directory is not writable, set FEATX_HOME to one that is.",
-            UserWarning,
+            FeatxWarning,
             stacklevel=4,
         )
     return LoadedWeights(state, weights_id, sha256, str(path), verified)
