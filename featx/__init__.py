@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
         moment_loss,
         sliced_wasserstein_loss,
     )
+    from featx.tiling import tiled_features
     from featx.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
     from featx.weights import LoadedWeights, VGGWeights, featx_home, load_weights, read_checkpoint
 
@@ -108,6 +109,7 @@ _EXPORTS = {
     "sliced_wasserstein_loss": "featx.texture",
     "style_loss": "featx.functional",
     "summarize_features": "featx.show",
+    "tiled_features": "featx.tiling",
     "transferal_perceptual_loss": "featx.transferal",
 }
 
@@ -166,6 +168,7 @@ __all__ = [
     "sliced_wasserstein_loss",
     "style_loss",
     "summarize_features",
+    "tiled_features",
     "transferal_perceptual_loss",
 ]
 
