@@ -31,7 +31,7 @@ DATA = {
     "self", "a", "b", "feat", "feats", "pred_feats", "target_feats", "layer_weights", "sr_levels",
     "texture_levels", "soft_attention", "pred", "target", "x", "pool5", "image", "taps", "out", "arch",
     "perceptual", "style", "texture", "path", "tensors", "metadata", "height", "width", "input", "inputs",
-    "output", "weights", "name", "deepest_tap", "ctx",
+    "output", "weights", "name", "deepest_tap", "ctx", "extractor",
     "options",  # extract_features(inputs, output, options): one ExtractOptions object holding every option
 }  # fmt: skip
 
