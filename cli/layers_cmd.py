@@ -15,7 +15,7 @@ import click
     show_default=True,
     help="Add the classifier: torchvision's fc layers, or the fully convolutional form (fc6 as 7x7 conv + GAP).",
 )
-@click.option("--pooling", default="max", show_default=True, help="max, avg, blur, conv or none.")
+@click.option("--pooling", default="max", show_default=True, help="max, avg, blur, l2, conv or none.")
 @click.option("--taps", default=None, help="Mark taps: a preset name or comma-separated layer names.")
 def layers(arch: str, input_size: tuple[int, int], head: str, pooling: str, taps: str | None) -> None:
     """Print the layer table of ARCH (vgg11 ... vgg19_bn) for an input size.

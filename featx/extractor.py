@@ -12,6 +12,7 @@ from torch import nn
 from featx._checks import InputRange, check_bool, check_choice, check_input_range
 from featx.errors import FeatxTypeError, FeatxValueError, FeatxWarning, InputRangeWarning
 from featx.layers import POOLINGS, LayerSpec, check_arch, layer_specs, min_input_size
+from featx.pooling import make_pool
 from featx.presets import PRESETS, get_preset
 from featx.taps import TapInfo, resolve_taps
 
@@ -120,20 +121,6 @@ def _check_image_batch(x: object, *, gray: str, min_size: int, deepest_tap: str,
     return x
 
 
-def _make_pool(pooling: str, channels: int) -> nn.Module:
-    if pooling == "max":
-        return nn.MaxPool2d(kernel_size=2, stride=2)
-    if pooling == "avg":
-        return nn.AvgPool2d(kernel_size=2, stride=2)
-    if pooling == "blur":
-        import kornia
-
-        return kornia.filters.MaxBlurPool2D(kernel_size=3)
-    if pooling == "conv":
-        return nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1)
-    return nn.Identity()
-
-
 def _make_layer(spec: LayerSpec, pooling: str, inplace_relu: bool) -> nn.Module:
     if spec.kind == "conv":
         conv = nn.Conv2d(spec.in_channels, spec.out_channels, kernel_size=3, padding=1)
@@ -145,7 +132,7 @@ def _make_layer(spec: LayerSpec, pooling: str, inplace_relu: bool) -> nn.Module:
         return nn.BatchNorm2d(spec.out_channels)
     if spec.kind == "relu":
         return nn.ReLU(inplace=inplace_relu)
-    return _make_pool(pooling, spec.in_channels)
+    return make_pool(pooling, spec.in_channels)
 
 
 def _drop_frozen_weights(module: VGGFeatures, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
@@ -210,7 +197,8 @@ class VGGFeatures(nn.Module):
         input_range: ``(lo, hi)`` of the input values, e.g. ``(0, 1)``, ``(-1, 1)``, ``(0, 255)``;
             or ``"normalized"`` for inputs already ImageNet-normalised.
         gray: ``"repeat"`` accepts 1-channel inputs by repeating them to RGB; ``"error"`` refuses them.
-        pooling: ``"max"``, ``"avg"``, ``"blur"`` (kornia MaxBlurPool2D), ``"conv"`` (learnable 3x3
+        pooling: ``"max"``, ``"avg"``, ``"blur"`` (kornia MaxBlurPool2D), ``"l2"`` (DISTS' L2
+            pooling, :class:`featx.pooling.L2Pool2d`), ``"conv"`` (learnable 3x3
             stride-2 convolutions; needs ``requires_grad=True``) or ``"none"``. Default: the
             preset's pooling when ``taps`` names a preset (``gatys``: ``"avg"``), else ``"max"``.
         requires_grad: make the backbone learnable.

@@ -28,7 +28,7 @@ _CONFIGS: dict[str, tuple[Union[int, str], ...]] = {
 ARCHS: tuple[str, ...] = tuple(name + suffix for name in _CONFIGS for suffix in ("", "_bn"))
 """Supported architectures: ``vgg11``, ``vgg11_bn``, ..., ``vgg19_bn``."""
 
-POOLINGS: tuple[str, ...] = ("max", "avg", "blur", "conv", "none")
+POOLINGS: tuple[str, ...] = ("max", "avg", "blur", "l2", "conv", "none")
 """Pooling variants: max (torchvision), avg (Gatys), blur (anti-aliased), conv (learnable), none."""
 
 

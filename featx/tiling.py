@@ -52,7 +52,7 @@ def tile_geometry(arch: str, deepest_tap: str, *, pooling: str = "max") -> TileG
 
     Per layer, in the pixels of its input: a 3x3 convolution reaches 1 pixel to each side; a 2x2
     max/avg pool 1 (to one side); the blur pool (``max_pool(2, stride 1)`` then a 3x3 blur at
-    stride 2) 2; the strided 3x3 convolution of ``pooling="conv"`` 1. Each reach counts ``stride``
+    stride 2) 2; the strided 3x3 convolution of ``pooling="conv"`` and the 3x3 L2 pool 1. Each reach counts ``stride``
     input pixels, the stride of the layer's input.
 
     Example:
@@ -75,13 +75,14 @@ def tile_geometry(arch: str, deepest_tap: str, *, pooling: str = "max") -> TileG
 def pooled_size(size: int, pooling: str) -> int:
     """Output length of one pooling layer for an input of ``size``: ``floor(size / 2)`` for the
     2x2 max/avg pools and for the blur pool (``ceil((size - 1) / 2)``, the same number),
-    ``ceil(size / 2)`` for the strided convolution, ``size`` for ``"none"``.
+    ``ceil(size / 2)`` for the strided convolution and the L2 pool (3x3, stride 2, padding 1),
+    ``size`` for ``"none"``.
 
     Example:
-        >>> [pooled_size(9, p) for p in ("max", "avg", "blur", "conv", "none")]
-        [4, 4, 4, 5, 9]
+        >>> [pooled_size(9, p) for p in ("max", "avg", "blur", "l2", "conv", "none")]
+        [4, 4, 4, 5, 5, 9]
     """
-    if pooling == "conv":
+    if pooling in ("conv", "l2"):
         return (size + 1) // 2
     return size if pooling == "none" else size // 2
 

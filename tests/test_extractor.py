@@ -261,7 +261,7 @@ def test_unknown_names_suggest_closest():
         VGGFeatures("vgg19", ["relu3_5"], weights=None)
     with pytest.raises(ValueError, match=r"unknown arch 'vgg20'\. Did you mean 'vgg19'\? Valid choices: 'vgg11', 'vgg11_bn'"):
         VGGFeatures("vgg20", ["relu1_1"], weights=None)
-    with pytest.raises(ValueError, match=r"unknown pooling 'mean'. Valid choices: 'max', 'avg', 'blur', 'conv', 'none'"):
+    with pytest.raises(ValueError, match=r"unknown pooling 'mean'. Valid choices: 'max', 'avg', 'blur', 'l2', 'conv', 'none'"):
         VGGFeatures("vgg19", ["relu1_1"], weights=None, pooling="mean")
     with pytest.raises(ValueError, match=r"unknown gray 'rgb'. Valid choices: 'error', 'repeat'"):
         VGGFeatures("vgg19", ["relu1_1"], weights=None, gray="rgb")
