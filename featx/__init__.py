@@ -17,6 +17,7 @@ from featx._lazy import lazy_exports
 from featx._version import __version__
 
 if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDEs
+    from featx.dists import DISTS
     from featx.errors import (
         FeatxError,
         FeatxWarning,
@@ -60,6 +61,7 @@ _EXPORTS = {
     "CRITERIA": "featx.functional",
     "ContextualOnFeatures": "featx.texture",
     "ConvHead": "featx.head",
+    "DISTS": "featx.dists",
     "ExtractOptions": "featx.extract",
     "ExtractSummary": "featx.extract",
     "FeatureLoss": "featx.losses",
@@ -118,6 +120,7 @@ __all__ = [
     "CRITERIA",
     "ContextualOnFeatures",
     "ConvHead",
+    "DISTS",
     "ExtractOptions",
     "ExtractSummary",
     "FeatureLoss",

@@ -1,0 +1,204 @@
+r"""DISTS (Ding et al., "Image Quality Assessment: Unifying Structure and Texture Similarity",
+TPAMI 2020) as a frozen metric and training loss.
+
+With the input :math:`x` (in ``[0, 1]``) as level 0 and the VGG16 maps ``relu1_2``, ``relu2_2``,
+``relu3_3``, ``relu4_3``, ``relu5_3`` (L2 pooling in place of max pooling) as levels 1-5, each
+channel :math:`i` of level :math:`k` compares global statistics of prediction and target:
+
+.. math::
+
+    l = \frac{2 \mu_x \mu_y + c_1}{\mu_x^2 + \mu_y^2 + c_1}, \qquad
+    s = \frac{2 \sigma_{xy} + c_2}{\sigma_x^2 + \sigma_y^2 + c_2}, \qquad c_1 = c_2 = 10^{-6},
+
+    D(x, y) = 1 - \sum_{k, i} (\alpha_{ki} l_{ki} + \beta_{ki} s_{ki}) / \textstyle\sum (\alpha + \beta),
+
+with population variances and covariance over positions and the learned weights
+:math:`\alpha, \beta` (1475 each) of the DISTS project.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Union
+
+import torch
+from torch import nn
+
+from featx._checks import InputRange, check_input_range
+from featx._features import autocast_off, check_reduction, reduce_batch
+from featx.errors import FeatxTypeError, FeatxValueError, UnverifiedWeightsWarning, WeightsLoadError, WeightsNotFoundError
+from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+
+if TYPE_CHECKING:
+    from featx.weights import WeightsSpec
+
+__all__ = ["DISTS", "DISTS_CHANNELS", "DISTS_FILE", "DISTS_SHA256", "DISTS_TAPS", "load_dists_weights"]
+
+DISTS_TAPS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+"""The VGG16 levels DISTS compares (DISTS_pytorch ``forward_once``), after the input itself."""
+
+DISTS_CHANNELS: tuple[int, ...] = (3, 64, 128, 256, 512, 512)
+"""Channels of levels 0-5: the weights hold ``sum = 1475`` values each for alpha and beta."""
+
+DISTS_FILE = "dists_vgg16.pt"
+"""File name of the DISTS project's learned weights (``DISTS_pytorch/weights.pt``) under featx."""
+
+DISTS_SHA256 = "f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218"
+"""sha256 of that file."""
+
+_C1 = _C2 = 1e-6
+
+DistsWeightsSpec = Union[str, "os.PathLike[str]", Mapping[str, torch.Tensor]]
+
+
+def load_dists_weights(dists_weights: DistsWeightsSpec = "DEFAULT") -> tuple[torch.Tensor, torch.Tensor]:
+    """The learned ``alpha`` and ``beta`` of DISTS, each of shape ``(1475,)`` in float32.
+
+    Args:
+        dists_weights: ``"DEFAULT"`` (``dists_vgg16.pt`` from :func:`featx.weights.search_dirs`,
+            checked against :data:`DISTS_SHA256`), a path to a file with ``alpha`` and ``beta``,
+            or such a mapping.
+
+    Raises:
+        WeightsNotFoundError: ``"DEFAULT"`` and the file is in none of the searched directories.
+        WeightsLoadError: missing keys, wrong shapes, or non-finite values.
+
+    Example:
+        >>> alpha, beta = load_dists_weights({"alpha": torch.ones(1, 1475, 1, 1), "beta": torch.ones(1, 1475, 1, 1)})
+        >>> alpha.shape
+        torch.Size([1475])
+    """
+    from featx.weights import read_checkpoint, search_dirs, sha256_file
+
+    where = "the in-memory DISTS weights"
+    if isinstance(dists_weights, Mapping):
+        state = dict(dists_weights)
+    elif isinstance(dists_weights, (str, os.PathLike)):
+        if dists_weights == "DEFAULT":
+            dirs = search_dirs()
+            found = next((d / DISTS_FILE for d in dirs if (d / DISTS_FILE).is_file()), None)
+            if found is None:
+                lines = "".join(f"\n  - {d}" for d in dirs)
+                raise WeightsNotFoundError(
+                    f"DISTS weights not found: no file {DISTS_FILE} (sha256 {DISTS_SHA256[:8]}...) in any of the "
+                    f"directories searched:{lines}\nFix it with one of:\n"
+                    f"  - copy DISTS_pytorch/weights.pt (the dists-pytorch package ships it) to one of them as {DISTS_FILE}\n"
+                    "  - dists_weights=PATH to a local copy",
+                    path=DISTS_FILE,
+                    searched=dirs,
+                )
+            if sha256_file(found) != DISTS_SHA256:
+                import warnings
+
+                warnings.warn(
+                    f"{found} does not have the sha256 of the DISTS project's weights ({DISTS_SHA256[:16]}...)",
+                    UnverifiedWeightsWarning,
+                    stacklevel=3,
+                )
+            dists_weights = found
+        where = os.fspath(dists_weights)
+        state = read_checkpoint(dists_weights)
+    else:
+        raise FeatxTypeError(f"dists_weights must be 'DEFAULT', a path or a mapping, got {type(dists_weights).__name__}")
+    total = sum(DISTS_CHANNELS)
+    values = []
+    for key in ("alpha", "beta"):
+        value = state.get(key)
+        if not isinstance(value, torch.Tensor) or value.numel() != total:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise WeightsLoadError(f"{where}: {key!r} must be a tensor of {total} values (1, {total}, 1, 1), got {got}")
+        value = value.detach().reshape(total).float()
+        if not torch.isfinite(value).all():
+            raise WeightsLoadError(f"{where}: {key!r} contains NaN or inf")
+        values.append(value)
+    return values[0], values[1]
+
+
+class DISTS(nn.Module):
+    """DISTS between images, per sample (lower is more similar; 0 for identical images).
+
+    A frozen module: no parameter requires grad, the backbone stays in eval mode, and nothing is
+    added to a parent's ``state_dict``. Gradients reach the prediction, so it also works as a
+    training loss; the target branch runs under ``torch.no_grad()``. Statistics are computed in
+    float32 (float64 for float64 inputs) with autocast off.
+
+    Args:
+        weights: VGG16 backbone weights (``"DEFAULT"``: torchvision's ImageNet VGG16 file, from the
+            local cache), see :class:`~featx.extractor.VGGFeatures`; ``None`` for random weights.
+        dists_weights: the learned alpha/beta (see :func:`load_dists_weights`).
+        input_range: value range of the images (default ``(0, 1)``, DISTS' own).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (one value per sample).
+
+    Shape:
+        ``pred``, ``target``: ``(B, 3, H, W)`` (a target batch of 1 broadcasts); output ``()`` or ``(B,)``.
+
+    Example:
+        >>> import warnings
+        >>> ones = {"alpha": torch.ones(1, 1475, 1, 1), "beta": torch.ones(1, 1475, 1, 1)}
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # random backbone: for the example only
+        ...     metric = DISTS(weights=None, dists_weights=ones, reduction="none")
+        >>> x = torch.rand(2, 3, 64, 64)
+        >>> metric(x, x).abs().max() < 1e-6
+        tensor(True)
+    """
+
+    alpha: torch.Tensor
+    beta: torch.Tensor
+
+    def __init__(
+        self,
+        *,
+        weights: WeightsSpec = "DEFAULT",
+        dists_weights: DistsWeightsSpec = "DEFAULT",
+        input_range: InputRange = (0.0, 1.0),
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.reduction = check_reduction(reduction)
+        self.input_range = check_input_range(input_range)
+        self.extractor = VGGFeatures("vgg16", DISTS_TAPS, weights=weights, input_range=input_range, pooling="l2")
+        alpha, beta = load_dists_weights(dists_weights)
+        self.register_buffer("alpha", alpha, persistent=False)  # normalised in forward, in its dtype
+        self.register_buffer("beta", beta, persistent=False)
+
+    def _levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Level 0 (the image in ``[0, 1]``) and the five VGG16 levels."""
+        feats = self.extractor(x)
+        if isinstance(self.input_range, str):  # ImageNet-normalised inputs: undo the normalisation
+            mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            image = x * std + mean
+        else:
+            lo, hi = self.input_range
+            image = (x - lo) / (hi - lo)
+        return [image, *(feats[name] for name in DISTS_TAPS)]
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """DISTS of ``pred`` against ``target`` (see the module docstring for the formula)."""
+        pred_levels = self._levels(pred)
+        with torch.no_grad():
+            target_levels = self._levels(target)
+        dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
+        score = torch.zeros((), dtype=dtype, device=pred.device)
+        with autocast_off(pred.device):
+            offsets = torch.cumsum(torch.tensor((0, *DISTS_CHANNELS)), 0).tolist()
+            total = self.alpha.to(dtype).sum() + self.beta.to(dtype).sum()
+            for level, (a, b) in enumerate(zip(pred_levels, target_levels, strict=True)):
+                a, b = a.to(dtype).flatten(2), b.to(dtype).flatten(2)
+                if b.shape[0] == 1 and a.shape[0] > 1:
+                    b = b.expand(a.shape[0], -1, -1)
+                if a.shape != b.shape:
+                    shapes = f"{tuple(a.shape)} vs {tuple(b.shape)}"
+                    raise FeatxValueError(f"pred and target differ in shape at DISTS level {level}: {shapes}")
+                mu_a, mu_b = a.mean(dim=2), b.mean(dim=2)
+                var_a = (a - mu_a[..., None]).pow(2).mean(dim=2)
+                var_b = (b - mu_b[..., None]).pow(2).mean(dim=2)
+                cov = (a * b).mean(dim=2) - mu_a * mu_b
+                structure = (2 * mu_a * mu_b + _C1) / (mu_a**2 + mu_b**2 + _C1)
+                texture = (2 * cov + _C2) / (var_a + var_b + _C2)
+                weights = slice(offsets[level], offsets[level + 1])
+                alpha, beta = self.alpha[weights].to(dtype) / total, self.beta[weights].to(dtype) / total
+                score = score + (structure * alpha).sum(dim=1) + (texture * beta).sum(dim=1)
+        return reduce_batch(1 - score, self.reduction)
