@@ -1,0 +1,188 @@
+"""The memory budget of an extraction run: how many bytes an image costs, how many images fit in
+a batch, and which images must be tiled (:mod:`featx.tiling`) to fit at all.
+
+The estimate models the forward pass under ``torch.inference_mode()``: at each layer the input
+and the output activation are alive, plus every tapped map computed so far (they are returned),
+then the float32 descriptors or the stored maps and their serialised copy in the write buffer.
+``benchmarks/bench_extract.py --memory`` compares it with the measured peak.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import TYPE_CHECKING, Optional
+
+from featx._checks import check_int
+from featx.errors import FeatxValueError
+from featx.layers import layer_specs
+
+if TYPE_CHECKING:
+    from featx.extractor import VGGFeatures
+
+__all__ = [
+    "CONV_WORKSPACE",
+    "DEFAULT_MEMORY_SHARE",
+    "TILE_OVERHEAD",
+    "available_memory",
+    "choose_tile",
+    "default_budget",
+    "forward_bytes",
+    "image_bytes",
+    "images_per_batch",
+    "parse_size",
+]
+
+DEFAULT_MEMORY_SHARE = 0.5
+"""Share of the memory available at start (``MemAvailable``, or free CUDA memory) a run budgets
+for itself when no ``max_memory`` is given."""
+
+CONV_WORKSPACE = 2
+"""A convolution allocates its output and, transiently, about as much again (oneDNN's layout
+reorder for large maps): measured on vgg19 to relu3_1 at 2040x1356 (2.0 GiB added, against
+1.5 GiB of tensors), so the model counts each convolution's output twice while it runs."""
+
+TILE_OVERHEAD = 2.0
+"""Measured factor between the peak added by a tiled pass and :func:`forward_bytes` of its tile
+(allocator caching and the per-tile copies; 2040x1356, vgg19 to relu3_1, 256 to 512 px tiles:
+1.9x to 2.1x on top of ~100 MiB), applied when choosing a tile."""
+
+_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 1000**2, "MB": 1000**2, "G": 1000**3, "GB": 1000**3,
+          "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4, "T": 1000**4, "TB": 1000**4}  # fmt: skip
+
+
+def parse_size(size: object) -> int:
+    """Bytes from ``"4GiB"``, ``"512MiB"``, ``"3GB"``, ``"1.5G"`` (decimal) or an int of bytes.
+
+    Raises:
+        ValueError: an unknown unit or a size below 1 MiB.
+
+    Example:
+        >>> parse_size("4GiB"), parse_size("1.5G"), parse_size(2**30)
+        (4294967296, 1500000000, 1073741824)
+    """
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(size))
+        unit = match.group(2).upper() if match else None
+        if match is None or unit not in _UNITS:
+            raise FeatxValueError(f"a memory size such as '4GiB', '512MiB' or '3GB' was expected, got {size!r}")
+        value = int(float(match.group(1)) * _UNITS[unit])
+    if value < 2**20:
+        raise FeatxValueError(f"a memory budget must be at least 1 MiB, got {size!r} ({value} bytes)")
+    return value
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``; else free pages)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def default_budget(device_type: str) -> int:
+    """:data:`DEFAULT_MEMORY_SHARE` of the free CUDA memory (``device_type="cuda"``) or of
+    :func:`available_memory`."""
+    if device_type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        return int(free * DEFAULT_MEMORY_SHARE)
+    return int(available_memory() * DEFAULT_MEMORY_SHARE)
+
+
+def _pooled(size: int, pooling: str) -> int:
+    from featx.tiling import pooled_size
+
+    return pooled_size(size, pooling)
+
+
+def forward_bytes(extractor: VGGFeatures, height: int, width: int, *, element_bytes: int = 4) -> int:
+    """Peak activation bytes of one image's forward pass: the tapped maps computed so far (they are
+    returned, so they stay alive), the current activation when it is no tap, and each layer's new
+    output (none for an in-place ReLU or batch norm, which write over their input; a convolution's
+    counts :data:`CONV_WORKSPACE` times)."""
+    taps = set(extractor.taps)
+    tapped_indices = {info.index for info in extractor.feature_info}
+    h, w = height, width
+    kept, live = 0, 3 * h * w * element_bytes
+    peak = live
+    for spec in layer_specs(extractor.arch, pooling=extractor.pooling)[: extractor.feature_info[-1].index + 1]:
+        if spec.kind == "pool":
+            h, w = _pooled(h, extractor.pooling), _pooled(w, extractor.pooling)
+        out = spec.out_channels * h * w * element_bytes
+        in_place = spec.kind in ("relu", "bn") and spec.index - 1 not in tapped_indices
+        new = 0 if in_place else out * (CONV_WORKSPACE if spec.kind == "conv" else 1)
+        peak = max(peak, kept + live + new)
+        if spec.name in taps:  # returned: alive to the end
+            kept, live = kept + out, 0
+        else:
+            live = out
+    return peak
+
+
+def image_bytes(
+    extractor: VGGFeatures, height: int, width: int, *, reduce: str, element_bytes: int = 4, store_bytes: int = 4
+) -> int:
+    """Bytes one image costs a run: the decoded input (twice: worker and batch), the forward pass,
+    and what is stored: the maps in ``store_bytes`` per value and their serialised copy, or the
+    float32 descriptors."""
+    from featx.tiling import tap_sizes
+
+    sizes = tap_sizes(extractor, height, width)
+    channels = {info.name: info.channels for info in extractor.feature_info}
+    if reduce == "none":
+        stored = sum(channels[n] * h * w for n, (h, w) in sizes.items()) * store_bytes * 2
+    elif reduce == "gram":
+        stored = sum(c * c for c in channels.values()) * 4 * 2
+    else:
+        stored = sum(channels.values()) * 4 * 2
+    decoded = 2 * 3 * height * width * 4
+    return decoded + forward_bytes(extractor, height, width, element_bytes=element_bytes) + stored
+
+
+def images_per_batch(per_image: int, budget: int, batch_size: int) -> int:
+    """How many images of ``per_image`` bytes a batch may hold: ``batch_size`` at most, at least 1.
+
+    Example:
+        >>> images_per_batch(300, 1000, 8), images_per_batch(3000, 1000, 8)
+        (3, 1)
+    """
+    check_int("batch_size", batch_size)
+    return max(1, min(batch_size, budget // max(per_image, 1)))
+
+
+def choose_tile(extractor: VGGFeatures, height: int, width: int, budget: int, *, reduce: str) -> Optional[int]:
+    """``None`` when one untiled pass fits ``budget``; else the largest tile side (a multiple of the
+    deepest tap's stride) whose extended tile fits next to what is stored.
+
+    Raises:
+        ValueError: not even the smallest tile fits (the message gives the budget that would).
+    """
+    if image_bytes(extractor, height, width, reduce=reduce) <= budget:
+        return None
+    from featx.tiling import tile_geometry
+
+    geometry = tile_geometry(extractor.arch, extractor.taps[-1], pooling=extractor.pooling)
+    stored = image_bytes(extractor, height, width, reduce=reduce) - forward_bytes(extractor, height, width)
+    tile = (min(height, width) // geometry.stride) * geometry.stride
+    def cost(side: int) -> int:
+        return stored + int(TILE_OVERHEAD * forward_bytes(extractor, min(side, height), min(side, width)))
+
+    while tile >= geometry.stride:
+        if cost(tile + 2 * geometry.halo) <= budget:
+            return tile
+        tile = (tile // 2 // geometry.stride) * geometry.stride
+    smallest = cost(geometry.stride + 2 * geometry.halo)
+    raise FeatxValueError(
+        f"an image of {height}x{width} needs at least {math.ceil(smallest / 2**20)} MiB with the smallest tile "
+        f"(its stored features alone take {math.ceil(stored / 2**20)} MiB); the budget is "
+        f"{budget // 2**20} MiB: raise max_memory, or store a descriptor (reduce='gap', 'gmp' or 'gram')"
+    )
