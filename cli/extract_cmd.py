@@ -125,6 +125,19 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
     "--alpha", type=click.Choice(ALPHA_MODES), default="error", show_default=True, help="Refuse or drop alpha."
 )
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse images with more pixels.")
+@click.option(
+    "--max-memory",
+    default=None,
+    metavar="SIZE",
+    help="Memory budget such as 4GiB (default: half the memory available at start); batches and tiles fit it.",
+)
+@click.option(
+    "--tile",
+    default="auto",
+    show_default=True,
+    metavar="auto|off|PIXELS",
+    help="Tile images too large for the budget (auto), never (off), or those larger than PIXELS; exact features.",
+)
 @click.option("--fsync/--no-fsync", default=True, show_default=True, help="fsync each file before its atomic rename.")
 @click.option(
     "--direct-io/--no-direct-io",
@@ -164,6 +177,8 @@ def extract(
     resume: bool,
     alpha: str,
     max_pixels: Optional[int],
+    max_memory: Optional[str],
+    tile: str,
     fsync: bool,
     direct_io: bool,
     malloc_tuning: bool,
@@ -232,6 +247,8 @@ def extract(
             resume=resume,
             alpha=alpha,
             max_pixels=max_pixels,
+            max_memory=max_memory,
+            tile=tile,
             fsync=fsync,
             direct_io=direct_io,
             dry_run=dry_run,

@@ -391,7 +391,7 @@ def test_options_are_frozen_typed_and_checked_when_built():
     assert dataclasses.replace(options, batch_size=4).batch_size == 4
     # every field has a default, a type and a docstring line (rendered by the docs)
     fields = dataclasses.fields(ExtractOptions)
-    assert len(fields) == 19 and all(f.default is not dataclasses.MISSING for f in fields)
+    assert len(fields) == 21 and all(f.default is not dataclasses.MISSING for f in fields)
     cases = [
         ({"reduce": "mean"}, ValueError, r"^unknown reduce 'mean'\. Valid choices: 'none', 'gap', 'gmp', 'gram'$"),
         ({"alpha": "keep"}, ValueError, r"^unknown alpha 'keep'\. Valid choices: 'error', 'drop'$"),
@@ -405,6 +405,9 @@ def test_options_are_frozen_typed_and_checked_when_built():
         ({"device": 0}, TypeError, r"^device must be a string"),
         ({"files_from": 3}, TypeError, r"^files_from must be a path"),
         ({"on_record": "print"}, TypeError, r"^on_record must be callable or None, got str$"),
+        ({"max_memory": "4 parsecs"}, ValueError, r"^a memory size such as '4GiB'.*got '4 parsecs'$"),
+        ({"tile": "big"}, TypeError, r"^tile must be 'auto', 'off' or a number of pixels, got 'big'$"),
+        ({"tile": 0}, ValueError, r"^tile must be an integer >= 1, got 0$"),
     ]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):

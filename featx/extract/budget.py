@@ -26,12 +26,14 @@ __all__ = [
     "DEFAULT_MEMORY_SHARE",
     "TILE_OVERHEAD",
     "available_memory",
+    "current_rss",
     "choose_tile",
     "default_budget",
     "forward_bytes",
     "image_bytes",
     "images_per_batch",
     "parse_size",
+    "stored_bytes",
 ]
 
 DEFAULT_MEMORY_SHARE = 0.5
@@ -87,6 +89,15 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def current_rss() -> int:
+    """Resident bytes of this process now (0 where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def default_budget(device_type: str) -> int:
     """:data:`DEFAULT_MEMORY_SHARE` of the free CUDA memory (``device_type="cuda"``) or of
     :func:`available_memory`."""
@@ -128,24 +139,27 @@ def forward_bytes(extractor: VGGFeatures, height: int, width: int, *, element_by
     return peak
 
 
+def stored_bytes(extractor: VGGFeatures, height: int, width: int, *, reduce: str, store_bytes: int = 4) -> int:
+    """Bytes of one image's feature file: the maps (``store_bytes`` per value) or the descriptors."""
+    from featx.tiling import tap_sizes
+
+    channels = {info.name: info.channels for info in extractor.feature_info}
+    if reduce == "none":
+        sizes = tap_sizes(extractor, height, width)
+        return sum(channels[n] * h * w for n, (h, w) in sizes.items()) * store_bytes
+    if reduce == "gram":
+        return sum(c * c for c in channels.values()) * store_bytes
+    return sum(channels.values()) * store_bytes
+
+
 def image_bytes(
     extractor: VGGFeatures, height: int, width: int, *, reduce: str, element_bytes: int = 4, store_bytes: int = 4
 ) -> int:
     """Bytes one image costs a run: the decoded input (twice: worker and batch), the forward pass,
-    and what is stored: the maps in ``store_bytes`` per value and their serialised copy, or the
-    float32 descriptors."""
-    from featx.tiling import tap_sizes
-
-    sizes = tap_sizes(extractor, height, width)
-    channels = {info.name: info.channels for info in extractor.feature_info}
-    if reduce == "none":
-        stored = sum(channels[n] * h * w for n, (h, w) in sizes.items()) * store_bytes * 2
-    elif reduce == "gram":
-        stored = sum(c * c for c in channels.values()) * 4 * 2
-    else:
-        stored = sum(channels.values()) * 4 * 2
+    and what is stored, twice (the tensors and their serialised copy in the write buffer)."""
     decoded = 2 * 3 * height * width * 4
-    return decoded + forward_bytes(extractor, height, width, element_bytes=element_bytes) + stored
+    stored = stored_bytes(extractor, height, width, reduce=reduce, store_bytes=store_bytes)
+    return decoded + forward_bytes(extractor, height, width, element_bytes=element_bytes) + 2 * stored
 
 
 def images_per_batch(per_image: int, budget: int, batch_size: int) -> int:

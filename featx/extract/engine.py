@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,6 +31,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from featx.discovery import ImageSource
 from featx.errors import FeatxTypeError, FeatxValueError, ImageDecodeError, OutputNotWritableError
+from featx.extract.budget import (
+    choose_tile,
+    current_rss,
+    default_budget,
+    image_bytes,
+    images_per_batch,
+    parse_size,
+    stored_bytes,
+)
 from featx.extract.descriptors import reduce_features
 from featx.extract.distributed import DistContext
 from featx.extract.options import ExtractOptions, PathLike
@@ -47,6 +57,7 @@ from featx.extract.summary import ExtractSummary, dry_run_summary, finish_run
 from featx.extract.writer import FeatureWriter
 from featx.featfile import serialize_features
 from featx.images import load_image
+from featx.tiling import tile_geometry, tiled_features
 
 __all__ = ["RANDOM_WEIGHTS_SEED", "TORCH_DTYPES", "extract_features"]
 
@@ -202,7 +213,8 @@ def extract_features(
             return dry_run_summary(
                 sources, plans, output, str(extractor.weights_id), extractor.weights_verified, dist.world, start
             )
-        batches = make_batches([plan.size for plan in plans], options.batch_size)
+        memory = _memory_plan(plans, extractor, options, torch_device)
+        batches = make_batches([plan.size for plan in plans], options.batch_size, limits=memory.per_batch)
         mine = batches[dist.rank :: dist.world]
         planned_errors = [i for i in range(dist.rank, len(plans), dist.world) if plans[i].state == "error"]
         part = output / f"manifest.rank{dist.rank}.jsonl"
@@ -210,7 +222,7 @@ def extract_features(
         bar = _progress_bar(total, bar_enabled, dist)
         writer = FeatureWriter(
             part,
-            capacity=max(2 * options.batch_size, 4),
+            capacity=memory.queue_capacity,
             on_record=options.on_record,
             bar=bar,
             fsync=options.fsync,
@@ -219,7 +231,7 @@ def extract_features(
         try:
             for index in planned_errors:
                 writer.put(manifest_record(sources[index], "error", error=plans[index].reason))
-            _compute(sources, plans, mine, ctx, extractor, torch_device, options, writer)
+            _compute(sources, plans, mine, ctx, extractor, torch_device, options, writer, memory.tiles)
         finally:
             writer.close()
             if bar is not None:
@@ -253,6 +265,7 @@ def _compute(
     device: torch.device,
     options: ExtractOptions,
     writer: FeatureWriter,
+    tiles: Mapping[tuple[int, int], int],
 ) -> None:
     """Decode (in workers), forward, reduce, and queue writes for this rank's batches."""
     work = []
@@ -282,7 +295,11 @@ def _compute(
         for indices, images in decoded["stacks"]:
             with torch.inference_mode(), torch.autocast(device.type, dtype=store, enabled=autocast):
                 batch = images.to(device, non_blocking=True).contiguous(memory_format=layout)
-                feats = reduce_features(extractor(batch), options.reduce)
+                tile = tiles.get((batch.shape[2], batch.shape[3])) if len(indices) == 1 else None
+                if tile is not None:  # too large for one pass within the budget: exact tiles
+                    feats = tiled_features(extractor, batch, tile=tile, reduce=options.reduce)
+                else:
+                    feats = reduce_features(extractor(batch), options.reduce)
                 if device.type != "cpu":  # transpose on the accelerator, copy plain C x H x W maps
                     feats = {name: feat.to(store).contiguous() for name, feat in feats.items()}
             feats = {name: feat.to("cpu", store) for name, feat in feats.items()}
@@ -296,6 +313,48 @@ def _compute(
                 metadata = ctx.metadata(source, plan.stat, plan.size)
                 data = serialize_features({name: feat[row] for name, feat in feats.items()}, metadata)
                 writer.put(manifest_record(source, "ok", shapes=shapes), feature_path(ctx.output, source.key), data)
+
+
+@dataclass(frozen=True)
+class _MemoryPlan:
+    """What the budget allows: images per batch and the tile side for each image size, and how
+    many serialised files the writer may queue."""
+
+    per_batch: dict[tuple[int, int], int]
+    tiles: dict[tuple[int, int], int]
+    queue_capacity: int
+
+
+def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions, device: torch.device) -> _MemoryPlan:
+    """Batch limits and tiles for ``options.max_memory`` (see :mod:`featx.extract.budget`)."""
+    budget = parse_size(options.max_memory) if options.max_memory is not None else default_budget(device.type)
+    work = budget - (current_rss() if device.type == "cpu" else 0)
+    if work <= 0:
+        raise FeatxValueError(
+            f"max_memory {budget // 2**20} MiB is below what the process already uses ({current_rss() // 2**20} MiB)"
+        )
+    store = TORCH_DTYPES[options.dtype].itemsize
+    per_batch, tiles, largest = {}, {}, 1
+    for size in sorted({plan.size for plan in plans if plan.size is not None}):
+        height, width = size
+        cost = image_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store)
+        per_batch[size] = images_per_batch(cost, work, options.batch_size)
+        if options.tile == "auto":
+            tile = choose_tile(extractor, height, width, work, reduce=options.reduce)
+        elif options.tile == "off":
+            tile = None
+        else:  # an explicit side, rounded down to a multiple of the deepest tap's stride
+            stride = tile_geometry(extractor.arch, extractor.taps[-1], pooling=extractor.pooling).stride
+            side = max(stride, int(options.tile) // stride * stride)
+            tile = side if max(height, width) > int(options.tile) else None
+        if tile is not None:
+            # EXIF orientation may swap the decoded sides: the same tile serves both
+            tiles[size] = tiles[(width, height)] = tile
+            per_batch[size] = 1
+        largest = max(largest, stored_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store))
+    # the writer's queue of serialised files may take a quarter of the budget
+    capacity = max(1, min(max(2 * options.batch_size, 4), work // 4 // largest))
+    return _MemoryPlan(per_batch, tiles, capacity)
 
 
 def _memory_format(device: torch.device, dtype: torch.dtype) -> torch.memory_format:

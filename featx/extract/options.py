@@ -94,6 +94,16 @@ class ExtractOptions:
     """One of :data:`featx.images.ALPHA_MODES`: refuse images with an alpha channel, or drop alpha."""
     max_pixels: Optional[int] = None
     """Refuse images with more pixels (default and upper bound: ``PIL.Image.MAX_IMAGE_PIXELS``)."""
+    max_memory: Union[int, str, None] = None
+    """Memory budget of the run, bytes or a size such as ``"4GiB"``: batches hold as many images as
+    fit (at most ``batch_size``) and an image whose single pass does not fit is tiled (``tile``).
+    ``None``: :data:`featx.extract.budget.DEFAULT_MEMORY_SHARE` of the memory available at the
+    start (free device memory on CUDA), which makes the batching depend on the machine's load:
+    give an explicit budget for batches that are the same on every run."""
+    tile: Union[str, int] = "auto"
+    """``"auto"``: tile images whose single pass exceeds the budget; ``"off"``: never tile; a
+    number of pixels: tile images larger than that, with tiles of that side (a multiple of the
+    deepest tap's stride). Tiled features equal one untiled pass (:func:`featx.tiling.tiled_features`)."""
     fsync: bool = True
     """fsync each feature file before its atomic rename (durable across power loss). ``False`` keeps
     the atomic rename (a killed run never leaves partial files); the resume check recomputes files
@@ -130,6 +140,16 @@ class ExtractOptions:
         check_bool("resume", self.resume)
         check_choice("alpha", self.alpha, ALPHA_MODES)
         check_int("max_pixels", self.max_pixels, minimum=1, allow_none=True)
+        if self.max_memory is not None:
+            from featx.extract.budget import parse_size
+
+            parse_size(self.max_memory)
+        if not (isinstance(self.tile, str) and self.tile in ("auto", "off")):
+            if isinstance(self.tile, str) and self.tile.isdigit():
+                object.__setattr__(self, "tile", int(self.tile))
+            elif not isinstance(self.tile, int) or isinstance(self.tile, bool):
+                raise FeatxTypeError(f"tile must be 'auto', 'off' or a number of pixels, got {self.tile!r}")
+            check_int("tile", self.tile)
         for name in ("fsync", "direct_io", "dry_run", "progress"):
             check_bool(name, getattr(self, name))
         if self.on_record is not None and not callable(self.on_record):

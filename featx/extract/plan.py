@@ -9,7 +9,7 @@ the same batch (resumed, sharded and uninterrupted runs give byte-identical file
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -57,11 +57,17 @@ def feature_path(output: PathLike, key: str) -> Path:
     return Path(output, *key.split("/")).with_name(key.split("/")[-1] + FEATURE_SUFFIX)
 
 
-def make_batches(sizes: Sequence[Optional[tuple[int, int]]], batch_size: int) -> list[list[int]]:
+def make_batches(
+    sizes: Sequence[Optional[tuple[int, int]]],
+    batch_size: int,
+    *,
+    limits: Optional[Mapping[tuple[int, int], int]] = None,
+) -> list[list[int]]:
     """Group image indices into batches of equal size, deterministically.
 
-    Images are taken in index order; each size gets its own batches of at most ``batch_size``;
-    batches are ordered by their first index. ``None`` sizes (failed images) are left out.
+    Images are taken in index order; each size gets its own batches of at most ``batch_size``
+    (or ``limits[size]``, the images of that size a memory budget allows); batches are ordered by
+    their first index. ``None`` sizes (failed images) are left out.
 
     Raises:
         TypeError: ``batch_size`` is not an integer.
@@ -78,7 +84,8 @@ def make_batches(sizes: Sequence[Optional[tuple[int, int]]], batch_size: int) ->
         if size is None:
             continue
         batch = open_batches.get(size)
-        if batch is None or len(batch) == batch_size:
+        most = batch_size if limits is None else min(batch_size, limits.get(size, batch_size))
+        if batch is None or len(batch) >= most:
             batch = open_batches[size] = []
             batches.append(batch)
         batch.append(index)

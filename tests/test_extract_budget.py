@@ -1,0 +1,104 @@
+"""featx extract under a memory budget: batches formed by bytes, and images too large for the
+budget extracted in exact tiles. The reference is the same run without tiling (``tile="off"``):
+the tiled feature files must hold the same features (fp32, relative error < 1e-5)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from featx.extract import ExtractOptions, extract_features
+from featx.extract.budget import current_rss
+from featx.extract.plan import make_batches
+from featx.featfile import load_features
+from featx_cli.main import cli
+
+
+@pytest.fixture()
+def images(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"big.png": (300, 260), "small.png": (40, 36)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def run(folder, out, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return extract_features([folder], out, ExtractOptions(weights=None, num_workers=0, taps="relu1_1,relu3_1", **options))
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.fixture()
+def tiled_calls(monkeypatch):
+    """The image sizes the engine extracts in tiles (a spy around the real tiled_features)."""
+    import featx.extract.engine
+    from featx.tiling import tiled_features
+
+    calls = []
+
+    def spy(extractor, image, **kwargs):
+        calls.append((tuple(image.shape[2:]), kwargs["tile"]))
+        return tiled_features(extractor, image, **kwargs)
+
+    monkeypatch.setattr(featx.extract.engine, "tiled_features", spy)
+    return calls
+
+
+@pytest.mark.parametrize("reduce", ["none", "gap"])
+def test_tiles_forced_by_a_small_budget_give_the_untiled_features(images, tmp_path, reduce, tiled_calls):
+    untiled = run(images, tmp_path / "untiled", reduce=reduce, tile="off")
+    assert tiled_calls == []
+    # a budget just above what the process holds: the 300x260 image (about 110 MiB untiled with its
+    # maps stored, 60 MiB with descriptors) must be tiled; the small one is not
+    budget = current_rss() + (80 if reduce == "none" else 40) * 2**20
+    tiled = run(images, tmp_path / "tiled", reduce=reduce, max_memory=budget)
+    assert untiled.ok == tiled.ok == 2
+    assert [size for size, _ in tiled_calls] == [(300, 260)]  # the big image only, in tiles
+    for name in ("big.png", "small.png"):
+        expected, _ = load_features(tmp_path / "untiled" / f"{name}.safetensors")
+        got, meta = load_features(tmp_path / "tiled" / f"{name}.safetensors")
+        assert meta["reduce"] == reduce
+        for tap, value in expected.items():
+            assert got[tap].shape == value.shape and rel(got[tap], value) < 1e-5, (name, tap)
+
+
+def test_explicit_tile_size(images, tmp_path, tiled_calls):
+    untiled = run(images, tmp_path / "untiled", tile="off")
+    tiled = run(images, tmp_path / "tiled", tile=64, max_memory="64GiB")
+    assert untiled.ok == tiled.ok == 2
+    assert tiled_calls == [((300, 260), 64)]  # 40x36 is below the tile size: one pass
+    expected, _ = load_features(tmp_path / "untiled" / "big.png.safetensors")
+    got, _ = load_features(tmp_path / "tiled" / "big.png.safetensors")
+    assert all(rel(got[tap], value) < 1e-5 for tap, value in expected.items())
+
+
+def test_batches_hold_what_the_budget_allows():
+    sizes = [(8, 8)] * 5 + [(4, 4)] * 3
+    assert make_batches(sizes, 8) == [[0, 1, 2, 3, 4], [5, 6, 7]]
+    assert make_batches(sizes, 8, limits={(8, 8): 2, (4, 4): 8}) == [[0, 1], [2, 3], [4], [5, 6, 7]]
+
+
+def test_a_budget_below_the_process_is_refused(images, tmp_path):
+    with pytest.raises(ValueError, match=r"max_memory 1 MiB is below what the process already uses"):
+        run(images, tmp_path / "out", max_memory="1MiB")
+
+
+def test_cli_flags(images, tmp_path):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(
+        cli, ["extract", str(images), str(out), "--weights", "random", "--taps", "relu1_1", "--tile", "64", "--workers", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    bad = CliRunner().invoke(cli, ["extract", str(images), str(tmp_path / "x"), "--weights", "random", "--max-memory", "lots"])
+    assert bad.exit_code == 2 and "a memory size such as '4GiB'" in bad.output
