@@ -213,7 +213,8 @@ def extract_features(
             return dry_run_summary(
                 sources, plans, output, str(extractor.weights_id), extractor.weights_verified, dist.world, start
             )
-        memory = _memory_plan(plans, extractor, options, torch_device)
+        # rank 0 decides for all ranks: every rank must build the same batch list
+        memory = dist.broadcast(_memory_plan(plans, extractor, options, torch_device) if dist.rank == 0 else None)
         batches = make_batches([plan.size for plan in plans], options.batch_size, limits=memory.per_batch)
         mine = batches[dist.rank :: dist.world]
         planned_errors = [i for i in range(dist.rank, len(plans), dist.world) if plans[i].state == "error"]
@@ -326,8 +327,10 @@ class _MemoryPlan:
 
 
 def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions, device: torch.device) -> _MemoryPlan:
-    """Batch limits and tiles for ``options.max_memory`` (see :mod:`featx.extract.budget`)."""
+    """Batch limits and tiles for ``options.max_memory`` (see :mod:`featx.extract.budget`). Under
+    torchrun the budget is the node's, shared by its ``LOCAL_WORLD_SIZE`` ranks."""
     budget = parse_size(options.max_memory) if options.max_memory is not None else default_budget(device.type)
+    budget //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     work = budget - (current_rss() if device.type == "cpu" else 0)
     if work <= 0:
         raise FeatxValueError(

@@ -97,6 +97,7 @@ class ExtractOptions:
     max_memory: Union[int, str, None] = None
     """Memory budget of the run, bytes or a size such as ``"4GiB"``: batches hold as many images as
     fit (at most ``batch_size``) and an image whose single pass does not fit is tiled (``tile``).
+    Under torchrun it is the budget of each node, shared equally by the node's ranks.
     ``None``: :data:`featx.extract.budget.DEFAULT_MEMORY_SHARE` of the memory available at the
     start (free device memory on CUDA), which makes the batching depend on the machine's load:
     give an explicit budget for batches that are the same on every run."""
