@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from featx._version import __version__
 
 if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDEs
+    from featx.alexnet import AlexNetFeatures
     from featx.errors import (
         FeatxError,
         FeatxWarning,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
     from featx.images import load_image
     from featx.layers import ARCHS, layer_names, layer_specs
     from featx.losses import TEXTURE_KINDS, FeatureLoss, PerceptualLoss, StyleLoss, TextureLoss
+    from featx.lpips import LPIPS
     from featx.lte import LTE
     from featx.presets import PRESETS
     from featx.show import TapSummary, show_features, summarize_features
@@ -51,11 +53,12 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
         sliced_wasserstein_loss,
     )
     from featx.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
-    from featx.weights import LoadedWeights, VGGWeights, featx_home, load_weights, read_checkpoint
+    from featx.weights import LoadedWeights, MetricWeights, VGGWeights, featx_home, load_weights, read_checkpoint
 
 # public name -> defining module
 _EXPORTS = {
     "ARCHS": "featx.layers",
+    "AlexNetFeatures": "featx.alexnet",
     "CRITERIA": "featx.functional",
     "ContextualOnFeatures": "featx.texture",
     "ConvHead": "featx.head",
@@ -67,8 +70,10 @@ _EXPORTS = {
     "HashMismatchError": "featx.errors",
     "ImageDecodeError": "featx.errors",
     "InputRangeWarning": "featx.errors",
+    "LPIPS": "featx.lpips",
     "LTE": "featx.lte",
     "LoadedWeights": "featx.weights",
+    "MetricWeights": "featx.weights",
     "MomentsOnFeatures": "featx.texture",
     "OutputNotWritableError": "featx.errors",
     "PRESETS": "featx.presets",
@@ -113,6 +118,7 @@ _EXPORTS = {
 
 __all__ = [
     "ARCHS",
+    "AlexNetFeatures",
     "CRITERIA",
     "ContextualOnFeatures",
     "ConvHead",
@@ -124,8 +130,10 @@ __all__ = [
     "HashMismatchError",
     "ImageDecodeError",
     "InputRangeWarning",
+    "LPIPS",
     "LTE",
     "LoadedWeights",
+    "MetricWeights",
     "MomentsOnFeatures",
     "OutputNotWritableError",
     "PRESETS",
