@@ -341,3 +341,29 @@ def test_lpips_scaling_is_imagenet_normalisation_in_minus_one_one_units():
 
     assert [round((1 + t) / 2, 12) for t in LPIPS_SHIFT] == list(IMAGENET_MEAN)
     assert [round(s / 2, 12) for s in LPIPS_SCALE] == list(IMAGENET_STD)
+
+
+def test_default_backbone_comes_from_featx_home(monkeypatch, tmp_path):
+    home = tmp_path / "fx"
+    home.mkdir()
+    monkeypatch.setenv("FEATX_HOME", str(home))
+    ref = reference("alex")
+    torch.save(backbone_state(ref), home / "alexnet-owt-7be5be79.pth")  # fabricated under the real name
+    shutil.copy(shipped("alex"), home / "lpips_alex_v0.1.pth")  # the real file
+    with pytest.warns(UnverifiedWeightsWarning, match="ALEXNET_IMAGENET1K_V1"):
+        metric = LPIPS()  # net="alex", both "DEFAULT"
+    assert metric.weights_id == "unverified:ALEXNET_IMAGENET1K_V1" and metric.weights_verified is False
+    assert metric.lin_weights_id == "LPIPS_ALEX_V0_1" and metric.lin_weights_verified is True
+    x, y = images("alex", batch=2)
+    torch.testing.assert_close(metric(x, y), ref(x, y, normalize=True).mean(), rtol=1e-5, atol=0)
+
+
+def test_copies_pickles_and_device_moves_keep_the_values():
+    import pickle
+
+    metric = ours("vgg", reference("vgg"), reduction="none")
+    x, y = images("vgg", batch=2)
+    value = metric(x, y)
+    for other in (copy.deepcopy(metric), pickle.loads(pickle.dumps(metric)), copy.deepcopy(metric).to("cpu")):
+        torch.testing.assert_close(other(x, y), value, rtol=0, atol=0)
+    assert "lin_weights='file:" in repr(metric) and "net='vgg'" in repr(metric)
