@@ -3,16 +3,17 @@ v0.1 weights) on a VGG16 or AlexNet backbone, as a frozen module usable as a tra
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Literal, Optional, Union, overload
 
 import torch
 from torch import nn
 
-from featx._checks import InputRange, check_bool, check_choice, check_input_range
+from featx._checks import InputRange, check_bool, check_choice, check_input_range, range_problem
 from featx._features import autocast_off, check_reduction, compute_dtype, reduce_batch
 from featx._frozen import register_frozen_hooks
 from featx.alexnet import AlexNetFeatures
-from featx.errors import FeatxTypeError, FeatxValueError
+from featx.errors import FeatxTypeError, FeatxValueError, InputRangeWarning
 from featx.extractor import VGGFeatures
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ It is close to, but not, ImageNet's mean/std normalisation, so featx applies it 
 backbone with ``input_range="normalized"``."""
 
 _EPS = 1e-10  # lpips normalize_tensor: f / (||f||_2 over channels + eps)
+_RANGE_CHECKED_CALLS = 4  # forward calls whose input min/max are checked against input_range, as VGGFeatures
 
 
 def _lpips_affine(input_range: tuple[float, float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -74,7 +76,8 @@ class LPIPS(nn.Module):
             ``lin0.model.1.weight`` ... ``lin4.model.1.weight``, shape ``(1, C, 1, 1)``), or a
             state dict with those keys.
         input_range: ``(lo, hi)`` of the input values: ``(0, 1)`` is lpips' ``normalize=True``,
-            ``(-1, 1)`` its default.
+            ``(-1, 1)`` its default. Inputs of the first calls that look like another range (lpips'
+            ``[-1, 1]`` fed to the default ``(0, 1)``) warn :class:`~featx.InputRangeWarning` once.
         reduction: ``"mean"``, ``"sum"`` (over the batch) or ``"none"`` (one value per sample).
         spatial: return the distance map (each layer's map upsampled bilinearly to the input size,
             as lpips ``spatial=True``) instead of its spatial mean.
@@ -154,6 +157,7 @@ class LPIPS(nn.Module):
         self.lin_weights_id, self.lin_weights_sha256 = loaded.weights_id, loaded.sha256
         self.lin_weights_verified = loaded.verified
         self._affine64 = _lpips_affine(self.input_range)
+        self._range_checks_left = _RANGE_CHECKED_CALLS
         self.learnable = False
         self.requires_grad_(False)
         self.eval()
@@ -181,6 +185,25 @@ class LPIPS(nn.Module):
             )
         return pred, target
 
+    def _check_range(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Warn once if one of the first inputs looks like another value range (one host sync a call)."""
+        self._range_checks_left -= 1
+        bounds = [t.detach().float() for t in (pred.min(), pred.max(), target.min(), target.max())]
+        values = torch.stack(bounds).tolist()
+        low, high = min(values), max(values)
+        problem = range_problem(low, high, self.input_range)
+        if problem is not None:
+            self._range_checks_left = 0
+            lo, hi = self.input_range
+            warnings.warn(
+                f"LPIPS inputs span [{low:.3g}, {high:.3g}], which {problem} input_range=({lo:g}, {hi:g}); pass the "
+                "range your images use, e.g. input_range=(-1, 1) for lpips-style [-1, 1] inputs or tanh outputs. "
+                "(checked on the first calls only; silence with "
+                "warnings.filterwarnings('ignore', category=featx.InputRangeWarning))",
+                InputRangeWarning,
+                stacklevel=5,  # the caller of the module (through nn.Module.__call__)
+            )
+
     def _scale(self, x: torch.Tensor) -> torch.Tensor:
         scale, shift = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) for v in self._affine64)
         return x * scale + shift
@@ -207,6 +230,8 @@ class LPIPS(nn.Module):
             The distance (see Shape), or ``(distance, {tap: term})``.
         """
         pred, target = self._check(pred, target)
+        if self._range_checks_left > 0 and not torch.compiler.is_compiling():
+            self._check_range(pred, target)
         pred_feats = self.backbone(self._scale(pred))
         target_feats = self.backbone(self._scale(target))
         terms: dict[str, torch.Tensor] = {}

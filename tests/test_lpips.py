@@ -367,3 +367,16 @@ def test_copies_pickles_and_device_moves_keep_the_values():
     for other in (copy.deepcopy(metric), pickle.loads(pickle.dumps(metric)), copy.deepcopy(metric).to("cpu")):
         torch.testing.assert_close(other(x, y), value, rtol=0, atol=0)
     assert "lin_weights='file:" in repr(metric) and "net='vgg'" in repr(metric)
+
+
+def test_inputs_in_another_range_warn_once():
+    from featx.errors import InputRangeWarning
+
+    metric = ours("alex", reference("alex"))
+    x, y = images("alex", batch=1)
+    with pytest.warns(InputRangeWarning, match=r"input_range=\(0, 1\)"):
+        metric(2 * x - 1, 2 * y - 1)  # lpips-style [-1, 1] inputs with the default (0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputRangeWarning)
+        metric(2 * x - 1, 2 * y - 1)  # once only
+        ours("alex", reference("alex"), input_range=(-1, 1))(2 * x - 1, 2 * y - 1)
