@@ -33,8 +33,9 @@ LPIPS_NETS: dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]] = {
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 """LPIPS's input scaling (lpips ``ScalingLayer``): ``(x - shift) / scale`` on inputs in ``[-1, 1]``.
-It is close to, but not, ImageNet's mean/std normalisation, so featx applies it itself and runs the
-backbone with ``input_range="normalized"``."""
+In ``[0, 1]`` units it is ImageNet's mean ``(1 + shift) / 2`` and std ``scale / 2``; featx applies
+lpips' constants itself (fused with the ``input_range`` mapping) and runs the backbone with
+``input_range="normalized"``."""
 
 _EPS = 1e-10  # lpips normalize_tensor: f / (||f||_2 over channels + eps)
 _RANGE_CHECKED_CALLS = 4  # forward calls whose input min/max are checked against input_range, as VGGFeatures
@@ -131,8 +132,8 @@ class LPIPS(nn.Module):
         checked_range = check_input_range(input_range)
         if isinstance(checked_range, str):
             raise FeatxValueError(
-                "LPIPS applies its own input scaling (not ImageNet normalisation), so it needs the value range "
-                "of the images: pass input_range=(lo, hi), e.g. (0, 1) or (-1, 1), not 'normalized'"
+                "LPIPS maps its inputs itself (to [-1, 1], then through lpips' scaling layer), so it needs the "
+                "value range of the images: pass input_range=(lo, hi), e.g. (0, 1) or (-1, 1), not 'normalized'"
             )
         self.input_range: tuple[float, float] = checked_range
         self.reduction = check_reduction(reduction)
