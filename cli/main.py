@@ -9,6 +9,7 @@ from featx._version import __version__
 
 from .extract_cmd import extract
 from .layers_cmd import layers
+from .score_cmd import score
 from .show_cmd import show
 from .weights_cmd import weights
 
@@ -21,6 +22,7 @@ def cli() -> None:
 
 cli.add_command(extract)
 cli.add_command(layers)
+cli.add_command(score)
 cli.add_command(show)
 cli.add_command(weights)
 

@@ -1,4 +1,5 @@
-"""``featx weights``: list, download, verify and locate the known VGG checkpoints.
+"""``featx weights``: list, download, verify and locate the known checkpoints (VGG and AlexNet
+backbones, LPIPS's learned layers).
 
 torch and featx.weights are imported inside each command so ``featx --help`` stays instant.
 """
@@ -10,7 +11,7 @@ import click
 
 @click.group(name="weights")
 def weights() -> None:
-    """Known VGG checkpoints: where they are, how to get them, whether they are intact.
+    """Known checkpoints (backbones, LPIPS layers): where they are, how to get them, whether they are intact.
 
     Building a model never downloads; `featx weights download NAME` is the one command that does.
     """
@@ -18,16 +19,16 @@ def weights() -> None:
 
 @weights.command(name="list")
 def list_cmd() -> None:
-    """Every known checkpoint: name, arch, file, size and where it was found (or "missing")."""
-    from featx.weights import VGGWeights, find
+    """Every known checkpoint: name, kind, arch, file, size and where it was found (or "missing")."""
+    from featx.weights import find, known_checkpoints
 
-    rows = [("NAME", "ARCH", "FILE", "ACC@1", "SIZE", "LOCATION")]
-    for member in VGGWeights:
+    rows = [("NAME", "KIND", "ARCH", "FILE", "ACC@1", "SIZE", "LOCATION")]
+    for member in known_checkpoints():
         path = find(member)
         size = f"{path.stat().st_size / 2**20:.1f} MiB" if path is not None else "-"
-        rows.append(
-            (member.name, member.arch, member.file_name, f"{member.meta['acc@1']:.2f}", size, str(path or "missing"))
-        )
+        acc1 = member.meta.get("acc@1")
+        accuracy = f"{acc1:.2f}" if isinstance(acc1, float) else "-"
+        rows.append((member.name, member.kind, member.arch, member.file_name, accuracy, size, str(path or "missing")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
@@ -41,7 +42,7 @@ def list_cmd() -> None:
 @click.option("--sha256", default=None, help="Expected sha256 (or its first 8+ digits) instead of the file name's.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def download_cmd(name: str, dest_dir: str | None, url: str | None, sha256: str | None, quiet: bool) -> None:
-    """Download checkpoint NAME (e.g. VGG19_IMAGENET1K_V1 or vgg19), verify its sha256, print its path."""
+    """Download checkpoint NAME (e.g. VGG19_IMAGENET1K_V1, vgg19 or LPIPS_ALEX_V0_1), verify its sha256, print its path."""
     from featx.weights.fetch import download
 
     try:
@@ -59,10 +60,10 @@ def verify_cmd(path: str, sha256: str | None) -> None:
     from pathlib import Path
 
     from featx.errors import HashMismatchError
-    from featx.weights import VGGWeights
+    from featx.weights import known_by_file_name
     from featx.weights.fetch import verify
 
-    known = VGGWeights.from_file_name(Path(path).name)
+    known = known_by_file_name(Path(path).name)
     try:
         digest = verify(path, sha256)
     except HashMismatchError as error:
@@ -74,7 +75,7 @@ def verify_cmd(path: str, sha256: str | None) -> None:
     if sha256 is not None:
         click.echo(f"OK: matches {sha256.strip().lower()}")
     elif known is not None:
-        click.echo(f"OK: matches {known.name} (sha256 {known.sha256_prefix}...)")
+        click.echo(f"OK: matches {known.name} (sha256 {known.sha256_prefix[:16]}...)")
     else:
         click.echo("no known hash for this file name; pass --sha256 to check it")
 

@@ -17,6 +17,7 @@ from featx._lazy import lazy_exports
 from featx._version import __version__
 
 if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDEs
+    from featx.alexnet import AlexNetFeatures
     from featx.dists import DISTS
     from featx.errors import (
         FeatxError,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
     from featx.images import load_image
     from featx.layers import ARCHS, layer_names, layer_specs
     from featx.losses import TEXTURE_KINDS, FeatureLoss, PerceptualLoss, StyleLoss, TextureLoss
+    from featx.lpips import LPIPS
     from featx.lte import LTE
     from featx.presets import PRESETS
     from featx.show import TapSummary, show_features, summarize_features
@@ -53,11 +55,12 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
     )
     from featx.tiling import tiled_features
     from featx.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
-    from featx.weights import LoadedWeights, VGGWeights, featx_home, load_weights, read_checkpoint
+    from featx.weights import LoadedWeights, MetricWeights, VGGWeights, featx_home, load_weights, read_checkpoint
 
 # public name -> defining module
 _EXPORTS = {
     "ARCHS": "featx.layers",
+    "AlexNetFeatures": "featx.alexnet",
     "CRITERIA": "featx.functional",
     "ContextualOnFeatures": "featx.texture",
     "ConvHead": "featx.head",
@@ -70,8 +73,10 @@ _EXPORTS = {
     "HashMismatchError": "featx.errors",
     "ImageDecodeError": "featx.errors",
     "InputRangeWarning": "featx.errors",
+    "LPIPS": "featx.lpips",
     "LTE": "featx.lte",
     "LoadedWeights": "featx.weights",
+    "MetricWeights": "featx.weights",
     "MomentsOnFeatures": "featx.texture",
     "OutputNotWritableError": "featx.errors",
     "PRESETS": "featx.presets",
@@ -117,6 +122,7 @@ _EXPORTS = {
 
 __all__ = [
     "ARCHS",
+    "AlexNetFeatures",
     "CRITERIA",
     "ContextualOnFeatures",
     "ConvHead",
@@ -129,8 +135,10 @@ __all__ = [
     "HashMismatchError",
     "ImageDecodeError",
     "InputRangeWarning",
+    "LPIPS",
     "LTE",
     "LoadedWeights",
+    "MetricWeights",
     "MomentsOnFeatures",
     "OutputNotWritableError",
     "PRESETS",

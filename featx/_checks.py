@@ -21,6 +21,7 @@ __all__ = [
     "check_layer_weights",
     "check_number",
     "closest",
+    "range_problem",
 ]
 
 T = TypeVar("T")
@@ -188,3 +189,25 @@ def check_input_range(input_range: object) -> InputRange:
     if not (lo < hi) or not (math.isfinite(lo) and math.isfinite(hi)):
         raise FeatxValueError(f"input_range must satisfy lo < hi with finite bounds, got ({lo}, {hi})")
     return (lo, hi)
+
+
+def range_problem(low: float, high: float, input_range: tuple[float, float]) -> Union[str, None]:
+    """Why inputs spanning ``[low, high]`` look like another value range than ``input_range``, or ``None``.
+
+    "Clearly outside" means beyond half the range's span on either side (an SR network's output
+    that overshoots ``[0, 1]``, as an untrained one does, is fine; tanh outputs in ``[-1, 1]`` or
+    ``[0, 255]`` images fed to ``(0, 1)`` are not); a range of 100 or more (``(0, 255)``) fed values that all lie in
+    ``[-1.5, 1.5]`` looks like ``[0, 1]`` or ``[-1, 1]`` data. The rule of the first-call check of
+    ``VGGFeatures`` and ``LPIPS`` (``InputRangeWarning``).
+
+    Example:
+        >>> range_problem(-1.0, 1.0, (0.0, 1.0)), range_problem(-0.1, 1.2, (0.0, 1.0))
+        ('lies clearly outside', None)
+    """
+    lo, hi = input_range
+    span = hi - lo
+    if low < lo - span / 2 or high > hi + span / 2:
+        return "lies clearly outside"
+    if span >= 100 and -1.5 <= low < high <= 1.5:
+        return "uses a tiny part (as [0, 1] or [-1, 1] data would) of"
+    return None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union, cast
 import torch
 from torch import nn
 
-from featx._checks import InputRange, check_bool, check_choice, check_input_range
+from featx._checks import InputRange, check_bool, check_choice, check_input_range, range_problem
 from featx.errors import FeatxTypeError, FeatxValueError, FeatxWarning, InputRangeWarning
 from featx.layers import POOLINGS, LayerSpec, check_arch, layer_specs, min_input_size
 from featx.pooling import make_pool
@@ -39,23 +39,6 @@ def _input_affine(input_range: InputRange) -> tuple[tuple[float, ...], tuple[flo
     scale = tuple(1.0 / ((hi - lo) * std) for std in IMAGENET_STD)
     shift = tuple(-(lo / (hi - lo) + mean) / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
     return scale, shift
-
-
-def _range_problem(low: float, high: float, input_range: tuple[float, float]) -> Union[str, None]:
-    """Why inputs spanning ``[low, high]`` look like another value range than ``input_range``, or ``None``.
-
-    "Clearly outside" means beyond half the range's span on either side (an SR network's output
-    that overshoots ``[0, 1]``, as an untrained one does, is fine; tanh outputs in ``[-1, 1]`` or
-    ``[0, 255]`` images fed to ``(0, 1)`` are not); a range of 100 or more (``(0, 255)``) fed values that all lie in
-    ``[-1.5, 1.5]`` looks like ``[0, 1]`` or ``[-1, 1]`` data.
-    """
-    lo, hi = input_range
-    span = hi - lo
-    if low < lo - span / 2 or high > hi + span / 2:
-        return "lies clearly outside"
-    if span >= 100 and -1.5 <= low < high <= 1.5:
-        return "uses a tiny part (as [0, 1] or [-1, 1] data would) of"
-    return None
 
 
 def _check_image_batch(x: object, *, gray: str, min_size: int, deepest_tap: str, dtype: torch.dtype) -> torch.Tensor:
@@ -368,7 +351,7 @@ class VGGFeatures(nn.Module):
         low, high = torch.stack([x.detach().min(), x.detach().max()]).float().tolist()
         if isinstance(self.input_range, str):  # "normalized" inputs are not checked
             return
-        problem = _range_problem(low, high, self.input_range)
+        problem = range_problem(low, high, self.input_range)
         if problem is not None:
             self._range_checks_left = 0
             lo, hi = self.input_range

@@ -32,6 +32,7 @@ DATA = {
     "texture_levels", "soft_attention", "pred", "target", "x", "pool5", "image", "taps", "out", "arch",
     "perceptual", "style", "texture", "path", "tensors", "metadata", "height", "width", "input", "inputs",
     "output", "weights", "name", "deepest_tap", "ctx", "extractor",
+    "net",  # LPIPS(net): the backbone variant, the counterpart of VGGFeatures' arch
     "options",  # extract_features(inputs, output, options): one ExtractOptions object holding every option
 }  # fmt: skip
 

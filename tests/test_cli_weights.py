@@ -48,15 +48,39 @@ def test_list_shows_every_checkpoint_and_where_it_is():
     result = CliRunner().invoke(weights, ["list"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["NAME", "ARCH", "FILE", "ACC@1", "SIZE", "LOCATION"]
+    assert lines[0].split() == ["NAME", "KIND", "ARCH", "FILE", "ACC@1", "SIZE", "LOCATION"]
     rows = {line.split()[0]: line for line in lines[1:]}
-    # Reference: torchvision's VGG weight enums name eight ImageNet checkpoints.
+    # Reference: torchvision's VGG weight enums name eight ImageNet checkpoints; the metrics add
+    # torchvision's AlexNet and the lpips project's two v0.1 linear-layer files.
     archs = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
-    assert sorted(rows) == sorted(f"{arch.upper()}_IMAGENET1K_V1" for arch in archs)
+    vgg = [f"{arch.upper()}_IMAGENET1K_V1" for arch in archs]
+    assert sorted(rows) == sorted([*vgg, "ALEXNET_IMAGENET1K_V1", "LPIPS_VGG_V0_1", "LPIPS_ALEX_V0_1"])
     assert rows["VGG16_IMAGENET1K_V1"].endswith(str(present))
     assert "MiB" in rows["VGG16_IMAGENET1K_V1"]
     assert rows["VGG19_IMAGENET1K_V1"].split()[-1] == "missing"
     assert "72.38" in rows["VGG19_IMAGENET1K_V1"]  # torchvision docs: acc@1 72.376
+    assert rows["LPIPS_ALEX_V0_1"].split()[1:4] == ["lpips", "alexnet", "lpips_alex_v0.1.pth"]
+    assert rows["ALEXNET_IMAGENET1K_V1"].split()[1:5] == ["backbone", "alexnet", "alexnet-owt-7be5be79.pth", "56.52"]
+
+
+def test_download_lpips_file_checks_its_full_sha256(tmp_path):
+    import lpips
+
+    shipped = Path(lpips.__file__).parent / "weights" / "v0.1" / "vgg.pth"
+    dest = tmp_path / "dest"
+    result = CliRunner().invoke(weights, ["download", "LPIPS_VGG_V0_1", "--dir", str(dest), "-q", "--url", shipped.as_uri()])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(dest / "lpips_vgg_v0.1.pth")
+    assert (dest / "lpips_vgg_v0.1.pth").read_bytes() == shipped.read_bytes()
+    verified = CliRunner().invoke(weights, ["verify", str(dest / "lpips_vgg_v0.1.pth")])
+    assert verified.exit_code == 0 and "OK: matches LPIPS_VGG_V0_1" in verified.output
+    other = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"  # the wrong file for this name
+    result = CliRunner().invoke(weights, ["download", "LPIPS_VGG_V0_1", "--dir", str(tmp_path / "d2"), "-q",
+                                          "--url", other.as_uri()])  # fmt: skip
+    assert result.exit_code == 1 and "sha256 mismatch" in result.output
+    assert list((tmp_path / "d2").iterdir()) == []
+    located = CliRunner().invoke(weights, ["path", "LPIPS_ALEX_V0_1"])
+    assert located.exit_code == 1 and "featx weights download LPIPS_ALEX_V0_1" in located.output
 
 
 def test_download_with_matching_hash(tmp_path):

@@ -90,7 +90,7 @@ def test_batches_hold_what_the_budget_allows():
 
 
 def test_a_budget_below_the_process_is_refused(images, tmp_path):
-    with pytest.raises(ValueError, match=r"max_memory 1 MiB is below what the process already uses"):
+    with pytest.raises(ValueError, match=r"max_memory 1 MiB is below what the process and its 0 decoding workers already use"):
         run(images, tmp_path / "out", max_memory="1MiB")
 
 

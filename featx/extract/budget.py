@@ -25,6 +25,7 @@ __all__ = [
     "CONV_WORKSPACE",
     "DEFAULT_MEMORY_SHARE",
     "TILE_OVERHEAD",
+    "WORKER_BYTES",
     "available_memory",
     "current_rss",
     "choose_tile",
@@ -44,6 +45,11 @@ CONV_WORKSPACE = 2
 """A convolution allocates its output and, transiently, about as much again (oneDNN's layout
 reorder for large maps): measured on vgg19 to relu3_1 at 2040x1356 (2.0 GiB added, against
 1.5 GiB of tensors), so the model counts each convolution's output twice while it runs."""
+
+WORKER_BYTES = 320 * 2**20
+"""What one decoding worker process adds to the run's memory (PSS: its own interpreter and
+imports, and the decoded images it prefetches), measured with 2040x1356 PNGs; the budget of the
+command's own process is what remains after its resident memory and its workers."""
 
 TILE_OVERHEAD = 2.0
 """Measured factor between the peak added by a tiled pass and :func:`forward_bytes` of its tile

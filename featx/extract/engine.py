@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from featx.discovery import ImageSource
 from featx.errors import FeatxTypeError, FeatxValueError, ImageDecodeError, OutputNotWritableError
 from featx.extract.budget import (
+    WORKER_BYTES,
     choose_tile,
     current_rss,
     default_budget,
@@ -331,10 +332,12 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
     torchrun the budget is the node's, shared by its ``LOCAL_WORLD_SIZE`` ranks."""
     budget = parse_size(options.max_memory) if options.max_memory is not None else default_budget(device.type)
     budget //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    work = budget - (current_rss() if device.type == "cpu" else 0)
+    held = current_rss() + options.num_workers * WORKER_BYTES if device.type == "cpu" else 0
+    work = budget - held
     if work <= 0:
         raise FeatxValueError(
-            f"max_memory {budget // 2**20} MiB is below what the process already uses ({current_rss() // 2**20} MiB)"
+            f"max_memory {budget // 2**20} MiB is below what the process and its {options.num_workers} decoding "
+            f"workers already use ({held // 2**20} MiB); raise it, or use fewer --workers"
         )
     store = TORCH_DTYPES[options.dtype].itemsize
     per_batch, tiles, largest = {}, {}, 1

@@ -16,7 +16,7 @@ from featx.errors import DownloadError, FeatxValueError, HashMismatchError, Inpu
 from featx.weights._common import PathLike
 from featx.weights.checkpoint import sha256_file
 from featx.weights.locations import featx_home
-from featx.weights.registry import VGGWeights, member_of
+from featx.weights.registry import KnownCheckpoint, known_by_file_name, member_of
 
 __all__ = ["download", "verify"]
 
@@ -47,7 +47,7 @@ def verify(path: PathLike, expected_prefix: Union[str, None] = None) -> str:
     if not path.is_file():
         raise InputNotFoundError(f"no such file: {path}")
     if expected_prefix is None:
-        known = VGGWeights.from_file_name(path.name)
+        known = known_by_file_name(path.name)
         expected_prefix = known.sha256_prefix if known is not None else None
     actual = sha256_file(path)
     if expected_prefix is not None:
@@ -63,7 +63,7 @@ def verify(path: PathLike, expected_prefix: Union[str, None] = None) -> str:
 
 
 def download(
-    name_or_member: Union[str, VGGWeights],
+    name_or_member: Union[str, KnownCheckpoint],
     *,
     dest_dir: Union[PathLike, None] = None,
     progress: bool = True,
@@ -80,12 +80,13 @@ def download(
     returned without downloading. The file follows the umask (``0o644`` with ``umask 022``).
 
     Args:
-        name_or_member: a :class:`VGGWeights` member, its name, an arch name (its default), or
-            torchvision's name (``"VGG19_Weights.IMAGENET1K_V1"``).
+        name_or_member: a :class:`VGGWeights` or :class:`MetricWeights` member, its name
+            (``"LPIPS_VGG_V0_1"``), an arch name (its default backbone), or torchvision's name
+            (``"VGG19_Weights.IMAGENET1K_V1"``).
         dest_dir: target directory (default :func:`featx_home`).
         progress: show a tqdm progress bar on stderr.
-        url: download from here instead of torchvision's URL (a mirror, or ``file://`` in tests).
-        sha256: expected full sha256 (or a prefix of at least 8 digits) instead of the file name's prefix.
+        url: download from here instead of the published URL (a mirror, or ``file://`` in tests).
+        sha256: expected full sha256 (or a prefix of at least 8 digits) instead of the known one.
 
     Returns:
         The path of the verified file.

@@ -14,7 +14,7 @@ import safetensors
 import safetensors.torch
 from torch import Tensor
 
-from featx._checks import closest
+from featx._checks import check_choice, closest
 from featx.errors import (
     FeatxTypeError,
     FeatxValueError,
@@ -25,15 +25,22 @@ from featx.errors import (
     WeightsLoadError,
     WeightsNotFoundError,
 )
-from featx.layers import check_arch
 from featx.weights.cache import cache_file, read_cached, write_cache
 from featx.weights.checkpoint import read_checkpoint
 from featx.weights.index import indexed_sha256, remember_sha256
 from featx.weights.locations import cache_dir, locate
 from featx.weights.matching import Wanted, dict_view, parse_expected, safetensors_view, select_tensors
-from featx.weights.registry import VGGWeights, WeightsSpec
+from featx.weights.registry import (
+    BACKBONE_ARCHS,
+    KnownCheckpoint,
+    MetricWeights,
+    VGGWeights,
+    WeightsSpec,
+    default_backbone,
+    known_by_file_name,
+)
 
-__all__ = ["LoadedWeights", "REQUIRE_VERIFIED_ENV", "VERIFY_MODES", "load_weights", "verify_mode"]
+__all__ = ["LoadedWeights", "REQUIRE_VERIFIED_ENV", "VERIFY_MODES", "check_known_hash", "load_weights", "verify_mode"]
 
 REQUIRE_VERIFIED_ENV = "FEATX_REQUIRE_VERIFIED"
 """Environment variable: ``1`` makes a checkpoint that fails its sha256 check an error (see ``verify``)."""
@@ -96,38 +103,41 @@ def _looks_like_path(text: str) -> bool:
     return "/" in text or os.sep in text or text.startswith("~") or Path(text).suffix != ""
 
 
-def _resolve_name(weights: WeightsSpec, arch: str) -> Union[VGGWeights, None]:
+def _resolve_name(weights: WeightsSpec, arch: str) -> Union[KnownCheckpoint, None]:
     """The known checkpoint ``weights`` names, ``None`` for paths; raises for wrong or unknown names."""
-    member = None
-    if isinstance(weights, VGGWeights):
+    member: Union[KnownCheckpoint, None] = None
+    if isinstance(weights, (VGGWeights, MetricWeights)):
         member = weights
     elif isinstance(weights, enum.Enum) and isinstance(getattr(weights, "url", None), str):
         # A torchvision WeightsEnum member, e.g. torchvision.models.VGG19_Weights.IMAGENET1K_V1.
         url: str = getattr(weights, "url")  # noqa: B009 (mypy: Enum has no url)
-        member = VGGWeights.from_file_name(url.rsplit("/", 1)[-1])
+        member = known_by_file_name(url.rsplit("/", 1)[-1])
         if member is None:
             raise FeatxValueError(f"{weights} ({url}) is not a checkpoint featx knows; pass weights=PATH to its file")
     elif isinstance(weights, enum.Enum):
         raise FeatxTypeError(f"weights={weights!r} is an enum member but not a VGGWeights (or torchvision weights) member")
     elif isinstance(weights, str):
         if weights == "DEFAULT" or weights == "IMAGENET1K_V1":  # the latter: torchvision's tag, arch known
-            return VGGWeights.default(arch)
+            return default_backbone(arch)
         if weights in VGGWeights.__members__:
             member = VGGWeights[weights]
+        elif weights in MetricWeights.__members__:
+            member = MetricWeights[weights]
         elif (from_torchvision := VGGWeights.from_torchvision_name(weights)) is not None:
             member = from_torchvision  # "VGG19_Weights.IMAGENET1K_V1": a name, not a path with a suffix
         elif Path(weights).expanduser().is_file() or _looks_like_path(weights):
             return None
         else:
-            choices = ["DEFAULT", *VGGWeights.__members__]
+            choices = ["DEFAULT", *VGGWeights.__members__, *MetricWeights.__members__]
             raise FeatxValueError(
                 f"unknown weights {weights!r}: not a checkpoint name and no such file.{closest(weights, choices)} "
                 f"Valid names: {', '.join(choices)}; or pass a path to a .pth/.pt/.safetensors file"
             )
-    if member is not None and member.arch != arch:
+    if member is not None and (member.arch != arch or member.kind != "backbone"):
+        what = f"are for {member.arch}," if member.kind == "backbone" else f"are {member.kind} layers, not a backbone,"
         raise FeatxValueError(
-            f"weights {member.name} are for {member.arch}, but arch={arch!r}; "
-            f"use weights='DEFAULT' ({VGGWeights.default(arch).name}) or a {arch} checkpoint"
+            f"weights {member.name} {what} but arch={arch!r}; "
+            f"use weights='DEFAULT' ({default_backbone(arch).name}) or a {arch} checkpoint"
         )
     return member
 
@@ -142,12 +152,13 @@ def load_weights(
     only the ``expected`` tensors from that cache.
 
     Args:
-        weights: ``"DEFAULT"`` (``VGGWeights.default(arch)``), a :class:`VGGWeights` member or its
-            name, a torchvision weights member or name (``VGG19_Weights.IMAGENET1K_V1``, or
-            ``"IMAGENET1K_V1"`` for ``arch``'s), a path (``.pth``, ``.pt``, ``.safetensors``), an
-            in-memory state dict, or ``None`` (random weights: warns :class:`RandomWeightsWarning`
-            and returns ``None``).
-        arch: the architecture being built.
+        weights: ``"DEFAULT"`` (``VGGWeights.default(arch)``; for ``"alexnet"``
+            ``MetricWeights.ALEXNET_IMAGENET1K_V1``), a :class:`VGGWeights` (or, for AlexNet,
+            :class:`MetricWeights`) member or its name, a torchvision weights member or name
+            (``VGG19_Weights.IMAGENET1K_V1``, or ``"IMAGENET1K_V1"`` for ``arch``'s), a path
+            (``.pth``, ``.pt``, ``.safetensors``), an in-memory state dict, or ``None`` (random
+            weights: warns :class:`RandomWeightsWarning` and returns ``None``).
+        arch: the architecture being built (one of :data:`~featx.weights.registry.BACKBONE_ARCHS`).
         expected: every key the truncated extractor needs (``"features.0.weight"``, ...) -> shape.
             Checkpoint keys may be ``features.{i}.*`` or bare ``{i}.*``; ``classifier.*`` and
             layers deeper than the deepest expected index are ignored; anything else must match.
@@ -178,7 +189,7 @@ def load_weights(
         >>> sorted(loaded.state_dict), loaded.weights_id, loaded.sha256
         (['features.0.bias', 'features.0.weight'], 'state_dict', None)
     """
-    check_arch(arch)
+    check_choice("arch", arch, BACKBONE_ARCHS)
     wanted = parse_expected(expected)
     mode = verify_mode(verify)
     if weights is None:
@@ -218,17 +229,28 @@ def load_weights(
     return _load_file(path, wanted, arch, None, mode)
 
 
-def _check_known_hash(path: Path, sha256: str, member: Optional[VGGWeights], mode: str) -> Optional[bool]:
+def check_known_hash(path: Path, sha256: str, member: Optional[KnownCheckpoint], mode: str) -> Optional[bool]:
     """Compare a file with the known checkpoint it is loaded as (or named like): ``True``/``False``,
-    ``None`` when there is nothing to compare with. A mismatch warns (every load) or raises."""
-    known = member if member is not None else VGGWeights.from_file_name(path.name)
+    ``None`` when there is nothing to compare with. A mismatch warns (every load) or raises.
+
+    Args:
+        path: the file.
+        sha256: its full sha256.
+        member: the checkpoint it is loaded as; ``None`` looks its file name up in the registry.
+        mode: ``"warn"`` or ``"error"`` (see :func:`verify_mode`).
+
+    Raises:
+        HashMismatchError: a mismatch with ``mode="error"``.
+    """
+    known = member if member is not None else known_by_file_name(path.name)
     if known is None:
         return None
     if sha256.startswith(known.sha256_prefix):
         return True
+    origin = "torchvision's" if known.kind == "backbone" else f"the {known.kind} project's"
     message = (
-        f"{path} is named like torchvision's {known.name} checkpoint, but its sha256 {sha256[:16]}... does not "
-        f"start with {known.sha256_prefix}: it is a different or corrupted file "
+        f"{path} is named like {origin} {known.name} checkpoint, but its sha256 {sha256[:16]}... does not "
+        f"start with {known.sha256_prefix[:16]}: it is a different or corrupted file "
         f"(`featx weights download {known.name}` fetches the original)"
     )
     if mode == "error":
@@ -247,10 +269,10 @@ def _check_known_hash(path: Path, sha256: str, member: Optional[VGGWeights], mod
     return False
 
 
-def _load_file(path: Path, wanted: Wanted, arch: str, member: Optional[VGGWeights], mode: str) -> LoadedWeights:
+def _load_file(path: Path, wanted: Wanted, arch: str, member: Optional[KnownCheckpoint], mode: str) -> LoadedWeights:
     """Load from a file: safetensors lazily, torch files through the features cache."""
     sha256, fresh = indexed_sha256(path)
-    verified = _check_known_hash(path, sha256, member, mode)
+    verified = check_known_hash(path, sha256, member, mode)
     if member is not None:
         weights_id = member.name if verified else f"unverified:{member.name}"
     else:
@@ -265,7 +287,7 @@ def _load_file(path: Path, wanted: Wanted, arch: str, member: Optional[VGGWeight
 
     if fresh:
         stat = path.stat()
-        known = member if member is not None else VGGWeights.from_file_name(path.name)
+        known = member if member is not None else known_by_file_name(path.name)
         extra = {} if known is None else {"checkpoint": known.name, "verified": verified}
         attempt(lambda: remember_sha256(path, stat, sha256, **extra))
     if path.suffix.lower() == ".safetensors":

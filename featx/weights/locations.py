@@ -10,7 +10,7 @@ from typing import Union
 import torch
 
 from featx.errors import WeightsNotFoundError
-from featx.weights.registry import VGGWeights, member_of
+from featx.weights.registry import KnownCheckpoint, member_of
 
 __all__ = ["cache_dir", "featx_home", "find", "locate", "missing_checkpoint_error", "search_dirs"]
 
@@ -38,11 +38,12 @@ def cache_dir() -> Path:
     return featx_home() / "cache"
 
 
-def find(name: Union[str, VGGWeights]) -> Union[Path, None]:
+def find(name: Union[str, KnownCheckpoint]) -> Union[Path, None]:
     """Where a known checkpoint is on disk, or ``None``.
 
     Args:
-        name: a :class:`VGGWeights` member, its name, or an arch name (its default checkpoint).
+        name: a :class:`VGGWeights` or :class:`MetricWeights` member, its name, or an arch name
+            (its default backbone).
 
     Raises:
         ValueError: unknown name (with the closest valid one).
@@ -55,7 +56,7 @@ def find(name: Union[str, VGGWeights]) -> Union[Path, None]:
     return None
 
 
-def locate(name: Union[str, VGGWeights]) -> Path:
+def locate(name: Union[str, KnownCheckpoint]) -> Path:
     """Like :func:`find`, but a missing checkpoint raises.
 
     Raises:
@@ -69,7 +70,7 @@ def locate(name: Union[str, VGGWeights]) -> Path:
     return path
 
 
-def missing_checkpoint_error(member: VGGWeights, searched: Iterable[Path]) -> WeightsNotFoundError:
+def missing_checkpoint_error(member: KnownCheckpoint, searched: Iterable[Path]) -> WeightsNotFoundError:
     """The error for a known checkpoint that is in none of ``searched``: the file, its sha256, the
     directories searched and the two fixes."""
     searched = tuple(searched)

@@ -1,4 +1,6 @@
-"""The checkpoints featx knows: torchvision's ImageNet VGG files, their URLs, hash prefixes and metadata."""
+"""The checkpoints featx knows, in one registry: torchvision's ImageNet VGG files (:class:`VGGWeights`)
+and the files the calibrated metrics need (:class:`MetricWeights`: torchvision's AlexNet, LPIPS v0.1's
+learned linear layers), with their URLs, sha256 (prefixes) and metadata."""
 
 from __future__ import annotations
 
@@ -12,11 +14,24 @@ from typing import TYPE_CHECKING, Any, Union
 if TYPE_CHECKING:
     import torch
 
-from featx._checks import closest
+from featx._checks import check_choice, closest
 from featx.errors import FeatxTypeError, FeatxValueError
 from featx.layers import ARCHS, check_arch
 
-__all__ = ["CheckpointInfo", "VGGWeights", "WeightsSpec", "member_of"]
+__all__ = [
+    "BACKBONE_ARCHS",
+    "KINDS",
+    "CheckpointInfo",
+    "KnownCheckpoint",
+    "MetricWeights",
+    "MetricWeightsInfo",
+    "VGGWeights",
+    "WeightsSpec",
+    "default_backbone",
+    "known_by_file_name",
+    "known_checkpoints",
+    "member_of",
+]
 
 _BASE_URL = "https://download.pytorch.org/models/"
 _TORCHVISION_NAME = re.compile(r"(?:torchvision\.models\.)?(VGG\d+(?:_BN)?)_Weights\.([A-Z0-9_]+)")
@@ -84,6 +99,11 @@ class VGGWeights(enum.Enum):
     def arch(self) -> str:
         """The architecture the checkpoint belongs to."""
         return self.value.arch
+
+    @property
+    def kind(self) -> str:
+        """``"backbone"``: every VGG checkpoint is a backbone (see :data:`KINDS`)."""
+        return "backbone"
 
     @property
     def file_name(self) -> str:
@@ -165,9 +185,169 @@ name, a torchvision weights member or name (``"VGG19_Weights.IMAGENET1K_V1"``), 
 ``.pth``/``.pt``/``.safetensors`` file, an in-memory state dict, or ``None`` (random weights)."""
 
 
-def member_of(name: Union[str, VGGWeights]) -> VGGWeights:
-    """A known checkpoint from a member, its name, an arch name (its default), or torchvision's
-    weights name (``"VGG19_Weights.IMAGENET1K_V1"``).
+
+KINDS: tuple[str, ...] = ("backbone", "lpips")
+"""What a known checkpoint holds: a ``"backbone"`` (convolutional features, ``features.*`` keys) or
+the learned linear layers of LPIPS (``"lpips"``, keys ``lin{k}.model.1.weight``)."""
+
+BACKBONE_ARCHS: tuple[str, ...] = (*ARCHS, "alexnet")
+"""Every backbone architecture featx builds: the VGG family and AlexNet (LPIPS's default)."""
+
+_LPIPS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/"
+
+
+@dataclass(frozen=True)
+class MetricWeightsInfo:
+    """One checkpoint outside torchvision's VGG family.
+
+    Attributes:
+        kind: one of :data:`KINDS`.
+        arch: the backbone the file belongs to (``"alexnet"``, ``"vgg16"``).
+        file_name: the name featx looks for in :func:`~featx.weights.search_dirs`.
+        url: where the file is published (only ``featx weights download`` opens it).
+        sha256: the file's full sha256, or the 8 hex digits torchvision puts in its file name.
+        source: where the file comes from, in words.
+        meta: more metadata (``num_params``, ``acc@1``, ``acc@5`` for a backbone).
+    """
+
+    kind: str
+    arch: str
+    file_name: str
+    url: str
+    sha256: str
+    source: str
+    meta: tuple[tuple[str, Any], ...] = ()
+
+
+# Numbers: torchvision.models.AlexNet_Weights.IMAGENET1K_V1 (url, meta["num_params"], meta["_metrics"]);
+# the lpips files: lpips 0.1.4 (PyPI), lpips/weights/v0.1/{vgg,alex}.pth, hashed with sha256sum.
+class MetricWeights(enum.Enum):
+    """The checkpoints of the calibrated metrics: torchvision's AlexNet and LPIPS v0.1's linear layers.
+
+    They live in the same registry as :class:`VGGWeights`: ``featx weights list`` shows them,
+    ``featx weights download NAME`` fetches them (hash-checked) and construction finds them in
+    :func:`~featx.weights.search_dirs` only (LPIPS's VGG16 backbone is
+    ``VGGWeights.VGG16_IMAGENET1K_V1``).
+
+    Example:
+        >>> w = MetricWeights.LPIPS_VGG_V0_1
+        >>> w.kind, w.arch, w.file_name, w.sha256_prefix[:8]
+        ('lpips', 'vgg16', 'lpips_vgg_v0.1.pth', 'a78928a0')
+        >>> MetricWeights.ALEXNET_IMAGENET1K_V1.url
+        'https://download.pytorch.org/models/alexnet-owt-7be5be79.pth'
+    """
+
+    ALEXNET_IMAGENET1K_V1 = MetricWeightsInfo(
+        "backbone",
+        "alexnet",
+        "alexnet-owt-7be5be79.pth",
+        _BASE_URL + "alexnet-owt-7be5be79.pth",
+        "7be5be79",
+        "torchvision AlexNet_Weights.IMAGENET1K_V1 (ImageNet-1K); the backbone of LPIPS's default net",
+        (("num_params", 61_100_840), ("acc@1", 56.522), ("acc@5", 79.066), ("transforms", _TRANSFORMS)),
+    )
+    LPIPS_VGG_V0_1 = MetricWeightsInfo(
+        "lpips",
+        "vgg16",
+        "lpips_vgg_v0.1.pth",
+        _LPIPS_URL + "vgg.pth",
+        "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+        "lpips v0.1 linear layers for VGG16 (lpips/weights/v0.1/vgg.pth, Zhang et al. CVPR 2018)",
+    )
+    LPIPS_ALEX_V0_1 = MetricWeightsInfo(
+        "lpips",
+        "alexnet",
+        "lpips_alex_v0.1.pth",
+        _LPIPS_URL + "alex.pth",
+        "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+        "lpips v0.1 linear layers for AlexNet (lpips/weights/v0.1/alex.pth, Zhang et al. CVPR 2018)",
+    )
+
+    @property
+    def kind(self) -> str:
+        """What the file holds (:data:`KINDS`)."""
+        return self.value.kind
+
+    @property
+    def arch(self) -> str:
+        """The backbone architecture the file belongs to."""
+        return self.value.arch
+
+    @property
+    def file_name(self) -> str:
+        """The file name featx looks for."""
+        return self.value.file_name
+
+    @property
+    def url(self) -> str:
+        """Download URL (only :func:`~featx.weights.download` ever opens it)."""
+        return self.value.url
+
+    @property
+    def sha256_prefix(self) -> str:
+        """The file's sha256 as far as it is known (the full digest for the LPIPS files)."""
+        return self.value.sha256
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Metadata: ``source``, and ``num_params``, ``acc@1``, ``acc@5``, ``transforms`` for a backbone."""
+        return {"source": self.value.source, **dict(self.value.meta)}
+
+    @classmethod
+    def lpips(cls, arch: str) -> MetricWeights:
+        """The LPIPS v0.1 linear layers for backbone ``arch`` (``"vgg16"`` or ``"alexnet"``).
+
+        Raises:
+            ValueError: no LPIPS weights for ``arch``.
+        """
+        archs = tuple(member.arch for member in cls if member.kind == "lpips")
+        check_choice("LPIPS backbone", arch, archs)
+        return next(member for member in cls if member.kind == "lpips" and member.arch == arch)
+
+
+KnownCheckpoint = Union[VGGWeights, MetricWeights]
+"""A member of either enum of the registry."""
+
+
+def known_checkpoints() -> tuple[KnownCheckpoint, ...]:
+    """Every checkpoint featx knows, VGG backbones first (the order of ``featx weights list``).
+
+    Example:
+        >>> [member.name for member in known_checkpoints()][-3:]
+        ['ALEXNET_IMAGENET1K_V1', 'LPIPS_VGG_V0_1', 'LPIPS_ALEX_V0_1']
+    """
+    return (*VGGWeights, *MetricWeights)
+
+
+def known_by_file_name(file_name: str) -> Union[KnownCheckpoint, None]:
+    """The known checkpoint (of either enum) with this file name, or ``None``.
+
+    Example:
+        >>> known_by_file_name("lpips_alex_v0.1.pth").name
+        'LPIPS_ALEX_V0_1'
+    """
+    return next((member for member in known_checkpoints() if member.file_name == file_name), None)
+
+
+def default_backbone(arch: str) -> KnownCheckpoint:
+    """The checkpoint ``weights="DEFAULT"`` means for a backbone of :data:`BACKBONE_ARCHS`.
+
+    Raises:
+        ValueError: unknown ``arch``.
+
+    Example:
+        >>> default_backbone("alexnet").name, default_backbone("vgg16").name
+        ('ALEXNET_IMAGENET1K_V1', 'VGG16_IMAGENET1K_V1')
+    """
+    if arch == "alexnet":
+        return MetricWeights.ALEXNET_IMAGENET1K_V1
+    check_choice("arch", arch, BACKBONE_ARCHS)
+    return VGGWeights.default(arch)
+
+
+def member_of(name: Union[str, KnownCheckpoint]) -> KnownCheckpoint:
+    """A known checkpoint from a member, its name, an arch name (its default backbone), or
+    torchvision's weights name (``"VGG19_Weights.IMAGENET1K_V1"``).
 
     Raises:
         TypeError: not a string or member.
@@ -176,17 +356,23 @@ def member_of(name: Union[str, VGGWeights]) -> VGGWeights:
     Example:
         >>> member_of("vgg16").name, member_of("VGG11_BN_Weights.IMAGENET1K_V1").name
         ('VGG16_IMAGENET1K_V1', 'VGG11_BN_IMAGENET1K_V1')
+        >>> member_of("LPIPS_ALEX_V0_1").file_name, member_of("alexnet").name
+        ('lpips_alex_v0.1.pth', 'ALEXNET_IMAGENET1K_V1')
     """
-    if isinstance(name, VGGWeights):
+    if isinstance(name, (VGGWeights, MetricWeights)):
         return name
     if not isinstance(name, str):
-        raise FeatxTypeError(f"expected a VGGWeights member or its name, got {type(name).__name__}")
+        raise FeatxTypeError(f"expected a VGGWeights or MetricWeights member or its name, got {type(name).__name__}")
     if name in VGGWeights.__members__:
         return VGGWeights[name]
-    if name in ARCHS:
-        return VGGWeights.default(name)
+    if name in MetricWeights.__members__:
+        return MetricWeights[name]
+    if name in BACKBONE_ARCHS:
+        return default_backbone(name)
+    if name.strip() in ("AlexNet_Weights.IMAGENET1K_V1", "AlexNet_Weights.DEFAULT"):
+        return MetricWeights.ALEXNET_IMAGENET1K_V1
     from_torchvision = VGGWeights.from_torchvision_name(name)
     if from_torchvision is not None:
         return from_torchvision
-    choices = list(VGGWeights.__members__) + list(ARCHS)
+    choices = [member.name for member in known_checkpoints()] + list(BACKBONE_ARCHS)
     raise FeatxValueError(f"unknown checkpoint {name!r}.{closest(name, choices)} Valid names: {', '.join(choices)}")

@@ -1,0 +1,86 @@
+"""``featx score PRED_DIR REF_DIR``: PSNR, SSIM, LPIPS and DISTS of SR outputs against references
+(a thin shell over :func:`featx.score.score_folders`; torch is imported inside the command)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from featx._choices import ALPHA_MODES, METRICS, PAIR_BY
+
+EXIT_FAILED, EXIT_SETUP = 1, 2
+
+
+class ScoreSetupError(click.ClickException):
+    """The run could not start (missing folder or weights, bad option): exit 2."""
+
+    exit_code = EXIT_SETUP
+
+
+@click.command(name="score")
+@click.argument("pred_dir", type=click.Path(file_okay=False))
+@click.argument("ref_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--metrics",
+    default="psnr,ssim",
+    show_default=True,
+    help=f"Comma-separated, from: {', '.join(METRICS)} (lpips and dists need their weights on disk).",
+)
+@click.option("--out", default="scores.csv", show_default=True, type=click.Path(dir_okay=False),
+              help="Per-pair CSV; the means and settings go to the .json beside it.")  # fmt: skip
+@click.option("--crop-border", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Pixels removed on each side before every metric (the SR scale, as BasicSR does).")  # fmt: skip
+@click.option("--y-channel", is_flag=True, help="PSNR and SSIM on BT.601 luma (BasicSR's test_y_channel).")
+@click.option("--pair-by", type=click.Choice(PAIR_BY), default="path", show_default=True,
+              help="Pair by relative path, or by relative path without extension.")  # fmt: skip
+@click.option("--alpha", type=click.Choice(ALPHA_MODES), default="error", show_default=True,
+              help="Refuse images with an alpha channel, or drop the alpha channel.")  # fmt: skip
+@click.option("--device", default="cpu", show_default=True, help="Where LPIPS and DISTS run (cpu, cuda, cuda:1).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Pairs per LPIPS/DISTS batch.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def score(
+    pred_dir: str,
+    ref_dir: str,
+    metrics: str,
+    out: str,
+    crop_border: int,
+    y_channel: bool,
+    pair_by: str,
+    alpha: str,
+    device: str,
+    batch_size: int,
+    quiet: bool,
+) -> None:
+    """Score the images of PRED_DIR against those of REF_DIR with the same relative paths.
+
+    Writes one CSV row per scored pair and a JSON summary, and prints the mean of each metric.
+    Unpaired, undecodable or differently sized pairs are reported and skipped; the exit code is
+    then 1 (2 for a setup error: missing folder or weights, bad option).
+
+    \b
+    Example:
+      featx score results/ DIV2K_valid_HR/ --metrics psnr,ssim,lpips,dists --crop-border 4 --y-channel
+    """
+    from featx.errors import WeightsNotFoundError
+    from featx.score import score_folders, write_scores
+
+    try:
+        summary = score_folders(
+            pred_dir, ref_dir, metrics=[m.strip() for m in metrics.split(",") if m.strip()],
+            crop_border=crop_border, y_channel=y_channel, pair_by=pair_by, alpha=alpha,
+            device=device, batch_size=batch_size, progress=not quiet,
+        )  # fmt: skip
+    except WeightsNotFoundError as error:
+        raise ScoreSetupError(str(error)) from None
+    except (FileNotFoundError, ValueError, TypeError, RuntimeError) as error:
+        raise ScoreSetupError(str(error)) from None
+    json_path = write_scores(summary, out)
+    for pair in summary.errors:
+        click.echo(f"featx: error: {pair.key}: {pair.error}", err=True)
+    scored = len(summary.pairs) - len(summary.errors)
+    means = ", ".join(f"{name} {value:.4f}" for name, value in summary.means.items())
+    click.echo(f"featx score: {scored} of {len(summary.pairs)} pairs scored; mean {means}")
+    click.echo(f"featx score: wrote {out} and {json_path}")
+    if summary.errors:
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,39 @@
+"""State-dict hooks shared by the frozen-by-default modules outside :mod:`featx.extractor`
+(:class:`~featx.alexnet.AlexNetFeatures`, :class:`~featx.lpips.LPIPS`): what a parent's
+``state_dict`` holds is decided at construction, as for ``VGGFeatures`` (DESIGN.md section 3).
+
+A module built frozen (``learnable`` false) adds no entries to a parent's state dict, and a parent
+checkpoint without its entries loads strictly and keeps the module's weights. Private to featx.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+__all__ = ["register_frozen_hooks"]
+
+
+def _drop_when_nested(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    if not prefix or getattr(module, "learnable", False):
+        return
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        del state_dict[key]
+
+
+def _keep_when_absent(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any, strict: bool, *args: Any
+) -> None:
+    if getattr(module, "learnable", False):
+        return
+    own = module.state_dict()  # unprefixed: entries are only dropped when nested
+    if not any(prefix + key in state_dict for key in own):
+        for key, value in own.items():
+            state_dict[prefix + key] = value
+
+
+def register_frozen_hooks(module: nn.Module) -> None:
+    """Make a module built frozen invisible in its parents' state dicts (save and load)."""
+    module.register_state_dict_post_hook(_drop_when_nested)  # type: ignore[no-untyped-call]
+    module.register_load_state_dict_pre_hook(_keep_when_absent)  # type: ignore[no-untyped-call]
