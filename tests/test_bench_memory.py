@@ -23,7 +23,10 @@ def test_bench_memory_small_writes_json(tmp_path):
     results = json.loads(out.read_text())
     assert results["benchmark"] == "memory" and results["config"]["small"] is True
     cases = results["results"]
-    assert set(cases) == {"div2k_5_gap_3GiB", "square_2400_gap_1GiB", "square_2400_gap_untiled"}  # --small skips one
+    assert set(cases) == {"div2k_5_gap_3GiB", "div2k_5_gap_4GiB", "square_2400_gap_1GiB", "square_2400_gap_untiled"}
+    speed = results["throughput_4GiB"]
+    ratio = speed["featx_extract_images_per_second"] / speed["model_only_images_per_second"]
+    assert abs(speed["ratio"] - ratio) < 0.01
     assert all(case["peak_pss_gib"] > 0 and case["seconds"] > 0 for case in cases.values())
     targets = results["targets_peak_pss_gib"]
     assert results["met"] == {name: cases[name]["peak_pss_gib"] < limit for name, limit in targets.items()}
