@@ -18,22 +18,21 @@ with population variances and covariance over positions and the learned weights
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import nn
 
 from featx._checks import InputRange, check_input_range
 from featx._features import autocast_off, check_reduction, reduce_batch
-from featx.errors import FeatxTypeError, FeatxValueError, UnverifiedWeightsWarning, WeightsLoadError, WeightsNotFoundError
+from featx.errors import FeatxValueError
 from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
 
 if TYPE_CHECKING:
-    from featx.weights import WeightsSpec
+    from featx.weights import LoadedWeights, WeightsSpec
+    from featx.weights.learned import LearnedSpec
 
-__all__ = ["DISTS", "DISTS_CHANNELS", "DISTS_FILE", "DISTS_SHA256", "DISTS_TAPS", "load_dists_weights"]
+__all__ = ["DISTS", "DISTS_CHANNELS", "DISTS_TAPS", "load_dists_weights"]
 
 DISTS_TAPS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 """The VGG16 levels DISTS compares (DISTS_pytorch ``forward_once``), after the input itself."""
@@ -41,78 +40,45 @@ DISTS_TAPS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu
 DISTS_CHANNELS: tuple[int, ...] = (3, 64, 128, 256, 512, 512)
 """Channels of levels 0-5: the weights hold ``sum = 1475`` values each for alpha and beta."""
 
-DISTS_FILE = "dists_vgg16.pt"
-"""File name of the DISTS project's learned weights (``DISTS_pytorch/weights.pt``) under featx."""
-
-DISTS_SHA256 = "f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218"
-"""sha256 of that file."""
-
 _C1 = _C2 = 1e-6
 
-DistsWeightsSpec = Union[str, "os.PathLike[str]", Mapping[str, torch.Tensor]]
 
-
-def load_dists_weights(dists_weights: DistsWeightsSpec = "DEFAULT") -> tuple[torch.Tensor, torch.Tensor]:
-    """The learned ``alpha`` and ``beta`` of DISTS, each of shape ``(1475,)`` in float32.
+def load_dists_weights(
+    dists_weights: LearnedSpec = "DEFAULT", *, verify: Optional[str] = None
+) -> tuple[torch.Tensor, torch.Tensor, LoadedWeights]:
+    """The learned ``alpha`` and ``beta`` of DISTS, each ``(1475,)`` in float32, and their provenance.
 
     Args:
-        dists_weights: ``"DEFAULT"`` (``dists_vgg16.pt`` from :func:`featx.weights.search_dirs`,
-            checked against :data:`DISTS_SHA256`), a path to a file with ``alpha`` and ``beta``,
-            or such a mapping.
+        dists_weights: ``"DEFAULT"`` (:attr:`featx.weights.MetricWeights.DISTS_VGG16`, the DISTS
+            project's ``weights.pt``, found in :func:`featx.weights.search_dirs` and checked
+            against its sha256 at every load), a path to a file with ``alpha`` and ``beta`` of
+            shape ``(1, 1475, 1, 1)``, or such a mapping.
+        verify: what a mismatched ``DISTS_VGG16`` file does (``"warn"``/``"error"``), as in
+            :func:`featx.weights.load_weights`.
 
     Raises:
-        WeightsNotFoundError: ``"DEFAULT"`` and the file is in none of the searched directories.
+        WeightsNotFoundError: the file is not on disk (the message names ``featx weights download DISTS_VGG16``).
         WeightsLoadError: missing keys, wrong shapes, or non-finite values.
 
     Example:
-        >>> alpha, beta = load_dists_weights({"alpha": torch.ones(1, 1475, 1, 1), "beta": torch.ones(1, 1475, 1, 1)})
-        >>> alpha.shape
-        torch.Size([1475])
+        >>> ones = {"alpha": torch.ones(1, 1475, 1, 1), "beta": torch.ones(1, 1475, 1, 1)}
+        >>> alpha, beta, loaded = load_dists_weights(ones)
+        >>> alpha.shape, loaded.weights_id
+        (torch.Size([1475]), 'state_dict')
     """
-    from featx.weights import read_checkpoint, search_dirs, sha256_file
+    from featx.weights import MetricWeights
+    from featx.weights.learned import load_learned
 
-    where = "the in-memory DISTS weights"
-    if isinstance(dists_weights, Mapping):
-        state = dict(dists_weights)
-    elif isinstance(dists_weights, (str, os.PathLike)):
-        if dists_weights == "DEFAULT":
-            dirs = search_dirs()
-            found = next((d / DISTS_FILE for d in dirs if (d / DISTS_FILE).is_file()), None)
-            if found is None:
-                lines = "".join(f"\n  - {d}" for d in dirs)
-                raise WeightsNotFoundError(
-                    f"DISTS weights not found: no file {DISTS_FILE} (sha256 {DISTS_SHA256[:8]}...) in any of the "
-                    f"directories searched:{lines}\nFix it with one of:\n"
-                    f"  - copy DISTS_pytorch/weights.pt (the dists-pytorch package ships it) to one of them as {DISTS_FILE}\n"
-                    "  - dists_weights=PATH to a local copy",
-                    path=DISTS_FILE,
-                    searched=dirs,
-                )
-            if sha256_file(found) != DISTS_SHA256:
-                import warnings
-
-                warnings.warn(
-                    f"{found} does not have the sha256 of the DISTS project's weights ({DISTS_SHA256[:16]}...)",
-                    UnverifiedWeightsWarning,
-                    stacklevel=3,
-                )
-            dists_weights = found
-        where = os.fspath(dists_weights)
-        state = read_checkpoint(dists_weights)
-    else:
-        raise FeatxTypeError(f"dists_weights must be 'DEFAULT', a path or a mapping, got {type(dists_weights).__name__}")
-    total = sum(DISTS_CHANNELS)
-    values = []
-    for key in ("alpha", "beta"):
-        value = state.get(key)
-        if not isinstance(value, torch.Tensor) or value.numel() != total:
-            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise WeightsLoadError(f"{where}: {key!r} must be a tensor of {total} values (1, {total}, 1, 1), got {got}")
-        value = value.detach().reshape(total).float()
-        if not torch.isfinite(value).all():
-            raise WeightsLoadError(f"{where}: {key!r} contains NaN or inf")
-        values.append(value)
-    return values[0], values[1]
+    shape = (1, sum(DISTS_CHANNELS), 1, 1)
+    loaded = load_learned(
+        dists_weights,
+        default=MetricWeights.DISTS_VGG16,
+        expected={"alpha": shape, "beta": shape},
+        verify=verify,
+        argument="dists_weights",
+    )
+    alpha, beta = (loaded.state_dict[key].detach().reshape(-1).float() for key in ("alpha", "beta"))
+    return alpha, beta, loaded
 
 
 class DISTS(nn.Module):
@@ -129,6 +95,12 @@ class DISTS(nn.Module):
         dists_weights: the learned alpha/beta (see :func:`load_dists_weights`).
         input_range: value range of the images (default ``(0, 1)``, DISTS' own).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (one value per sample).
+        verify_weights: what a known file with the wrong sha256 does (``"warn"``/``"error"``;
+            ``None``: the ``FEATX_REQUIRE_VERIFIED`` environment variable decides).
+
+    Attributes:
+        dists_weights_id, dists_weights_sha256, dists_weights_verified: the alpha/beta provenance
+            (the backbone's is on :attr:`extractor`).
 
     Shape:
         ``pred``, ``target``: ``(B, 3, H, W)`` (a target batch of 1 broadcasts); output ``()`` or ``(B,)``.
@@ -151,15 +123,20 @@ class DISTS(nn.Module):
         self,
         *,
         weights: WeightsSpec = "DEFAULT",
-        dists_weights: DistsWeightsSpec = "DEFAULT",
+        dists_weights: LearnedSpec = "DEFAULT",
         input_range: InputRange = (0.0, 1.0),
         reduction: str = "mean",
+        verify_weights: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.reduction = check_reduction(reduction)
         self.input_range = check_input_range(input_range)
-        self.extractor = VGGFeatures("vgg16", DISTS_TAPS, weights=weights, input_range=input_range, pooling="l2")
-        alpha, beta = load_dists_weights(dists_weights)
+        self.extractor = VGGFeatures(
+            "vgg16", DISTS_TAPS, weights=weights, input_range=input_range, pooling="l2", verify_weights=verify_weights
+        )
+        alpha, beta, loaded = load_dists_weights(dists_weights, verify=verify_weights)
+        self.dists_weights_id, self.dists_weights_sha256 = loaded.weights_id, loaded.sha256
+        self.dists_weights_verified = loaded.verified
         self.register_buffer("alpha", alpha, persistent=False)  # normalised in forward, in its dtype
         self.register_buffer("beta", beta, persistent=False)
 

@@ -51,10 +51,11 @@ def test_list_shows_every_checkpoint_and_where_it_is():
     assert lines[0].split() == ["NAME", "KIND", "ARCH", "FILE", "ACC@1", "SIZE", "LOCATION"]
     rows = {line.split()[0]: line for line in lines[1:]}
     # Reference: torchvision's VGG weight enums name eight ImageNet checkpoints; the metrics add
-    # torchvision's AlexNet and the lpips project's two v0.1 linear-layer files.
+    # torchvision's AlexNet, the lpips project's two v0.1 linear-layer files and DISTS's alpha/beta.
     archs = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
     vgg = [f"{arch.upper()}_IMAGENET1K_V1" for arch in archs]
-    assert sorted(rows) == sorted([*vgg, "ALEXNET_IMAGENET1K_V1", "LPIPS_VGG_V0_1", "LPIPS_ALEX_V0_1"])
+    assert sorted(rows) == sorted([*vgg, "ALEXNET_IMAGENET1K_V1", "LPIPS_VGG_V0_1", "LPIPS_ALEX_V0_1", "DISTS_VGG16"])
+    assert rows["DISTS_VGG16"].split()[1:4] == ["dists", "vgg16", "dists_vgg16.pt"]
     assert rows["VGG16_IMAGENET1K_V1"].endswith(str(present))
     assert "MiB" in rows["VGG16_IMAGENET1K_V1"]
     assert rows["VGG19_IMAGENET1K_V1"].split()[-1] == "missing"

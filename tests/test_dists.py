@@ -17,9 +17,11 @@ import torch
 import torchvision
 
 import featx.errors
-from featx.dists import DISTS, DISTS_FILE, DISTS_SHA256, load_dists_weights
+from featx.dists import DISTS, load_dists_weights
 from featx.pooling import L2Pool2d
-from featx.weights import sha256_file
+from featx.weights import MetricWeights, sha256_file
+
+DISTS_FILE = MetricWeights.DISTS_VGG16.file_name
 
 dists_pt = pytest.importorskip("DISTS_pytorch.DISTS_pt")
 PACKAGE_WEIGHTS = Path(dists_pt.__file__).with_name("weights.pt")
@@ -54,7 +56,9 @@ def images(batch=2, size=48, dtype=torch.float32, seed=1):
 
 
 def test_the_shipped_weights_have_the_documented_hash():
-    assert sha256_file(PACKAGE_WEIGHTS) == DISTS_SHA256
+    assert sha256_file(PACKAGE_WEIGHTS) == MetricWeights.DISTS_VGG16.value.sha256 == (
+        "f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218"  # the issue, from sha256sum
+    )
 
 
 def test_values_match_dists_pytorch_in_fp32(pair):
@@ -136,27 +140,33 @@ def test_default_weights_are_found_offline_and_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(featx.errors.WeightsNotFoundError, match=rf"no file {DISTS_FILE} .*directories searched") as info:
         load_dists_weights("DEFAULT")
-    assert str(tmp_path) in str(info.value) and "dists_weights=PATH" in str(info.value)
+    assert str(tmp_path) in str(info.value) and "featx weights download DISTS_VGG16" in str(info.value)
     shutil.copy(PACKAGE_WEIGHTS, tmp_path / DISTS_FILE)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the real file: no warning
-        alpha, beta = load_dists_weights("DEFAULT")
+        alpha, beta, loaded = load_dists_weights("DEFAULT")
     assert alpha.shape == beta.shape == (1475,)
+    assert loaded.weights_id == "DISTS_VGG16" and loaded.verified is True
     tampered = {"alpha": alpha.view(1, -1, 1, 1) + 1, "beta": beta.view(1, -1, 1, 1)}
     torch.save(tampered, tmp_path / DISTS_FILE)
-    with pytest.warns(featx.errors.UnverifiedWeightsWarning, match="does not have the sha256"):
-        load_dists_weights("DEFAULT")
+    with pytest.warns(featx.errors.UnverifiedWeightsWarning):
+        _, _, loaded = load_dists_weights("DEFAULT")
+    assert loaded.weights_id == "unverified:DISTS_VGG16" and loaded.verified is False
+    with pytest.raises(featx.errors.HashMismatchError):
+        load_dists_weights("DEFAULT", verify="error")
 
 
 def test_bad_weights_are_refused(tmp_path):
     good = {"alpha": torch.ones(1, 1475, 1, 1), "beta": torch.ones(1, 1475, 1, 1)}
-    with pytest.raises(featx.errors.WeightsLoadError, match=r"'beta' must be a tensor of 1475 values"):
+    with pytest.raises(featx.errors.WeightsLoadError, match=r"missing keys \(1\): \['beta'\]"):
         load_dists_weights({"alpha": good["alpha"]})
-    with pytest.raises(featx.errors.WeightsLoadError, match=r"'alpha' must be a tensor of 1475 values .*got \(1, 10\)"):
+    with pytest.raises(featx.errors.WeightsLoadError, match=r"alpha: expected \(1, 1475, 1, 1\), got \(1, 10\)"):
         load_dists_weights({**good, "alpha": torch.ones(1, 10)})
-    with pytest.raises(featx.errors.WeightsLoadError, match="'beta' contains NaN or inf"):
+    with pytest.raises(featx.errors.WeightsLoadError, match="beta.*NaN"):
         load_dists_weights({**good, "beta": torch.full((1, 1475, 1, 1), float("nan"))})
-    with pytest.raises(TypeError, match="dists_weights must be 'DEFAULT', a path or a mapping, got int"):
+    with pytest.raises(TypeError, match="dists_weights must be 'DEFAULT', a MetricWeights member or name, a path"):
         load_dists_weights(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dists_weights=LPIPS_ALEX_V0_1 holds lpips weights for alexnet"):
+        load_dists_weights("LPIPS_ALEX_V0_1")
     with pytest.raises(ValueError, match="unknown reduction 'avg'"):
         DISTS(weights=None, dists_weights=good, reduction="avg")

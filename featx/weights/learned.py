@@ -1,4 +1,4 @@
-"""The learned layers of the calibrated metrics (LPIPS's ``lin_weights``): resolved like ``weights``,
+"""The learned layers of the calibrated metrics (LPIPS's ``lin_weights``, DISTS's ``dists_weights``): resolved like ``weights``,
 read whole (they are a few kB), checked strictly and recorded with their provenance."""
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def _resolve(spec: object, default: MetricWeights, argument: str) -> Union[Metri
     return member
 
 
-def _select(state: Mapping[str, Tensor], expected: Mapping[str, Sequence[int]], where: str) -> dict[str, Tensor]:
+def _select(
+    state: Mapping[str, Tensor], expected: Mapping[str, Sequence[int]], where: str, reference: MetricWeights
+) -> dict[str, Tensor]:
     """Exactly the ``expected`` keys with their shapes (strict), finite floating-point values."""
     path = where if where != "the in-memory state dict" else None
     missing = sorted(key for key in expected if key not in state)
@@ -76,7 +78,7 @@ def _select(state: Mapping[str, Tensor], expected: Mapping[str, Sequence[int]], 
         for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
             if keys:
                 parts.append(f"  {label} ({len(keys)}): {keys[:20]}")
-        parts.append(f"expected keys: {list(expected)[:3]} ... (as in the lpips project's v0.1 files)")
+        parts.append(f"expected keys: {list(expected)[:3]} ... (as in {reference.name}: {reference.value.source})")
         raise WeightsLoadError(
             "\n".join(parts), path=path, missing=missing, unexpected=unexpected, mismatched=mismatched
         )
@@ -138,7 +140,7 @@ def load_learned(
         bad = [key for key, value in spec.items() if not (isinstance(key, str) and isinstance(value, Tensor))]
         if bad:
             raise FeatxTypeError(f"a state dict must map str keys to tensors; entries {sorted(map(str, bad))[:10]} do not")
-        return LoadedWeights(_select(spec, expected, "the in-memory state dict"), "state_dict", None, None)
+        return LoadedWeights(_select(spec, expected, "the in-memory state dict", default), "state_dict", None, None)
     target = _resolve(spec, default, argument)
     member = target if isinstance(target, MetricWeights) else None
     if isinstance(target, MetricWeights):
@@ -158,5 +160,5 @@ def load_learned(
         weights_id = member.name if verified else f"unverified:{member.name}"
     else:
         weights_id = f"file:{path}"
-    state = _select(read_checkpoint(path), expected, str(path))
+    state = _select(read_checkpoint(path), expected, str(path), default)
     return LoadedWeights(state, weights_id, sha256, str(path), verified)

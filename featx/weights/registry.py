@@ -186,14 +186,16 @@ name, a torchvision weights member or name (``"VGG19_Weights.IMAGENET1K_V1"``), 
 
 
 
-KINDS: tuple[str, ...] = ("backbone", "lpips")
-"""What a known checkpoint holds: a ``"backbone"`` (convolutional features, ``features.*`` keys) or
-the learned linear layers of LPIPS (``"lpips"``, keys ``lin{k}.model.1.weight``)."""
+KINDS: tuple[str, ...] = ("backbone", "lpips", "dists")
+"""What a known checkpoint holds: a ``"backbone"`` (convolutional features, ``features.*`` keys),
+the learned linear layers of LPIPS (``"lpips"``, keys ``lin{k}.model.1.weight``) or the learned
+alpha/beta of DISTS (``"dists"``, keys ``alpha`` and ``beta``)."""
 
 BACKBONE_ARCHS: tuple[str, ...] = (*ARCHS, "alexnet")
 """Every backbone architecture featx builds: the VGG family and AlexNet (LPIPS's default)."""
 
 _LPIPS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/"
+_DISTS_URL = "https://github.com/dingkeyan93/DISTS/raw/master/DISTS_pytorch/weights.pt"
 
 
 @dataclass(frozen=True)
@@ -220,9 +222,11 @@ class MetricWeightsInfo:
 
 
 # Numbers: torchvision.models.AlexNet_Weights.IMAGENET1K_V1 (url, meta["num_params"], meta["_metrics"]);
-# the lpips files: lpips 0.1.4 (PyPI), lpips/weights/v0.1/{vgg,alex}.pth, hashed with sha256sum.
+# the lpips files: lpips 0.1.4 (PyPI), lpips/weights/v0.1/{vgg,alex}.pth, hashed with sha256sum;
+# the DISTS file: dists-pytorch 0.1 (PyPI), DISTS_pytorch/weights.pt, hashed with sha256sum.
 class MetricWeights(enum.Enum):
-    """The checkpoints of the calibrated metrics: torchvision's AlexNet and LPIPS v0.1's linear layers.
+    """The checkpoints of the calibrated metrics: torchvision's AlexNet, LPIPS v0.1's linear layers and
+    DISTS's alpha/beta.
 
     They live in the same registry as :class:`VGGWeights`: ``featx weights list`` shows them,
     ``featx weights download NAME`` fetches them (hash-checked) and construction finds them in
@@ -261,6 +265,14 @@ class MetricWeights(enum.Enum):
         _LPIPS_URL + "alex.pth",
         "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
         "lpips v0.1 linear layers for AlexNet (lpips/weights/v0.1/alex.pth, Zhang et al. CVPR 2018)",
+    )
+    DISTS_VGG16 = MetricWeightsInfo(
+        "dists",
+        "vgg16",
+        "dists_vgg16.pt",
+        _DISTS_URL,
+        "f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218",
+        "DISTS alpha/beta for VGG16 with L2 pooling (DISTS_pytorch/weights.pt, Ding et al. TPAMI 2020)",
     )
 
     @property
