@@ -90,7 +90,7 @@ def test_batches_hold_what_the_budget_allows():
 
 
 def test_a_budget_below_the_process_is_refused(images, tmp_path):
-    with pytest.raises(ValueError, match=r"max_memory 1 MiB is below what the process and its 0 decoding workers already use"):
+    with pytest.raises(ValueError, match=r"max_memory 1 MiB is below what the process already uses"):
         run(images, tmp_path / "out", max_memory="1MiB")
 
 
@@ -102,3 +102,14 @@ def test_cli_flags(images, tmp_path):
     assert result.exit_code == 0, result.output
     bad = CliRunner().invoke(cli, ["extract", str(images), str(tmp_path / "x"), "--weights", "random", "--max-memory", "lots"])
     assert bad.exit_code == 2 and "a memory size such as '4GiB'" in bad.output
+
+
+def test_workers_that_do_not_fit_the_budget_are_not_started(images, tmp_path):
+    from featx.errors import FeatxWarning
+
+    budget = current_rss() + 300 * 2**20  # room for the work, not for two 200 MiB workers
+    with pytest.warns(FeatxWarning, match=r"leaves room for 0 of the 2 decoding workers"):
+        summary = extract_features(
+            [images], tmp_path / "out", ExtractOptions(weights=None, taps="relu1_1", num_workers=2, max_memory=budget)
+        )
+    assert summary.ok == 2

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONV_WORKSPACE",
     "DEFAULT_MEMORY_SHARE",
+    "MIN_WORK_BYTES",
     "TILE_OVERHEAD",
     "WORKER_BYTES",
     "available_memory",
@@ -46,10 +47,15 @@ CONV_WORKSPACE = 2
 reorder for large maps): measured on vgg19 to relu3_1 at 2040x1356 (2.0 GiB added, against
 1.5 GiB of tensors), so the model counts each convolution's output twice while it runs."""
 
-WORKER_BYTES = 320 * 2**20
-"""What one decoding worker process adds to the run's memory (PSS: its own interpreter and
-imports, and the decoded images it prefetches), measured with 2040x1356 PNGs; the budget of the
-command's own process is what remains after its resident memory and its workers."""
+WORKER_BYTES = 200 * 2**20
+"""What one decoding worker process adds to the run's memory (PSS: its interpreter and imports;
+measured 0.18-0.2 GiB each on Linux), on top of the decoded images it prefetches (counted per
+image); the budget of the command's own process is what remains after its resident memory and
+its workers."""
+
+MIN_WORK_BYTES = 256 * 2**20
+"""The least budget the command's own process keeps for its work; workers that would leave less
+are not started (decoding then runs in fewer processes, with a warning)."""
 
 TILE_OVERHEAD = 2.0
 """Measured factor between the peak added by a tiled pass and :func:`forward_bytes` of its tile

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -30,8 +31,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from featx.discovery import ImageSource
-from featx.errors import FeatxTypeError, FeatxValueError, ImageDecodeError, OutputNotWritableError
+from featx.errors import FeatxTypeError, FeatxValueError, FeatxWarning, ImageDecodeError, OutputNotWritableError
 from featx.extract.budget import (
+    MIN_WORK_BYTES,
     WORKER_BYTES,
     choose_tile,
     current_rss,
@@ -233,7 +235,7 @@ def extract_features(
         try:
             for index in planned_errors:
                 writer.put(manifest_record(sources[index], "error", error=plans[index].reason))
-            _compute(sources, plans, mine, ctx, extractor, torch_device, options, writer, memory.tiles)
+            _compute(sources, plans, mine, ctx, extractor, torch_device, options, writer, memory)
         finally:
             writer.close()
             if bar is not None:
@@ -267,7 +269,7 @@ def _compute(
     device: torch.device,
     options: ExtractOptions,
     writer: FeatureWriter,
-    tiles: Mapping[tuple[int, int], int],
+    memory: _MemoryPlan,
 ) -> None:
     """Decode (in workers), forward, reduce, and queue writes for this rank's batches."""
     work = []
@@ -283,7 +285,7 @@ def _compute(
     loader = DataLoader(
         dataset,
         batch_sampler=work,
-        num_workers=options.num_workers,
+        num_workers=memory.workers,
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
     )
@@ -297,7 +299,7 @@ def _compute(
         for indices, images in decoded["stacks"]:
             with torch.inference_mode(), torch.autocast(device.type, dtype=store, enabled=autocast):
                 batch = images.to(device, non_blocking=True).contiguous(memory_format=layout)
-                tile = tiles.get((batch.shape[2], batch.shape[3])) if len(indices) == 1 else None
+                tile = memory.tiles.get((batch.shape[2], batch.shape[3])) if len(indices) == 1 else None
                 if tile is not None:  # too large for one pass within the budget: exact tiles
                     feats = tiled_features(extractor, batch, tile=tile, reduce=options.reduce)
                 else:
@@ -325,6 +327,7 @@ class _MemoryPlan:
     per_batch: dict[tuple[int, int], int]
     tiles: dict[tuple[int, int], int]
     queue_capacity: int
+    workers: int
 
 
 def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions, device: torch.device) -> _MemoryPlan:
@@ -332,13 +335,22 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
     torchrun the budget is the node's, shared by its ``LOCAL_WORLD_SIZE`` ranks."""
     budget = parse_size(options.max_memory) if options.max_memory is not None else default_budget(device.type)
     budget //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    held = current_rss() + options.num_workers * WORKER_BYTES if device.type == "cpu" else 0
-    work = budget - held
-    if work <= 0:
+    workers = options.num_workers
+    own = current_rss()
+    if own >= budget:
         raise FeatxValueError(
-            f"max_memory {budget // 2**20} MiB is below what the process and its {options.num_workers} decoding "
-            f"workers already use ({held // 2**20} MiB); raise it, or use fewer --workers"
+            f"max_memory {budget // 2**20} MiB is below what the process already uses ({own // 2**20} MiB); raise it"
         )
+    fit = min(workers, max(0, (budget - own - MIN_WORK_BYTES) // WORKER_BYTES))
+    if fit < workers:
+        warnings.warn(
+            f"max_memory {budget // 2**20} MiB leaves room for {fit} of the {workers} decoding workers; "
+            f"decoding runs in {fit} worker process(es)" + (" (the main process)" if fit == 0 else ""),
+            FeatxWarning,
+            stacklevel=3,
+        )
+        workers = fit
+    work = budget - own - workers * WORKER_BYTES
     store = TORCH_DTYPES[options.dtype].itemsize
     per_batch, tiles, largest = {}, {}, 1
     for size in sorted({plan.size for plan in plans if plan.size is not None}):
@@ -360,7 +372,7 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
         largest = max(largest, stored_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store))
     # the writer's queue of serialised files may take a quarter of the budget
     capacity = max(1, min(max(2 * options.batch_size, 4), work // 4 // largest))
-    return _MemoryPlan(per_batch, tiles, capacity)
+    return _MemoryPlan(per_batch, tiles, capacity, workers)
 
 
 def _memory_format(device: torch.device, dtype: torch.dtype) -> torch.memory_format:
