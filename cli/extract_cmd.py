@@ -192,7 +192,7 @@ def extract(
     if preset is not None and (taps is not None or arch is not None):
         raise click.UsageError("--preset sets the arch and taps itself; do not combine it with --arch or --taps")
 
-    from featx.errors import OutputNotWritableError, RandomWeightsWarning, WeightsNotFoundError
+    from featx.errors import OutputInUseError, OutputNotWritableError, RandomWeightsWarning, WeightsNotFoundError
     from featx.extract import extract_features, prepare_sample_images
 
     if malloc_tuning:
@@ -245,7 +245,7 @@ def extract(
         raise SetupError(
             f"{error}\n  - CLI: --weights PATH, or --weights random to try featx without trained weights"
         ) from None
-    except (FileNotFoundError, OutputNotWritableError, ValueError, TypeError) as error:
+    except (FileNotFoundError, OutputNotWritableError, OutputInUseError, ValueError, TypeError) as error:
         raise SetupError(str(error)) from None
 
     if dry_run:

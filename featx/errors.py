@@ -27,6 +27,7 @@ __all__ = [
     "ImageDecodeError",
     "InputNotFoundError",
     "InputRangeWarning",
+    "OutputInUseError",
     "OutputNotWritableError",
     "RandomWeightsWarning",
     "UnverifiedWeightsWarning",
@@ -155,3 +156,15 @@ class ExtractionError(FeatxError, RuntimeError):
 
 class OutputNotWritableError(FeatxError, OSError):
     """The output folder cannot be created or written (checked before any work)."""
+
+
+class OutputInUseError(FeatxError, OSError):
+    """Another ``featx extract`` run holds the output folder's lock (one run per folder at a time).
+
+    Attributes:
+        holder: what the holder recorded (``pid``, ``host``, ``started``, ``job``), or ``None``.
+    """
+
+    def __init__(self, message: str, *, holder: Optional[dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.holder = holder

@@ -107,7 +107,7 @@ def test_features_match_direct_extractor_and_metadata(tmp_path, ckpt):
     assert (summary_json["files"], summary_json["ok"], summary_json["error"], summary_json["skipped"]) == (4, 4, 0, 0)
     assert summary_json["config"]["taps"] == TAPS and summary_json["images_per_second"] > 0
     assert sorted(os.listdir(tmp_path / "out")) == sorted(
-        [*(p.name + ".safetensors" for p in paths), "manifest.jsonl", "summary.json"]
+        [*(p.name + ".safetensors" for p in paths), "featx.lock", "manifest.jsonl", "summary.json"]
     )
 
 

@@ -29,9 +29,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from featx.discovery import ImageSource
-from featx.errors import FeatxTypeError, FeatxValueError, ImageDecodeError, OutputNotWritableError
+from featx.errors import (
+    FeatxTypeError,
+    FeatxValueError,
+    ImageDecodeError,
+    OutputInUseError,
+    OutputNotWritableError,
+)
 from featx.extract.descriptors import reduce_features
 from featx.extract.distributed import DistContext
+from featx.extract.lock import OutputLock
 from featx.extract.options import ExtractOptions, PathLike
 from featx.extract.plan import (
     ImagePlan,
@@ -158,6 +165,7 @@ def extract_features(
         ValueError: no images found, unknown arch/tap/preset, bad device.
         TypeError: ``options`` is not an ``ExtractOptions``.
         OutputNotWritableError: ``output`` cannot be created or written.
+        featx.errors.OutputInUseError: another run holds ``output``'s lock (``OUTPUT/featx.lock``).
         featx.errors.WeightsNotFoundError: the requested weights are not on disk.
 
     Example:
@@ -181,12 +189,14 @@ def extract_features(
         raise FeatxTypeError(f"options must be an ExtractOptions or None, got {type(options).__name__}")
     output = Path(output).absolute()
     dist = DistContext()
+    lock = OutputLock(output)
     try:
         sources = collect_sources(inputs, options.files_from, options.recursive)
         torch_device = _resolve_device(options.device, dist.local_rank)
         extractor = _build_extractor(options).to(torch_device)
         if not options.dry_run:
             _check_output(output)
+            _lock_output(lock, dist)
         ctx = RunContext(
             output=output,
             resume=options.resume,
@@ -232,7 +242,21 @@ def extract_features(
         summary: ExtractSummary = dist.broadcast(result)
         return summary
     finally:
+        lock.release()
         dist.close()
+
+
+def _lock_output(lock: OutputLock, dist: DistContext) -> None:
+    """Rank 0 takes the output folder's lock for the whole job; every rank fails alike if it is held."""
+    refusal = None
+    if dist.rank == 0:
+        try:
+            lock.acquire()
+        except OutputInUseError as error:
+            refusal = (str(error), error.holder)
+    refusal = dist.broadcast(refusal)
+    if refusal is not None:
+        raise OutputInUseError(refusal[0], holder=refusal[1])
 
 
 def _progress_bar(total: int, enabled: bool, dist: DistContext) -> Any:

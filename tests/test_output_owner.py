@@ -1,0 +1,82 @@
+"""An output folder has one owner: one run at a time (a kernel-released lock), only featx's own
+temporaries are removed, resume decides from every option that changes the output, and a run with
+other inputs never silently replaces files made from another source.
+
+References: the holder's pid is the subprocess's own ``Popen.pid`` and the host
+``socket.gethostname()``; expected keys, statuses and file lists are written by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from featx_cli.main import cli
+
+TAPS = "relu1_1,relu2_1"
+PAUSING_FEATX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pausing_featx.py")
+
+
+def make_images(root, count, size=(24, 32), seed=0, prefix="img"):
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / f"{prefix}{i}.png")
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, ["extract", *map(str, args)], catch_exceptions=False)
+
+
+def manifest(out):
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def start_paused(inputs, out, common, after=1):
+    """The real command in a subprocess, its writer stalled after ``after`` files; returns once they exist."""
+    command = [sys.executable, PAUSING_FEATX, str(after), "extract", *map(str, inputs), str(out), *map(str, common)]
+    process = subprocess.Popen([*command, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and any(name.endswith(".safetensors") for name in os.listdir(out))):
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "no output appeared"
+        time.sleep(0.05)
+    return process
+
+
+def stop(process):
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+
+
+def test_a_second_run_into_a_busy_output_exits_2_naming_the_holder(tmp_path, ckpt):
+    # Fails on the code before the change: the second run started writing into the same folder
+    # (exit 0 here, or a crash on the other's manifest parts), with no lock at all.
+    make_images(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    common = ["--weights", ckpt, "--taps", TAPS, "--batch-size", "1", "--workers", "0"]
+    process = start_paused([tmp_path / "in"], out, common)
+    try:
+        second = invoke(tmp_path / "in", out, *common, "--dtype", "bfloat16")
+        assert second.exit_code == 2, second.output
+        assert "is in use by another featx extract run" in second.output
+        assert f"pid {process.pid} on host {socket.gethostname()}, started 20" in second.output
+        assert "Traceback" not in second.output
+        assert (out / "manifest.rank0.jsonl").exists()  # the holder's manifest part, left alone
+    finally:
+        stop(process)
+    # the kernel released the dead holder's lock: the next run goes ahead and finishes the folder
+    third = invoke(tmp_path / "in", out, *common, "--quiet")
+    assert third.exit_code == 0, third.output
+    assert [line["status"] for line in manifest(out)].count("ok") >= 1
+    assert (out / "featx.lock").read_text() == ""  # released: no holder recorded
