@@ -317,7 +317,7 @@ def test_default_taps_exist_in_every_arch_and_equal_ttsr_lte(tmp_path):
 def test_stale_temp_files_removed(tmp_path, ckpt):
     make_images(tmp_path / "in", [(24, 32)])
     (tmp_path / "out").mkdir()
-    stale = tmp_path / "out" / ".img0.png.safetensors.4242.tmp"
+    stale = tmp_path / "out" / ".img0.png.safetensors.featx-4242.tmp"  # featx's temporary name
     stale.write_bytes(b"partial")
     old = time.time() - 3600
     os.utime(stale, (old, old))

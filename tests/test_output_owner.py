@@ -80,3 +80,21 @@ def test_a_second_run_into_a_busy_output_exits_2_naming_the_holder(tmp_path, ckp
     assert third.exit_code == 0, third.output
     assert [line["status"] for line in manifest(out)].count("ok") >= 1
     assert (out / "featx.lock").read_text() == ""  # released: no holder recorded
+
+
+def test_cleanup_removes_only_featx_temporaries(tmp_path, ckpt):
+    # Fails on the code before the change: every hidden ``.X.<digits>.tmp`` older than the run was
+    # deleted anywhere under OUT, so the user's two files below were lost.
+    make_images(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    (out / "notes").mkdir(parents=True)
+    old = time.time() - 3600
+    mine = {out / ".notes.2024.tmp": b"user data", out / "notes" / ".draft.7.tmp": b"more user data"}
+    leftover = out / ".img0.png.safetensors.featx-4242.tmp"  # what a killed featx run leaves
+    for path, data in [*mine.items(), (leftover, b"partial")]:
+        path.write_bytes(data)
+        os.utime(path, (old, old))
+    result = invoke(tmp_path / "in", out, "--weights", ckpt, "--taps", TAPS, "--workers", "0", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert {path: path.read_bytes() for path in mine if path.exists()} == mine  # the user's files, untouched
+    assert not leftover.exists()

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from featx.atomic import write_atomic
+from featx.atomic import is_temp_name, write_atomic
 from featx.discovery import ImageSource
 from featx.errors import ExtractionError
 from featx.extract.plan import MANIFEST, ImagePlan
@@ -21,8 +20,6 @@ __all__ = ["SUMMARY", "ExtractSummary", "dry_run_summary", "finish_run", "remove
 
 SUMMARY = "summary.json"
 """Name of the run summary in the output folder (counts, seconds, images/s, configuration)."""
-
-_STALE_TEMP = re.compile(r"^\..+\.\d+\.tmp$")
 
 
 @dataclass
@@ -137,10 +134,11 @@ def finish_run(
 
 
 def remove_stale_temps(output: Path, before: float) -> None:
-    """Delete hidden ``.NAME.PID.tmp`` files left by killed runs (modified before ``before - 1 s``)."""
+    """Delete featx's own temporary files (``.NAME.featx-PID.tmp``, :func:`featx.atomic.is_temp_name`)
+    left by killed runs (modified before ``before - 1 s``); any other file, hidden or not, is left alone."""
     for folder, _, files in os.walk(output):
         for name in files:
-            if _STALE_TEMP.match(name):
+            if is_temp_name(name):
                 path = os.path.join(folder, name)
                 try:
                     if os.stat(path).st_mtime < before - 1:
