@@ -20,6 +20,7 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
+from featx.extract import feature_path
 from featx_cli.main import cli
 
 TAPS = "relu1_1,relu2_1"
@@ -98,3 +99,31 @@ def test_cleanup_removes_only_featx_temporaries(tmp_path, ckpt):
     assert result.exit_code == 0, result.output
     assert {path: path.read_bytes() for path in mine if path.exists()} == mine  # the user's files, untouched
     assert not leftover.exists()
+
+
+def test_resume_checks_alpha_and_max_pixels_and_removes_outputs_that_now_fail(tmp_path, ckpt):
+    # Fails on the code before the change: under --alpha error the RGBA image extracted with
+    # --alpha drop was "skipped" (exit 0), and so was a 768-pixel image under --max-pixels 500.
+    make_images(tmp_path / "in", 1)  # img0.png, 24x32 RGB
+    rgba = np.dstack([np.full((24, 32, 3), 90, np.uint8), np.full((24, 32), 200, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "in" / "rgba.png")
+    out = tmp_path / "out"
+    common = ["--weights", ckpt, "--taps", TAPS, "--workers", "0", "--quiet"]
+    assert invoke(tmp_path / "in", out, *common, "--alpha", "drop").exit_code == 0
+    assert feature_path(out, "rgba.png").exists()
+
+    strict = invoke(tmp_path / "in", out, *common)  # --alpha error (the default)
+    assert strict.exit_code == 1, strict.output
+    lines = {line["path"]: line for line in manifest(out)}
+    assert lines["img0.png"]["status"] == "skipped"  # no alpha: its output is the same either way
+    assert lines["rgba.png"]["status"] == "error" and "--alpha drop" in lines["rgba.png"]["error"]
+    assert lines["rgba.png"]["removed"] == "rgba.png.safetensors"
+    assert not feature_path(out, "rgba.png").exists()  # no output left looking valid
+
+    limited = invoke(tmp_path / "in", out, *common, "--alpha", "drop", "--max-pixels", "500")
+    assert limited.exit_code == 1, limited.output
+    lines = {line["path"]: line for line in manifest(out)}
+    assert lines["img0.png"]["status"] == "error" and "decompression-bomb" in lines["img0.png"]["error"]
+    assert not feature_path(out, "img0.png").exists()
+    assert invoke(tmp_path / "in", out, *common, "--alpha", "drop").exit_code == 0  # both come back
+    assert [line["status"] for line in manifest(out)] == ["ok", "ok"]

@@ -225,6 +225,7 @@ def extract_features(
             bar=bar,
             fsync=options.fsync,
             direct_io=options.direct_io,
+            output=output,
         )
         try:
             for index in planned_errors:

@@ -35,6 +35,7 @@ __all__ = [
     "plan_all",
     "plan_image",
     "read_existing",
+    "remove_failed_output",
 ]
 
 FORMAT = "featx-features/1"
@@ -214,18 +215,10 @@ def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
     except OSError as error:
         return ImagePlan("error", reason=f"cannot read ({error.strerror})")
     stat = (info.st_size, info.st_mtime_ns)
-    if ctx.resume:
-        done = read_existing(feature_path(ctx.output, source.key))
-        if done is not None:
-            metadata, shapes = done
-            try:
-                size: Optional[tuple[int, int]] = (int(metadata["source_height"]), int(metadata["source_width"]))
-            except (KeyError, ValueError):
-                size = None
-            if size is not None and metadata == ctx.metadata(source, stat, size) and set(shapes) == set(ctx.taps):
-                return ImagePlan("done", size=size, stat=stat, shapes=shapes)
     try:
-        # the header rules of the decoder (alpha, TIFF channels): a dry run fails what the real run fails
+        # the header rules of the decoder (alpha, TIFF channels, pixel limit), checked for finished
+        # outputs too: an image extracted under --alpha drop or a higher --max-pixels fails now as
+        # it would if computed now; and a dry run fails what the real run fails
         height, width = probe_image(source.path, alpha=ctx.alpha, max_pixels=ctx.max_pixels)
     except ImageDecodeError as error:
         return ImagePlan("error", reason=error.reason)
@@ -235,7 +228,34 @@ def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
             reason=f"image is {height}x{width} (HxW), smaller than the {ctx.min_size}x{ctx.min_size} "
             f"minimum for tap {ctx.taps[-1]!r}",
         )
-    return ImagePlan("todo", size=(height, width), stat=stat)
+    size = (height, width)
+    if ctx.resume:
+        done = read_existing(feature_path(ctx.output, source.key))
+        if done is not None:
+            metadata, shapes = done
+            if metadata == ctx.metadata(source, stat, size) and set(shapes) == set(ctx.taps):
+                return ImagePlan("done", size=size, stat=stat, shapes=shapes)
+    return ImagePlan("todo", size=size, stat=stat)
+
+
+def remove_failed_output(output: Path, source: ImageSource) -> Optional[str]:
+    """Delete the existing output of an image that failed in this run, if that image made it.
+
+    Only a valid feature file whose ``source_path`` is this image is removed; anything else at that
+    path (a file made from another source, a corrupt or foreign file) is left alone.
+
+    Returns:
+        The removed file's path relative to ``output`` (POSIX), or ``None`` if nothing was removed.
+    """
+    path = feature_path(output, source.key)
+    existing = read_existing(path)
+    if existing is None or existing[0].get("source_path") != source.path:
+        return None  # nothing there, or not a file this image made: never touched
+    try:
+        os.unlink(path)
+    except OSError:
+        return None
+    return feature_path(".", source.key).as_posix()
 
 
 def plan_all(sources: list[ImageSource], ctx: RunContext, dist: DistContext, bar_enabled: bool) -> list[ImagePlan]:

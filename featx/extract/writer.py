@@ -19,8 +19,10 @@ from typing import Any, Optional
 import torch
 
 from featx.atomic import write_atomic_buffer
+from featx.discovery import ImageSource
 from featx.errors import ExtractionError
 from featx.extract.options import ManifestRecord
+from featx.extract.plan import remove_failed_output
 
 __all__ = ["FeatureWriter"]
 
@@ -37,6 +39,9 @@ class FeatureWriter:
         bar: a tqdm bar advanced once per record, or ``None``.
         fsync: fsync each feature file before its rename.
         direct_io: allow ``O_DIRECT`` for large feature files.
+        output: the output folder: the previous output of an image that fails now is removed
+            (``removed`` in its record; see :func:`featx.extract.plan.remove_failed_output`);
+            ``None`` removes nothing.
 
     Attributes:
         errors: records with status ``"error"`` written so far (including failed writes).
@@ -50,7 +55,9 @@ class FeatureWriter:
         bar: Any,
         fsync: bool,
         direct_io: bool,
+        output: Optional[Path] = None,
     ) -> None:
+        self.output = output
         self.queue: queue.Queue[_Item] = queue.Queue(maxsize=capacity)
         self.fsync, self.direct_io = fsync, direct_io
         self.handle = open(part, "w", encoding="utf-8")
@@ -105,6 +112,10 @@ class FeatureWriter:
                     "status": "error",
                     "error": f"cannot write {path}: {error.strerror or error}",
                 }
+        if record["status"] == "error" and self.output is not None:
+            removed = remove_failed_output(self.output, ImageSource(record["source"], record["path"]))
+            if removed is not None:
+                record = {**record, "removed": removed}
         self.handle.write(json.dumps(record, sort_keys=True) + "\n")
         self.handle.flush()
         if record["status"] == "error":
