@@ -81,6 +81,11 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
         shapes = ", ".join(f"{tap} {tuple(shape)}" for tap, shape in summary.shapes.items())
         lines.append(f"  shapes of {os.path.basename(summary.example)}: {shapes}")
     lines.append(f"  manifest: {summary.manifest}")
+    if summary.stale:
+        lines.append(
+            f"  stale:    {len(summary.stale)} outputs of images that are gone or not among these inputs "
+            "(kept on disk, listed in summary.json)"
+        )
     if summary.example is not None:
         lines.append(f'  load in Python: tensors, metadata = featx.load_features("{summary.example}")')
     if random_weights:
@@ -120,6 +125,11 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option(
     "--resume/--overwrite", default=True, show_default=True, help="Skip up-to-date outputs, or recompute all."
+)
+@click.option(
+    "--add-inputs",
+    is_flag=True,
+    help="Add these inputs to an OUTPUT made from other inputs, under keys prefixed with their folder name.",
 )
 @click.option(
     "--alpha", type=click.Choice(ALPHA_MODES), default="error", show_default=True, help="Refuse or drop alpha."
@@ -162,6 +172,7 @@ def extract(
     workers: int,
     device: str,
     resume: bool,
+    add_inputs: bool,
     alpha: str,
     max_pixels: Optional[int],
     fsync: bool,
@@ -230,6 +241,7 @@ def extract(
             num_workers=workers,
             device=device,
             resume=resume,
+            add_inputs=add_inputs,
             alpha=alpha,
             max_pixels=max_pixels,
             fsync=fsync,

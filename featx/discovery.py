@@ -17,7 +17,7 @@ from typing import Union
 
 from featx.errors import FeatxValueError, InputNotFoundError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "find_images", "read_file_list"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "discover", "find_images", "read_file_list"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -63,6 +63,22 @@ def _walk(root: str, recursive: bool) -> Iterator[str]:
 
 
 def find_images(inputs: Iterable[PathLike], *, recursive: bool = True, must_exist: bool = True) -> list[ImageSource]:
+    """Collect the images named by folders and files, sorted by key: :func:`discover` without the root.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     for name in ("b.PNG", "a/c.jpg", ".hidden.png", "notes.txt"):
+        ...         p = pathlib.Path(d, name); p.parent.mkdir(exist_ok=True); p.touch()
+        ...     [s.key for s in find_images([d])]
+        ['a/c.jpg', 'b.PNG']
+    """
+    return discover(inputs, recursive=recursive, must_exist=must_exist)[0]
+
+
+def discover(
+    inputs: Iterable[PathLike], *, recursive: bool = True, must_exist: bool = True
+) -> tuple[list[ImageSource], str]:
     """Collect the images named by folders and files, sorted by key.
 
     Folders are walked (recursively unless ``recursive=False``) for files whose extension is in
@@ -78,7 +94,7 @@ def find_images(inputs: Iterable[PathLike], *, recursive: bool = True, must_exis
             (``--files-from`` lists: it is then reported per image when decoding fails).
 
     Returns:
-        Distinct images sorted by key.
+        ``(sources, root)``: distinct images sorted by key, and the folder their keys are relative to.
 
     Raises:
         FileNotFoundError: an input does not exist (with ``must_exist=True``).
@@ -87,10 +103,10 @@ def find_images(inputs: Iterable[PathLike], *, recursive: bool = True, must_exis
     Example:
         >>> import tempfile, pathlib
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     for name in ("b.PNG", "a/c.jpg", ".hidden.png", "notes.txt"):
-        ...         p = pathlib.Path(d, name); p.parent.mkdir(exist_ok=True); p.touch()
-        ...     [s.key for s in find_images([d])]
-        ['a/c.jpg', 'b.PNG']
+        ...     pathlib.Path(d, "x.png").touch()
+        ...     sources, root = discover([d])
+        ...     [s.key for s in sources], root == d
+        (['x.png'], True)
     """
     paths = [os.path.abspath(os.fspath(item)) for item in inputs]
     if not paths:
@@ -108,7 +124,8 @@ def find_images(inputs: Iterable[PathLike], *, recursive: bool = True, must_exis
             raise InputNotFoundError(f"input not found: {path} (expected a folder or an image file)")
     base = os.path.commonpath(roots)
     unique = {path: Path(os.path.relpath(path, base)).as_posix() for path in found}
-    return sorted((ImageSource(path, key) for path, key in unique.items()), key=lambda source: source.key)
+    sources = sorted((ImageSource(path, key) for path, key in unique.items()), key=lambda source: source.key)
+    return sources, base
 
 
 def read_file_list(list_path: PathLike) -> list[str]:

@@ -28,6 +28,7 @@ __all__ = [
     "InputNotFoundError",
     "InputRangeWarning",
     "OutputInUseError",
+    "OutputOwnedError",
     "OutputNotWritableError",
     "RandomWeightsWarning",
     "UnverifiedWeightsWarning",
@@ -168,3 +169,17 @@ class OutputInUseError(FeatxError, OSError):
     def __init__(self, message: str, *, holder: Optional[dict[str, Any]] = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class OutputOwnedError(FeatxError, ValueError):
+    """The output folder holds features of other inputs (``OUTPUT/featx-owner.json``), and this run
+    did not ask to add its inputs; nothing was written. The message says what to do.
+
+    Attributes:
+        recorded: the input roots the folder's files were made from.
+        root: this run's input root.
+    """
+
+    def __init__(self, message: str, *, recorded: tuple[str, ...] = (), root: str = "") -> None:
+        super().__init__(message)
+        self.recorded, self.root = recorded, root

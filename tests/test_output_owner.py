@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from featx.extract import feature_path
+from featx.featfile import load_features
 from featx_cli.main import cli
 
 TAPS = "relu1_1,relu2_1"
@@ -127,3 +128,60 @@ def test_resume_checks_alpha_and_max_pixels_and_removes_outputs_that_now_fail(tm
     assert not feature_path(out, "img0.png").exists()
     assert invoke(tmp_path / "in", out, *common, "--alpha", "drop").exit_code == 0  # both come back
     assert [line["status"] for line in manifest(out)] == ["ok", "ok"]
+
+
+def test_a_run_with_other_inputs_is_refused_and_add_inputs_keeps_keys_distinct(tmp_path, ckpt):
+    # Fails on the code before the change: `extract val/ feats/` after `extract train/ feats/` wrote
+    # val's img0.png over train's (same key, exit 0) and the manifest forgot the train images.
+    make_images(tmp_path / "train", 2, seed=0)
+    make_images(tmp_path / "val", 1, seed=1)
+    out = tmp_path / "feats"
+    common = ["--weights", ckpt, "--taps", TAPS, "--workers", "0", "--quiet"]
+    assert invoke(tmp_path / "train", out, *common).exit_code == 0
+    train_bytes = feature_path(out, "img0.png").read_bytes()
+
+    refused = invoke(tmp_path / "val", out, *common)
+    assert refused.exit_code == 2, refused.output
+    owner = json.loads((out / "featx-owner.json").read_text())
+    assert owner["roots"] == {"": str(tmp_path / "train")} and owner["config"]["taps"] == TAPS
+    assert f"holds features of the images under {tmp_path / 'train'}" in refused.output
+    assert "Write to a new output folder, or pass --add-inputs" in refused.output and "'val/'" in refused.output
+    assert feature_path(out, "img0.png").read_bytes() == train_bytes  # nothing replaced
+    assert [line["path"] for line in manifest(out)] == ["img0.png", "img1.png"]  # nor forgotten
+
+    added = invoke(tmp_path / "val", out, *common, "--add-inputs")
+    assert added.exit_code == 0, added.output
+    assert feature_path(out, "img0.png").read_bytes() == train_bytes
+    _, meta = load_features(feature_path(out, "val/img0.png"))
+    assert meta["source_path"] == str(tmp_path / "val" / "img0.png") and meta["source_key"] == "val/img0.png"
+    assert [(line["path"], line["status"]) for line in manifest(out)] == [
+        ("img0.png", "ok"), ("img1.png", "ok"), ("val/img0.png", "ok")
+    ]  # fmt: skip
+    assert json.loads((out / "featx-owner.json").read_text())["roots"] == {
+        "": str(tmp_path / "train"), "val": str(tmp_path / "val")
+    }  # fmt: skip
+    again = invoke(tmp_path / "val", out, *common)  # a recorded root: its prefix, no flag needed
+    assert again.exit_code == 0, again.output
+    assert {line["path"]: line["status"] for line in manifest(out)}["val/img0.png"] == "skipped"
+
+
+def test_outputs_of_deleted_images_are_listed_as_stale_and_foreign_files_never_replaced(tmp_path, ckpt):
+    make_images(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    common = ["--weights", ckpt, "--taps", TAPS, "--workers", "0"]
+    assert invoke(tmp_path / "in", out, *common, "--quiet").exit_code == 0
+    os.unlink(tmp_path / "in" / "img1.png")
+    result = invoke(tmp_path / "in", out, *common)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stale"] == [{"path": "img1.png", "reason": "image not found"}]
+    assert "stale:    1 outputs of images that are gone" in result.stdout
+    assert [line["path"] for line in manifest(out)] == ["img0.png", "img2.png"]
+
+    # a feature file at img2's name that another image made is an error, and is kept as it is
+    foreign = feature_path(out, "img0.png").read_bytes()
+    feature_path(out, "img2.png").write_bytes(foreign)
+    clash = invoke(tmp_path / "in", out, *common, "--overwrite", "--quiet")
+    assert clash.exit_code == 1
+    assert "img2.png: its output img2.png.safetensors was made from another image" in clash.stderr
+    assert feature_path(out, "img2.png").read_bytes() == foreign

@@ -35,11 +35,13 @@ from featx.errors import (
     ImageDecodeError,
     OutputInUseError,
     OutputNotWritableError,
+    OutputOwnedError,
 )
 from featx.extract.descriptors import reduce_features
 from featx.extract.distributed import DistContext
 from featx.extract.lock import OutputLock
 from featx.extract.options import ExtractOptions, PathLike
+from featx.extract.owner import claim_output
 from featx.extract.plan import (
     ImagePlan,
     RunContext,
@@ -166,6 +168,8 @@ def extract_features(
         TypeError: ``options`` is not an ``ExtractOptions``.
         OutputNotWritableError: ``output`` cannot be created or written.
         featx.errors.OutputInUseError: another run holds ``output``'s lock (``OUTPUT/featx.lock``).
+        featx.errors.OutputOwnedError: ``output`` was made from other inputs
+            (``OUTPUT/featx-owner.json``) and ``options.add_inputs`` is false.
         featx.errors.WeightsNotFoundError: the requested weights are not on disk.
 
     Example:
@@ -191,7 +195,7 @@ def extract_features(
     dist = DistContext()
     lock = OutputLock(output)
     try:
-        sources = collect_sources(inputs, options.files_from, options.recursive)
+        sources, root = collect_sources(inputs, options.files_from, options.recursive)
         torch_device = _resolve_device(options.device, dist.local_rank)
         extractor = _build_extractor(options).to(torch_device)
         if not options.dry_run:
@@ -206,6 +210,10 @@ def extract_features(
             common=common_metadata(extractor, options.reduce, options.dtype),
             alpha=options.alpha,
         )
+        config = {**ctx.common, "alpha": options.alpha, "max_pixels": str(options.max_pixels or "default")}
+        prefix = _claim_output(output, root, config, options, dist)
+        if prefix:
+            sources = [ImageSource(source.path, f"{prefix}/{source.key}") for source in sources]
         bar_enabled = options.progress and dist.rank == 0
         plans = plan_all(sources, ctx, dist, bar_enabled)
         if options.dry_run:
@@ -239,12 +247,33 @@ def extract_features(
         result = None
         if dist.rank == 0:
             weights_id = str(extractor.weights_id)
-            result = finish_run(output, dist.world, len(sources), ctx.common, weights_id, start, wall_start)
+            result = finish_run(
+                output, dist.world, len(sources), ctx.common, weights_id, start, wall_start, prefix=prefix
+            )
         summary: ExtractSummary = dist.broadcast(result)
         return summary
     finally:
         lock.release()
         dist.close()
+
+
+def _claim_output(output: Path, root: str, config: dict[str, str], options: ExtractOptions, dist: DistContext) -> str:
+    """Rank 0 checks (and, unless a dry run, updates) the ownership record; every rank gets the key
+    prefix, or fails alike."""
+    answer: tuple[str, Any] = ("", None)
+    if dist.rank == 0:
+        try:
+            exists = output.is_dir()
+            write = not options.dry_run
+            prefix = claim_output(output, root, config, add_inputs=options.add_inputs, write=write) if exists else ""
+            answer = (prefix, None)
+        except OutputOwnedError as error:
+            answer = ("", (str(error), error.recorded, error.root))
+    answer = dist.broadcast(answer)
+    if answer[1] is not None:
+        message, recorded, refused_root = answer[1]
+        raise OutputOwnedError(message, recorded=recorded, root=refused_root)
+    return str(answer[0])
 
 
 def _lock_output(lock: OutputLock, dist: DistContext) -> None:

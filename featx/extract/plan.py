@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from featx._checks import check_int
-from featx.discovery import IMAGE_EXTENSIONS, ImageSource, find_images, read_file_list
+from featx.discovery import IMAGE_EXTENSIONS, ImageSource, discover, read_file_list
 from featx.errors import ExtractionError, FeatxValueError, ImageDecodeError, InputNotFoundError
 from featx.extract.distributed import DistContext
 from featx.extract.options import ManifestRecord, PathLike
@@ -86,8 +86,11 @@ def make_batches(sizes: Sequence[Optional[tuple[int, int]]], batch_size: int) ->
     return batches
 
 
-def collect_sources(inputs: Sequence[PathLike], files_from: Optional[PathLike], recursive: bool) -> list[ImageSource]:
-    """The sorted images to process; missing positional inputs and lists are errors up front.
+def collect_sources(
+    inputs: Sequence[PathLike], files_from: Optional[PathLike], recursive: bool
+) -> tuple[list[ImageSource], str]:
+    """The sorted images to process and the folder their keys are relative to (see
+    :func:`featx.discovery.discover`); missing positional inputs and lists are errors up front.
 
     Raises:
         FileNotFoundError: an input or ``files_from`` does not exist.
@@ -101,12 +104,12 @@ def collect_sources(inputs: Sequence[PathLike], files_from: Optional[PathLike], 
             raise InputNotFoundError(f"file list not found: {os.fspath(files_from)}")
         listed = read_file_list(files_from)
         # listed files that vanished are reported per image (file not found), not up front
-        sources = find_images([*inputs, *listed], recursive=recursive, must_exist=False) if listed or inputs else []
+        sources, root = discover([*inputs, *listed], recursive=recursive, must_exist=False) if listed or inputs else ([], "")
         where = f"the list {os.fspath(files_from)}"
     else:
         if not inputs:
             raise FeatxValueError("no inputs given: expected at least one folder or image file (or files_from)")
-        sources = find_images(inputs, recursive=recursive)
+        sources, root = discover(inputs, recursive=recursive)
         where = ", ".join(os.fspath(item) for item in inputs)
     if not sources:
         kinds = ", ".join(ext[1:] for ext in IMAGE_EXTENSIONS)
@@ -114,7 +117,7 @@ def collect_sources(inputs: Sequence[PathLike], files_from: Optional[PathLike], 
         raise FeatxValueError(
             f"no images found in {where}: looked for {kinds} files (any case){scope}; hidden files are skipped"
         )
-    return sources
+    return sources, root
 
 
 def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
@@ -229,12 +232,19 @@ def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
             f"minimum for tap {ctx.taps[-1]!r}",
         )
     size = (height, width)
-    if ctx.resume:
-        done = read_existing(feature_path(ctx.output, source.key))
-        if done is not None:
-            metadata, shapes = done
-            if metadata == ctx.metadata(source, stat, size) and set(shapes) == set(ctx.taps):
-                return ImagePlan("done", size=size, stat=stat, shapes=shapes)
+    existing = read_existing(feature_path(ctx.output, source.key))
+    if existing is not None:
+        metadata, shapes = existing
+        other = metadata.get("source_path")
+        if other is not None and other != source.path:  # never replace a file made from another source
+            name = feature_path(".", source.key).as_posix()
+            return ImagePlan(
+                "error",
+                reason=f"its output {name} was made from another image ({other}) and is not replaced; "
+                "move that file away, or write to another output folder",
+            )
+        if ctx.resume and metadata == ctx.metadata(source, stat, size) and set(shapes) == set(ctx.taps):
+            return ImagePlan("done", size=size, stat=stat, shapes=shapes)
     return ImagePlan("todo", size=size, stat=stat)
 
 

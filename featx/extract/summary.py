@@ -14,6 +14,7 @@ from typing import Any, Optional
 from featx.atomic import is_temp_name, write_atomic
 from featx.discovery import ImageSource
 from featx.errors import ExtractionError
+from featx.extract.owner import earlier_records
 from featx.extract.plan import MANIFEST, ImagePlan
 
 __all__ = ["SUMMARY", "ExtractSummary", "dry_run_summary", "finish_run", "remove_stale_temps"]
@@ -43,6 +44,9 @@ class ExtractSummary:
             (``None``: nothing to check against, such as a custom file or random weights).
         world_size: number of ranks.
         planned: dry runs only: ``(key, action)`` with action ``"extract"``, ``"skip"`` or ``"error: ..."``.
+        stale: ``(key, reason)`` of outputs left from earlier runs whose image is gone or was not
+            among this run's inputs (listed, not deleted; see :func:`featx.extract.owner.earlier_records`).
+        other_inputs: manifest lines kept for images of the folder's other input roots.
     """
 
     files: int = 0
@@ -60,10 +64,19 @@ class ExtractSummary:
     weights_verified: Optional[bool] = None
     world_size: int = 1
     planned: list[tuple[str, str]] = field(default_factory=list)
+    stale: list[tuple[str, str]] = field(default_factory=list)
+    other_inputs: int = 0
 
 
 def finish_run(
-    output: Path, world: int, expected: int, config: dict[str, str], weights_id: str, start: float, wall_start: float
+    output: Path,
+    world: int,
+    expected: int,
+    config: dict[str, str],
+    weights_id: str,
+    start: float,
+    wall_start: float,
+    prefix: str = "",
 ) -> ExtractSummary:
     """Rank 0, after the barrier: merge the manifest parts, write ``summary.json``, remove leftovers.
 
@@ -75,6 +88,7 @@ def finish_run(
         weights_id: the extractor's weights id.
         start: ``time.perf_counter()`` at the start of the run.
         wall_start: ``time.time()`` at the start (older temporary files are stale).
+        prefix: this run's key prefix (:func:`featx.extract.owner.claim_output`).
 
     Raises:
         RuntimeError: the parts do not list every image exactly once.
@@ -85,7 +99,9 @@ def finish_run(
         with open(part, encoding="utf-8") as handle:
             records.extend(json.loads(line) for line in handle if line.strip())
     records.sort(key=lambda record: record["path"])
-    write_atomic(output / MANIFEST, [(json.dumps(r, sort_keys=True) + "\n").encode("utf-8") for r in records])
+    kept, stale = earlier_records(output, MANIFEST, {r["path"] for r in records}, prefix)
+    lines = sorted([*records, *kept], key=lambda record: str(record["path"]))
+    write_atomic(output / MANIFEST, [(json.dumps(r, sort_keys=True) + "\n").encode("utf-8") for r in lines])
     for rank in range(world):
         (output / f"manifest.rank{rank}.jsonl").unlink()
     remove_stale_temps(output, wall_start)
@@ -115,6 +131,8 @@ def finish_run(
         weights_id=weights_id,
         weights_verified={"true": True, "false": False}.get(config.get("weights_verified", "none")),
         world_size=world,
+        stale=stale,
+        other_inputs=len(kept),
     )
     payload = {
         "files": summary.files,
@@ -126,6 +144,8 @@ def finish_run(
         "world_size": world,
         "output": str(output),
         "config": config,
+        "stale": [{"path": key, "reason": reason} for key, reason in stale],
+        "other_inputs": len(kept),
     }
     write_atomic(output / SUMMARY, [(json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")])
     if len(records) != expected or len({r["path"] for r in records}) != expected:
