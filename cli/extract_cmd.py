@@ -13,6 +13,7 @@ from typing import Any, Optional
 import click
 
 from featx._choices import ALPHA_MODES
+from featx.discovery import printable_name
 from featx.extract.distributed import env_rank
 from featx.extract.options import DEFAULT_TAPS, DESCRIPTORS, DTYPES, ExtractOptions, ManifestRecord
 
@@ -77,17 +78,18 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
     if sample_root is not None:
         lines.append(f"  images:   {os.path.abspath(os.path.join(sample_root, 'images'))} (scikit-image samples)")
     lines.append(f"  features: {summary.output} (one .safetensors per image, mirroring the input tree)")
-    if summary.example is not None:
+    example = None if summary.example is None else printable_name(summary.example)
+    if example is not None:
         shapes = ", ".join(f"{tap} {tuple(shape)}" for tap, shape in summary.shapes.items())
-        lines.append(f"  shapes of {os.path.basename(summary.example)}: {shapes}")
+        lines.append(f"  shapes of {os.path.basename(example)}: {shapes}")
     lines.append(f"  manifest: {summary.manifest}")
     if summary.stale:
         lines.append(
             f"  stale:    {len(summary.stale)} outputs of images that are gone or not among these inputs "
             "(kept on disk, listed in summary.json)"
         )
-    if summary.example is not None:
-        lines.append(f'  load in Python: tensors, metadata = featx.load_features("{summary.example}")')
+    if example is not None:
+        lines.append(f'  load in Python: tensors, metadata = featx.load_features("{example}")')
     if random_weights:
         lines.append("  NOTE: the weights were RANDOM (--weights random): these are not ImageNet VGG features.")
     click.echo("\n".join(lines))

@@ -8,6 +8,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import base64
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -17,7 +18,16 @@ from typing import Union
 
 from featx.errors import FeatxValueError, InputNotFoundError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "discover", "find_images", "read_file_list"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageSource",
+    "decode_name",
+    "discover",
+    "find_images",
+    "name_bytes",
+    "printable_name",
+    "read_file_list",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -33,10 +43,69 @@ class ImageSource:
         path: absolute path (symlinks kept as given, not resolved).
         key: POSIX path relative to the common root of the inputs; outputs and manifest lines are
             named after it, so it is unique and stable across runs and ranks.
+        problem: see below.
     """
 
     path: str
     key: str
+    problem: str = ""
+    """Why this entry cannot be used, found while walking (an unreadable folder, a FIFO, ...);
+    ``""`` for an image to decode. Such entries are reported as failed images."""
+
+
+def _raw(name: str) -> bytes:
+    try:
+        return os.fsencode(name)
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return name.encode("utf-8", "surrogatepass")
+
+
+def printable_name(name: str) -> str:
+    r"""A path or key as valid UTF-8 text, for metadata, manifests and messages.
+
+    A name that is valid UTF-8 is returned unchanged. A name that is not (on POSIX, a file name's
+    bytes are not always UTF-8; Python holds the invalid bytes as surrogates) is shown with each
+    invalid byte as ``\xNN``; its exact bytes are :func:`name_bytes`.
+
+    Example:
+        >>> printable_name("train/0001.png")
+        'train/0001.png'
+        >>> printable_name(os.fsdecode(b"caf\xe9.png")) if os.name == "posix" else "caf\\xe9.png"
+        'caf\\xe9.png'
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return _raw(name).decode("utf-8", "backslashreplace")
+    return name
+
+
+def name_bytes(name: str) -> str | None:
+    r"""The exact bytes of a name that is not valid UTF-8, base64-encoded; ``None`` for a UTF-8 name.
+
+    Example:
+        >>> name_bytes("a.png") is None
+        True
+        >>> name_bytes(os.fsdecode(b"caf\xe9.png")) if os.name == "posix" else "Y2Fm6S5wbmc="
+        'Y2Fm6S5wbmc='
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return base64.b64encode(_raw(name)).decode("ascii")
+    return None
+
+
+def decode_name(printable: str, raw: str | None) -> str:
+    r"""The name as Python holds it (surrogate-escaped), from :func:`printable_name` and :func:`name_bytes`.
+
+    Example:
+        >>> decode_name("a.png", None)
+        'a.png'
+        >>> decode_name("caf\\xe9.png", "Y2Fm6S5wbmc=") == os.fsdecode(b"caf\xe9.png")
+        True
+    """
+    return printable if raw is None else os.fsdecode(base64.b64decode(raw))
 
 
 def _is_hidden(name: str) -> bool:

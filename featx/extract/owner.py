@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from featx.atomic import write_atomic
+from featx.discovery import decode_name
 from featx.errors import OutputOwnedError
 
 __all__ = ["OWNER", "OWNER_FORMAT", "claim_output", "read_owner"]
@@ -122,14 +123,14 @@ def claim_output(
 
 
 def earlier_records(
-    output: os.PathLike[str] | str, manifest: str, this_run: set[str], prefix: str
+    output: os.PathLike[str] | str, manifest: str, this_run: set[tuple[str, Optional[str]]], prefix: str
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Sort the previous manifest's lines for keys this run did not process.
 
     Args:
         output: the output folder.
         manifest: the manifest's file name in it (read before it is replaced).
-        this_run: the keys of this run's images.
+        this_run: the keys of this run's images, as ``(path, path_b64)`` of their manifest lines.
         prefix: this run's key prefix (:func:`claim_output`).
 
     Returns:
@@ -155,12 +156,13 @@ def earlier_records(
     kept, stale = [], []
     for line in previous:
         key = line.get("path")
-        if not isinstance(key, str) or key in this_run:
+        if not isinstance(key, str) or (key, line.get("path_b64")) in this_run:
             continue
-        if not here(key):
+        real_key = decode_name(key, line.get("path_b64"))
+        if not here(real_key):
             kept.append(line)
         elif line.get("status") in ("ok", "skipped") and os.path.isfile(output / str(line.get("output"))):
-            source = str(line.get("source", ""))
+            source = decode_name(str(line.get("source", "")), line.get("source_b64"))
             gone = not os.path.lexists(source) if source else True
             stale.append((key, "image not found" if gone else "not among this run's inputs"))
     return kept, stale

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from featx._checks import check_int
-from featx.discovery import IMAGE_EXTENSIONS, ImageSource, discover, read_file_list
+from featx.discovery import IMAGE_EXTENSIONS, ImageSource, decode_name, discover, name_bytes, printable_name, read_file_list
 from featx.errors import ExtractionError, FeatxValueError, ImageDecodeError, InputNotFoundError
 from featx.extract.distributed import DistContext
 from featx.extract.options import ManifestRecord, PathLike
@@ -35,7 +35,9 @@ __all__ = [
     "plan_all",
     "plan_image",
     "read_existing",
+    "record_source",
     "remove_failed_output",
+    "source_metadata",
 ]
 
 FORMAT = "featx-features/1"
@@ -49,12 +51,15 @@ def feature_path(output: PathLike, key: str) -> Path:
     """Where the features of the image with ``key`` go: ``OUTPUT/KEY.safetensors``.
 
     The image's full name is kept (``a/b.png`` -> ``a/b.png.safetensors``), so ``x.png`` and
-    ``x.jpg`` in one folder never collide.
+    ``x.jpg`` in one folder never collide. A key that is not valid UTF-8 is named by its
+    :func:`featx.discovery.printable_name` (``caf\\xe9.png.safetensors``): every output name is
+    UTF-8, as safetensors requires of the paths it opens.
 
     Example:
         >>> feature_path("feats", "train/0001.png").as_posix()
         'feats/train/0001.png.safetensors'
     """
+    key = printable_name(key)
     return Path(output, *key.split("/")).with_name(key.split("/")[-1] + FEATURE_SUFFIX)
 
 
@@ -111,6 +116,7 @@ def collect_sources(
             raise FeatxValueError("no inputs given: expected at least one folder or image file (or files_from)")
         sources, root = discover(inputs, recursive=recursive)
         where = ", ".join(os.fspath(item) for item in inputs)
+    sources = _mark_name_clashes(sources)
     if not sources:
         kinds = ", ".join(ext[1:] for ext in IMAGE_EXTENSIONS)
         scope = "" if recursive else " at the top level only (recursive=False)"
@@ -118,6 +124,22 @@ def collect_sources(
             f"no images found in {where}: looked for {kinds} files (any case){scope}; hidden files are skipped"
         )
     return sources, root
+
+
+def _mark_name_clashes(sources: list[ImageSource]) -> list[ImageSource]:
+    """A key that is not UTF-8 whose printable output name is another image's fails (never overwrites it)."""
+    valid = {source.key for source in sources if name_bytes(source.key) is None}
+    marked = []
+    for source in sources:
+        printable = printable_name(source.key)
+        if name_bytes(source.key) is not None and printable in valid:
+            problem = (
+                f"its name is not UTF-8 and its output {printable}{FEATURE_SUFFIX} would be the output "
+                f"of the image {printable}; rename one of them"
+            )
+            source = ImageSource(source.path, source.key, problem)
+        marked.append(source)
+    return marked
 
 
 def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
@@ -141,6 +163,37 @@ def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
         "reduce": reduce,
         "dtype": dtype,
     }
+
+
+def source_metadata(source: ImageSource) -> dict[str, str]:
+    """``source_path`` and ``source_key`` as valid UTF-8 (:func:`featx.discovery.printable_name`),
+    plus ``source_path_b64`` / ``source_key_b64`` (their exact bytes) for names that are not UTF-8.
+
+    Example:
+        >>> source_metadata(ImageSource("/data/a.png", "a.png"))
+        {'source_path': '/data/a.png', 'source_key': 'a.png'}
+    """
+    fields = {"source_path": printable_name(source.path), "source_key": printable_name(source.key)}
+    for name, value in (("source_path_b64", source.path), ("source_key_b64", source.key)):
+        raw = name_bytes(value)
+        if raw is not None:
+            fields[name] = raw
+    return fields
+
+
+def _same_source(metadata: dict[str, str], source: ImageSource) -> bool:
+    """Whether a feature file's metadata names ``source`` (or names no source at all)."""
+    if "source_path" not in metadata:
+        return True
+    return decode_name(metadata["source_path"], metadata.get("source_path_b64")) == source.path
+
+
+def record_source(record: ManifestRecord) -> ImageSource:
+    """The image a manifest record names, with its exact path and key (see :func:`manifest_record`)."""
+    return ImageSource(
+        decode_name(str(record["source"]), record.get("source_b64")),
+        decode_name(str(record["path"]), record.get("path_b64")),
+    )
 
 
 @dataclass
@@ -169,8 +222,7 @@ class RunContext:
         """The full metadata of one image's feature file (``stat`` is ``(bytes, mtime_ns)``, ``size`` ``(H, W)``)."""
         return {
             **self.common,
-            "source_path": source.path,
-            "source_key": source.key,
+            **source_metadata(source),
             "source_bytes": str(stat[0]),
             "source_mtime_ns": str(stat[1]),
             "source_height": str(size[0]),
@@ -211,6 +263,8 @@ def read_existing(path: Path) -> Optional[tuple[dict[str, str], dict[str, list[i
 
 def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
     """Plan one image from its file status, its existing output (with ``resume``) and its header."""
+    if source.problem:
+        return ImagePlan("error", reason=source.problem)
     try:
         info = os.stat(source.path)
     except FileNotFoundError:
@@ -235,9 +289,9 @@ def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
     existing = read_existing(feature_path(ctx.output, source.key))
     if existing is not None:
         metadata, shapes = existing
-        other = metadata.get("source_path")
-        if other is not None and other != source.path:  # never replace a file made from another source
-            name = feature_path(".", source.key).as_posix()
+        if not _same_source(metadata, source):  # never replace a file made from another source
+            other = metadata["source_path"]
+            name = printable_name(feature_path(".", source.key).as_posix())
             return ImagePlan(
                 "error",
                 reason=f"its output {name} was made from another image ({other}) and is not replaced; "
@@ -259,13 +313,13 @@ def remove_failed_output(output: Path, source: ImageSource) -> Optional[str]:
     """
     path = feature_path(output, source.key)
     existing = read_existing(path)
-    if existing is None or existing[0].get("source_path") != source.path:
+    if existing is None or "source_path" not in existing[0] or not _same_source(existing[0], source):
         return None  # nothing there, or not a file this image made: never touched
     try:
         os.unlink(path)
     except OSError:
         return None
-    return feature_path(".", source.key).as_posix()
+    return printable_name(feature_path(".", source.key).as_posix())
 
 
 def plan_all(sources: list[ImageSource], ctx: RunContext, dist: DistContext, bar_enabled: bool) -> list[ImagePlan]:
@@ -295,9 +349,23 @@ def plan_all(sources: list[ImageSource], ctx: RunContext, dist: DistContext, bar
 
 def manifest_record(source: ImageSource, status: str, **extra: Any) -> ManifestRecord:
     """A manifest line for ``source``: ``path`` (its key), ``source``, ``status``, ``output`` unless
-    an error, plus ``extra`` (``shapes`` or ``error``)."""
-    record: ManifestRecord = {"path": source.key, "source": source.path, "status": status}
+    an error, plus ``extra`` (``shapes`` or ``error``).
+
+    Names are valid UTF-8 (:func:`featx.discovery.printable_name`); a key or path that is not
+    UTF-8 also has its exact bytes in ``path_b64`` / ``source_b64`` (the output file's name is the
+    key's bytes followed by ``.safetensors``); :func:`record_source` reads them back.
+
+    Example:
+        >>> manifest_record(ImageSource("/data/a.png", "a.png"), "ok")
+        {'path': 'a.png', 'source': '/data/a.png', 'status': 'ok', 'output': 'a.png.safetensors'}
+    """
+    record: ManifestRecord = {"path": printable_name(source.key), "source": printable_name(source.path)}
+    for name, value in (("path_b64", source.key), ("source_b64", source.path)):
+        raw = name_bytes(value)
+        if raw is not None:
+            record[name] = raw
+    record["status"] = status
     if status != "error":
-        record["output"] = feature_path(".", source.key).as_posix()
+        record["output"] = printable_name(feature_path(".", source.key).as_posix())
     record.update(extra)
     return record

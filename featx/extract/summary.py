@@ -15,7 +15,7 @@ from featx.atomic import is_temp_name, write_atomic
 from featx.discovery import ImageSource
 from featx.errors import ExtractionError
 from featx.extract.owner import earlier_records
-from featx.extract.plan import MANIFEST, ImagePlan
+from featx.extract.plan import MANIFEST, ImagePlan, feature_path, record_source
 
 __all__ = ["SUMMARY", "ExtractSummary", "dry_run_summary", "finish_run", "remove_stale_temps"]
 
@@ -99,7 +99,7 @@ def finish_run(
         with open(part, encoding="utf-8") as handle:
             records.extend(json.loads(line) for line in handle if line.strip())
     records.sort(key=lambda record: record["path"])
-    kept, stale = earlier_records(output, MANIFEST, {r["path"] for r in records}, prefix)
+    kept, stale = earlier_records(output, MANIFEST, {(r["path"], r.get("path_b64")) for r in records}, prefix)
     lines = sorted([*records, *kept], key=lambda record: str(record["path"]))
     write_atomic(output / MANIFEST, [(json.dumps(r, sort_keys=True) + "\n").encode("utf-8") for r in lines])
     for rank in range(world):
@@ -114,7 +114,7 @@ def finish_run(
         if record["status"] == "error":
             failures.append((record["path"], record["error"]))
         elif example is None:
-            shapes, example = record["shapes"], str(output / record["output"])
+            shapes, example = record["shapes"], str(feature_path(output, record_source(record).key))
     seconds = time.perf_counter() - start
     summary = ExtractSummary(
         files=len(records),
@@ -148,7 +148,7 @@ def finish_run(
         "other_inputs": len(kept),
     }
     write_atomic(output / SUMMARY, [(json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")])
-    if len(records) != expected or len({r["path"] for r in records}) != expected:
+    if len(records) != expected or len({(r["path"], r.get("path_b64")) for r in records}) != expected:
         raise ExtractionError(f"manifest has {len(records)} entries for {expected} images")  # each image exactly once
     return summary
 

@@ -19,10 +19,10 @@ from typing import Any, Optional
 import torch
 
 from featx.atomic import write_atomic_buffer
-from featx.discovery import ImageSource
+from featx.discovery import printable_name
 from featx.errors import ExtractionError
 from featx.extract.options import ManifestRecord
-from featx.extract.plan import remove_failed_output
+from featx.extract.plan import record_source, remove_failed_output
 
 __all__ = ["FeatureWriter"]
 
@@ -106,14 +106,11 @@ class FeatureWriter:
                     self.made.add(folder)
                 write_atomic_buffer(path, *data, fsync=self.fsync, direct=self.direct_io)
             except OSError as error:
-                record = {
-                    "path": record["path"],
-                    "source": record["source"],
-                    "status": "error",
-                    "error": f"cannot write {path}: {error.strerror or error}",
-                }
+                names = {key: value for key, value in record.items() if key in ("path", "source", "path_b64", "source_b64")}
+                where = printable_name(str(path))
+                record = {**names, "status": "error", "error": f"cannot write {where}: {error.strerror or error}"}
         if record["status"] == "error" and self.output is not None:
-            removed = remove_failed_output(self.output, ImageSource(record["source"], record["path"]))
+            removed = remove_failed_output(self.output, record_source(record))
             if removed is not None:
                 record = {**record, "removed": removed}
         self.handle.write(json.dumps(record, sort_keys=True) + "\n")

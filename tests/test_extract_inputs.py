@@ -1,0 +1,89 @@
+"""Every name, every file, every failure: ``featx extract`` on inputs that are not ordinary image files.
+
+File names that are not UTF-8 (made with ``os.fsdecode`` of Latin-1 bytes), unreadable folders,
+FIFOs, and images truncated so that Pillow still decodes them. Expected keys, reasons and exit
+codes are written by hand; the exact name bytes are the ones the test wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from featx.extract import feature_path
+from featx.featfile import load_features
+from featx_cli.main import cli
+
+TAPS = "relu1_1,relu2_1"
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names and permissions")
+
+
+def make_image(path, seed=0, size=(24, 32)):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path, format="PNG")
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, ["extract", *map(str, args)], catch_exceptions=False)
+
+
+def manifest(out):
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@posix_only
+def test_names_that_are_not_utf8_are_encoded_losslessly_and_every_ok_output_loads(tmp_path, ckpt):
+    # Fails on the code before the change: the Latin-1 name was reported "ok" but its feature file
+    # could not be read (safetensors: "invalid JSON in header: lone leading surrogate").
+    raw = b"caf\xe9.png"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    try:
+        make_image(os.path.join(os.fsencode(folder), raw))
+    except OSError:
+        pytest.skip("the filesystem of tmp_path refuses names that are not UTF-8")
+    make_image(folder / "plain.png", seed=1)
+    out = tmp_path / "out"
+    result = invoke(folder, out, "--weights", ckpt, "--taps", TAPS, "--workers", "0")
+    assert result.exit_code == 0, result.output
+    lines = manifest(out)  # valid UTF-8 JSON throughout
+    assert [line["status"] for line in lines] == ["ok", "ok"]
+    for line in lines:  # every "ok" output loads
+        key = os.fsdecode(base64.b64decode(line["path_b64"])) if "path_b64" in line else line["path"]
+        tensors, meta = load_features(feature_path(out, key))
+        assert set(tensors) == {"relu1_1", "relu2_1"}
+    odd = next(line for line in lines if "path_b64" in line)
+    assert odd["path"] == "caf\\xe9.png" and base64.b64decode(odd["path_b64"]) == raw
+    assert base64.b64decode(odd["source_b64"]) == os.path.join(os.fsencode(folder), raw)
+    assert odd["output"] == "caf\\xe9.png.safetensors"
+    _, meta = load_features(out / "caf\\xe9.png.safetensors")  # a UTF-8 name, as safetensors needs
+    assert meta["source_key"] == "caf\\xe9.png" and base64.b64decode(meta["source_key_b64"]) == raw
+    assert base64.b64decode(meta["source_path_b64"]) == os.path.join(os.fsencode(folder), raw)
+    again = invoke(folder, out, "--weights", ckpt, "--taps", TAPS, "--workers", "0", "--quiet")
+    assert again.exit_code == 0 and [line["status"] for line in manifest(out)] == ["skipped", "skipped"]
+
+
+@posix_only
+def test_a_name_that_is_not_utf8_never_takes_the_output_of_its_printable_twin(tmp_path, ckpt):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    try:
+        make_image(os.path.join(os.fsencode(folder), b"caf\xe9.png"))
+    except OSError:
+        pytest.skip("the filesystem of tmp_path refuses names that are not UTF-8")
+    make_image(folder / "caf\\xe9.png", seed=1)  # a valid name, spelled like the other's printable form
+    out = tmp_path / "out"
+    result = invoke(folder, out, "--weights", ckpt, "--taps", TAPS, "--workers", "0", "--quiet")
+    assert result.exit_code == 1
+    lines = manifest(out)
+    assert [(line["status"], "path_b64" in line) for line in lines] == [("error", True), ("ok", False)]
+    assert "would be the output of the image caf\\xe9.png; rename one of them" in lines[0]["error"]
+    _, meta = load_features(out / "caf\\xe9.png.safetensors")
+    assert meta["source_path"] == str(folder / "caf\\xe9.png") and "source_path_b64" not in meta
