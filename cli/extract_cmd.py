@@ -54,10 +54,11 @@ def _weights_arg(weights: str) -> Any:
 def _print_plan(summary: Any) -> None:
     """Dry run: one line per image on stdout (extract / skip / error with reason), counts on stderr."""
     for key, action in summary.planned:
-        if action.startswith("error: "):
-            click.echo(f"error    {key}: {action[len('error: ') :]}")
+        if action.startswith(("error: ", "ignored: ")):
+            state, reason = action.split(": ", 1)
+            click.echo(f"{state:<8} {printable_name(key)}: {reason}")
         else:
-            click.echo(f"{action.split(' ')[0]:<8} {key}")
+            click.echo(f"{action.split(' ')[0]:<8} {printable_name(key)}")
     todo = summary.files - summary.skipped - summary.errors
     click.echo(
         f"dry run: {summary.files} images: {todo} to extract, {summary.skipped} up to date, "
@@ -75,6 +76,8 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
         f"featx extract: {summary.files} images: {summary.ok} extracted, {summary.skipped} skipped (up to date), "
         f"{summary.errors} failed in {summary.seconds:.1f} s ({summary.images_per_second:.2f} img/s extracted)"
     ]
+    if summary.ignored:
+        lines.append(f"  ignored:  {len(summary.ignored)} entries that are not regular files (listed in the manifest)")
     if sample_root is not None:
         lines.append(f"  images:   {os.path.abspath(os.path.join(sample_root, 'images'))} (scikit-image samples)")
     lines.append(f"  features: {summary.output} (one .safetensors per image, mirroring the input tree)")
@@ -228,6 +231,8 @@ def extract(
     def on_record(record: ManifestRecord) -> None:
         if record["status"] == "error":
             _err(f"featx: error: {record['path']}: {record['error']}")
+        elif record["status"] == "ignored":
+            _err(f"featx: ignored: {record['path']}: {record['reason']}")
 
     try:
         options = ExtractOptions(

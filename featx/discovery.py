@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,12 +111,14 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(root: str, recursive: bool) -> Iterator[str]:
-    """Image files under ``root``: hidden entries skipped, symlinks followed, loops cut."""
+def _walk(root: str, recursive: bool, unreadable: list[tuple[str, str]]) -> Iterator[str]:
+    """Image files under ``root``: hidden entries skipped, symlinks followed, loops cut; folders that
+    cannot be listed are appended to ``unreadable`` as ``(path, reason)``."""
     seen: set[str] = set()
 
     def on_error(error: OSError) -> None:
-        warnings.warn(f"skipping unreadable folder {error.filename}: {error.strerror}", stacklevel=4)
+        where = os.fspath(error.filename) if error.filename is not None else root
+        unreadable.append((where, f"cannot read folder ({error.strerror or error}); its images are not included"))
 
     for folder, subfolders, files in os.walk(root, followlinks=True, onerror=on_error):
         real = os.path.realpath(folder)
@@ -152,7 +153,8 @@ def discover(
 
     Folders are walked (recursively unless ``recursive=False``) for files whose extension is in
     :data:`IMAGE_EXTENSIONS` (any case); names starting with ``.`` are skipped; symlinked folders
-    are followed once (a link back to a folder already walked is not entered again). Files named
+    are followed once (a link back to a folder already walked is not entered again). A folder that
+    cannot be listed is returned as an entry with a ``problem`` (reported as a failed image). Files named
     directly are kept whatever their extension. Keys are relative to the deepest folder holding
     all inputs (for one folder, the folder itself; for a file, its parent).
 
@@ -182,10 +184,11 @@ def discover(
         raise FeatxValueError("no inputs given: expected at least one folder or image file")
     roots: list[str] = []
     found: list[str] = []
+    unreadable: list[tuple[str, str]] = []
     for path in paths:
         if os.path.isdir(path):
             roots.append(path)
-            found.extend(_walk(path, recursive))
+            found.extend(_walk(path, recursive, unreadable))
         elif os.path.exists(path) or os.path.islink(path) or not must_exist:
             roots.append(os.path.dirname(path))
             found.append(path)
@@ -193,7 +196,9 @@ def discover(
             raise InputNotFoundError(f"input not found: {path} (expected a folder or an image file)")
     base = os.path.commonpath(roots)
     unique = {path: Path(os.path.relpath(path, base)).as_posix() for path in found}
-    sources = sorted((ImageSource(path, key) for path, key in unique.items()), key=lambda source: source.key)
+    entries = [ImageSource(path, key) for path, key in unique.items()]
+    entries += [ImageSource(path, Path(os.path.relpath(path, base)).as_posix(), why) for path, why in unreadable]
+    sources = sorted(entries, key=lambda source: source.key)
     return sources, base
 
 

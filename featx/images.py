@@ -25,6 +25,7 @@ The rules, the same for the library, ``featx extract`` and ``featx show``:
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import warnings
 from collections.abc import Callable
@@ -88,8 +89,15 @@ def _describe(error: BaseException) -> str:
 
 def _open(path: str, limit: Union[int, None]) -> Image.Image:
     """Open the header with the size limit enforced (bomb warnings become errors)."""
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise ImageDecodeError(path, "empty file (0 bytes)")
+    try:
+        info: Union[os.stat_result, None] = os.stat(path)
+    except OSError:
+        info = None  # Image.open reports it (file not found, permission denied)
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device: opening it could block forever
+            raise ImageDecodeError(path, "not a regular file (a FIFO, socket or device); not read")
+        if info.st_size == 0:
+            raise ImageDecodeError(path, "empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -87,3 +88,59 @@ def test_a_name_that_is_not_utf8_never_takes_the_output_of_its_printable_twin(tm
     assert "would be the output of the image caf\\xe9.png; rename one of them" in lines[0]["error"]
     _, meta = load_features(out / "caf\\xe9.png.safetensors")
     assert meta["source_path"] == str(folder / "caf\\xe9.png") and "source_path_b64" not in meta
+
+
+def test_an_unreadable_subfolder_is_an_error_record_and_exit_1(tmp_path, ckpt, monkeypatch):
+    # Fails on the code before the change: the folder was skipped with a warning only, exit 0.
+    # (Permission bits do not stop root, so the folder is made unreadable by failing its listing.)
+    make_image_tree = tmp_path / "in" / "locked"
+    make_image_tree.mkdir(parents=True)
+    make_image(tmp_path / "in" / "a.png")
+    make_image(make_image_tree / "b.png", seed=1)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(make_image_tree):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "out"
+    result = invoke(tmp_path / "in", out, "--weights", ckpt, "--taps", TAPS, "--workers", "0")
+    assert result.exit_code == 1, result.output
+    lines = {line["path"]: line for line in manifest(out)}
+    assert lines["a.png"]["status"] == "ok"
+    assert lines["locked"]["status"] == "error"
+    assert lines["locked"]["error"] == "cannot read folder (Permission denied); its images are not included"
+    assert "featx: error: locked: cannot read folder (Permission denied)" in result.stderr
+
+
+@posix_only
+def test_a_fifo_named_like_an_image_is_ignored_with_a_record_and_never_opened(tmp_path, ckpt):
+    # Fails on the code before the change: the scan opened the FIFO and waited forever (here the
+    # subprocess is killed by its timeout).
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_image(folder / "a.png")
+    os.mkfifo(folder / "x.png")
+    out = tmp_path / "out"
+    script = "from featx_cli.main import cli; cli()"
+    command = [sys.executable, "-c", script, "extract", str(folder), str(out), "--weights", str(ckpt)]
+    command += ["--taps", TAPS, "--workers", "0", "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr  # not a failure: nothing to extract there
+    lines = {line["path"]: line for line in manifest(out)}
+    assert lines["a.png"]["status"] == "ok"
+    assert lines["x.png"] == {
+        "path": "x.png",
+        "reason": "not a regular file (a FIFO); not read",
+        "source": str(folder / "x.png"),
+        "status": "ignored",
+    }
+    assert "featx: ignored: x.png: not a regular file (a FIFO); not read" in done.stderr
+    assert json.loads((out / "summary.json").read_text())["ignored"] == 1
+    from featx.errors import ImageDecodeError
+    from featx.images import load_image
+
+    with pytest.raises(ImageDecodeError, match="not a regular file"):  # the decoder never opens it either
+        load_image(folder / "x.png")

@@ -67,6 +67,8 @@ RANDOM_WEIGHTS_SEED = 0
 
 _Decoded = tuple[int, Optional[torch.Tensor], Optional[str]]
 
+_NOT_COMPUTED = ("error", "ignored")
+
 
 class _DecodeDataset(Dataset[_Decoded]):
     """Decodes one image; returns an error record instead of raising (workers must not die)."""
@@ -222,7 +224,7 @@ def extract_features(
             )
         batches = make_batches([plan.size for plan in plans], options.batch_size)
         mine = batches[dist.rank :: dist.world]
-        planned_errors = [i for i in range(dist.rank, len(plans), dist.world) if plans[i].state == "error"]
+        planned_errors = [i for i in range(dist.rank, len(plans), dist.world) if plans[i].state in _NOT_COMPUTED]
         part = output / f"manifest.rank{dist.rank}.jsonl"
         total = sum(map(len, mine)) + len(planned_errors)
         bar = _progress_bar(total, bar_enabled, dist)
@@ -237,7 +239,9 @@ def extract_features(
         )
         try:
             for index in planned_errors:
-                writer.put(manifest_record(sources[index], "error", error=plans[index].reason))
+                state, reason = plans[index].state, plans[index].reason
+                field = "error" if state == "error" else "reason"
+                writer.put(manifest_record(sources[index], state, **{field: reason}))
             _compute(sources, plans, mine, ctx, extractor, torch_device, options, writer)
         finally:
             writer.close()

@@ -9,6 +9,7 @@ the same batch (resumed, sharded and uninterrupted runs give byte-identical file
 from __future__ import annotations
 
 import os
+import stat as stat_module
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,12 +233,13 @@ class RunContext:
 
 @dataclass
 class ImagePlan:
-    """The plan for one image: ``state`` is ``"todo"``, ``"done"`` (up to date) or ``"error"``.
+    """The plan for one image: ``state`` is ``"todo"``, ``"done"`` (up to date), ``"error"``, or
+    ``"ignored"`` (not a regular file, such as a FIFO named ``x.png``: never opened, not a failure).
 
     Attributes:
         state: what the run does with the image.
         size: stored ``(H, W)`` (``None`` for errors).
-        reason: why the image fails (``state == "error"``).
+        reason: why the image fails (``state == "error"``) or is ignored.
         stat: ``(bytes, mtime_ns)`` of the source file.
         shapes: per-tap shapes of an up-to-date output.
     """
@@ -261,6 +263,16 @@ def read_existing(path: Path) -> Optional[tuple[dict[str, str], dict[str, list[i
         return None
 
 
+def _file_kind(mode: int) -> str:
+    kinds = [
+        (stat_module.S_ISFIFO, "a FIFO"),
+        (stat_module.S_ISSOCK, "a socket"),
+        (stat_module.S_ISCHR, "a character device"),
+        (stat_module.S_ISBLK, "a block device"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
 def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
     """Plan one image from its file status, its existing output (with ``resume``) and its header."""
     if source.problem:
@@ -271,6 +283,10 @@ def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
         return ImagePlan("error", reason="file not found")
     except OSError as error:
         return ImagePlan("error", reason=f"cannot read ({error.strerror})")
+    if not stat_module.S_ISREG(info.st_mode):
+        if stat_module.S_ISDIR(info.st_mode):
+            return ImagePlan("error", reason="is a folder, not an image file")
+        return ImagePlan("ignored", reason=f"not a regular file ({_file_kind(info.st_mode)}); not read")
     stat = (info.st_size, info.st_mtime_ns)
     try:
         # the header rules of the decoder (alpha, TIFF channels, pixel limit), checked for finished
@@ -365,7 +381,7 @@ def manifest_record(source: ImageSource, status: str, **extra: Any) -> ManifestR
         if raw is not None:
             record[name] = raw
     record["status"] = status
-    if status != "error":
+    if status in ("ok", "skipped"):
         record["output"] = printable_name(feature_path(".", source.key).as_posix())
     record.update(extra)
     return record

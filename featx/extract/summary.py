@@ -47,6 +47,8 @@ class ExtractSummary:
         stale: ``(key, reason)`` of outputs left from earlier runs whose image is gone or was not
             among this run's inputs (listed, not deleted; see :func:`featx.extract.owner.earlier_records`).
         other_inputs: manifest lines kept for images of the folder's other input roots.
+        ignored: ``(key, reason)`` of entries that are not regular files (a FIFO named ``x.png``):
+            never opened, listed in the manifest with status ``"ignored"``, not failures.
     """
 
     files: int = 0
@@ -66,6 +68,7 @@ class ExtractSummary:
     planned: list[tuple[str, str]] = field(default_factory=list)
     stale: list[tuple[str, str]] = field(default_factory=list)
     other_inputs: int = 0
+    ignored: list[tuple[str, str]] = field(default_factory=list)
 
 
 def finish_run(
@@ -105,14 +108,17 @@ def finish_run(
     for rank in range(world):
         (output / f"manifest.rank{rank}.jsonl").unlink()
     remove_stale_temps(output, wall_start)
-    counts = {"ok": 0, "skipped": 0, "error": 0}
+    counts = {"ok": 0, "skipped": 0, "error": 0, "ignored": 0}
     failures = []
+    ignored: list[tuple[str, str]] = []
     shapes: dict[str, list[int]] = {}
     example = None
     for record in records:
         counts[record["status"]] += 1
         if record["status"] == "error":
             failures.append((record["path"], record["error"]))
+        elif record["status"] == "ignored":
+            ignored.append((record["path"], record["reason"]))
         elif example is None:
             shapes, example = record["shapes"], str(feature_path(output, record_source(record).key))
     seconds = time.perf_counter() - start
@@ -133,12 +139,14 @@ def finish_run(
         world_size=world,
         stale=stale,
         other_inputs=len(kept),
+        ignored=ignored,
     )
     payload = {
         "files": summary.files,
         "ok": summary.ok,
         "skipped": summary.skipped,
         "error": summary.errors,
+        "ignored": len(ignored),
         "seconds": round(seconds, 3),
         "images_per_second": round(summary.images_per_second, 3),
         "world_size": world,
@@ -179,7 +187,7 @@ def dry_run_summary(
     """The summary of a dry run: counts and ``planned`` actions, nothing written."""
     actions = {"todo": "extract", "done": "skip (up to date)"}
     planned = [
-        (source.key, actions.get(plan.state, f"error: {plan.reason}"))
+        (source.key, actions.get(plan.state, f"{plan.state}: {plan.reason}"))
         for source, plan in zip(sources, plans, strict=True)
     ]
     return ExtractSummary(
@@ -193,4 +201,5 @@ def dry_run_summary(
         weights_verified=weights_verified,
         world_size=world,
         planned=planned,
+        ignored=[(s.key, p.reason) for s, p in zip(sources, plans, strict=True) if p.state == "ignored"],
     )
