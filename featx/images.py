@@ -19,6 +19,9 @@ The rules, the same for the library, ``featx extract`` and ``featx show``:
 - Size: images above ``max_pixels`` pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``, about 89.5
   megapixels) are refused from their header, before any pixel is decoded; Pillow's
   ``DecompressionBombWarning`` is turned into that error, never left as a warning.
+- Truncated files are refused, never padded: decoding runs with ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``
+  off whatever another library set it to, and a PNG whose compressed rows end early (which Pillow
+  decodes with black rows) is caught by counting its pixel data against its header.
 - Every failure raises :class:`~featx.errors.ImageDecodeError` (a ``ValueError``) with a one-line reason.
 """
 
@@ -37,6 +40,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx._checks import check_choice, check_int
 from featx._choices import ALPHA_MODES
+from featx._truncation import png_missing_rows, strict_loading
 from featx.errors import FeatxValueError, ImageDecodeError
 
 __all__ = ["ALPHA_MODES", "load_image", "orient", "probe_image"]
@@ -373,8 +377,11 @@ def load_image(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, N
     path = os.fspath(path)
     limit = _pixel_limit(max_pixels)
     try:
-        with _open(path, limit) as image:
+        with strict_loading(), _open(path, limit) as image:
             array = _pixels(image, path, alpha, limit)
+            missing = png_missing_rows(path) if image.format == "PNG" else None
+        if missing is not None:
+            raise ImageDecodeError(path, missing)
     except ImageDecodeError:
         raise
     except Exception as error:  # any Pillow/OS/tifffile failure is a per-file decode error

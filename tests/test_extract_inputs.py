@@ -8,10 +8,13 @@ codes are written by hand; the exact name bytes are the ones the test wrote.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -144,3 +147,58 @@ def test_a_fifo_named_like_an_image_is_ignored_with_a_record_and_never_opened(tm
 
     with pytest.raises(ImageDecodeError, match="not a regular file"):  # the decoder never opens it either
         load_image(folder / "x.png")
+
+
+def png_with_rows(array, rows):
+    """A PNG whose header says ``array``'s full height but whose pixel data holds only ``rows`` rows."""
+    height, width, _ = array.shape
+    raw = b"".join(b"\0" + array[r].tobytes() for r in range(rows))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def test_truncated_images_that_pillow_still_decodes_are_refused(tmp_path, ckpt, monkeypatch):
+    # Fails on the code before the change: short.png (32 of 48 rows, then a clean end) came out with
+    # black rows, and with LOAD_TRUNCATED_IMAGES set by another library the half PNG and the half
+    # JPEG came out black/grey; all were "ok".
+    from PIL import ImageFile
+
+    from featx.errors import ImageDecodeError
+    from featx.images import load_image
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_image(folder / "good.png")
+    (folder / "short.png").write_bytes(png_with_rows(array, 32))
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    (folder / "half.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=90)
+    (folder / "half.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    assert png_with_rows(array, 48) and load_image(io_path(tmp_path, png_with_rows(array, 48))).shape == (3, 48, 40)
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as some libraries set it
+    with pytest.raises(ImageDecodeError, match=r"holds about 32 of 48 rows"):
+        load_image(folder / "short.png")
+    out = tmp_path / "out"
+    result = invoke(folder, out, "--weights", ckpt, "--taps", TAPS, "--workers", "0", "--quiet")
+    assert result.exit_code == 1, result.output
+    lines = {line["path"]: line for line in manifest(out)}
+    assert lines["good.png"]["status"] == "ok"
+    for name in ("short.png", "half.png", "half.jpg"):
+        assert lines[name]["status"] == "error", lines[name]
+        assert lines[name]["error"].startswith("truncated or corrupt image data"), lines[name]
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
+
+
+def io_path(tmp_path, data):
+    path = tmp_path / "complete.png"
+    path.write_bytes(data)
+    return path
