@@ -202,3 +202,24 @@ def io_path(tmp_path, data):
     path = tmp_path / "complete.png"
     path.write_bytes(data)
     return path
+
+
+def test_an_absent_device_is_a_setup_error_without_a_traceback(tmp_path):
+    # Fails on the code before the change: a RuntimeError traceback from torch (exit 1).
+    import torch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_image(folder / "a.png")
+    absent = ["cuda:99"]  # more devices than any machine has
+    if not torch.cuda.is_available():
+        absent.append("cuda")
+    if not torch.backends.mps.is_available():
+        absent.append("mps")
+    for device in absent:
+        result = CliRunner().invoke(cli, ["extract", str(folder), str(tmp_path / "out"), "--weights", "random",
+                                          "--device", device, "--workers", "0"])  # fmt: skip
+        assert result.exit_code == 2, (device, result.output)
+        assert f"device {device!r} is not available" in result.output and "Traceback" not in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "out").exists()

@@ -116,9 +116,26 @@ def _resolve_device(device: str, local_rank: int) -> torch.device:
     if device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise FeatxValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r} ({error})") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise FeatxValueError(
+                f"device {device!r} is not available: torch finds no CUDA device (no NVIDIA GPU or driver, "
+                "or a CPU-only torch build); use --device cpu, or --device auto to take a GPU when there is one"
+            )
+        if resolved.index is not None and resolved.index >= count:
+            raise FeatxValueError(f"device {device!r} is not available: this machine has {count} CUDA device(s)")
+    elif resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise FeatxValueError(
+                f"device {device!r} is not available: torch finds no Apple MPS device (macOS with Apple "
+                "silicon and an MPS-enabled torch build are needed); use --device cpu"
+            )
+    return resolved
 
 
 def _check_output(output: Path) -> None:
