@@ -20,6 +20,12 @@ from featx.extract.options import DEFAULT_TAPS, DESCRIPTORS, DTYPES, ExtractOpti
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 
 
+class RunError(click.ClickException):
+    """The run started but could not finish (manifest or summary not written, writer failed): exit 1."""
+
+    exit_code = EXIT_FAILED
+
+
 class SetupError(click.ClickException):
     """The run could not start (missing input or weights, no images, unwritable output): exit 2."""
 
@@ -208,7 +214,13 @@ def extract(
     if preset is not None and (taps is not None or arch is not None):
         raise click.UsageError("--preset sets the arch and taps itself; do not combine it with --arch or --taps")
 
-    from featx.errors import OutputInUseError, OutputNotWritableError, RandomWeightsWarning, WeightsNotFoundError
+    from featx.errors import (
+        OutputInUseError,
+        OutputNotWritableError,
+        OutputWriteError,
+        RandomWeightsWarning,
+        WeightsNotFoundError,
+    )
     from featx.extract import extract_features, prepare_sample_images
 
     if malloc_tuning:
@@ -264,6 +276,8 @@ def extract(
         raise SetupError(
             f"{error}\n  - CLI: --weights PATH, or --weights random to try featx without trained weights"
         ) from None
+    except OutputWriteError as error:  # an OSError, but not a setup error: the run did its work
+        raise RunError(str(error)) from None
     except (FileNotFoundError, OutputNotWritableError, OutputInUseError, ValueError, TypeError) as error:
         raise SetupError(str(error)) from None
 

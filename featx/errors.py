@@ -29,6 +29,7 @@ __all__ = [
     "InputRangeWarning",
     "OutputInUseError",
     "OutputOwnedError",
+    "OutputWriteError",
     "OutputNotWritableError",
     "RandomWeightsWarning",
     "UnverifiedWeightsWarning",
@@ -183,3 +184,16 @@ class OutputOwnedError(FeatxError, ValueError):
     def __init__(self, message: str, *, recorded: tuple[str, ...] = (), root: str = "") -> None:
         super().__init__(message)
         self.recorded, self.root = recorded, root
+
+
+class OutputWriteError(FeatxError, OSError):
+    """A run's manifest or summary cannot be written (a full disk, a lost mount); the previous file
+    is kept and the feature files already written stay valid.
+
+    Attributes:
+        path: the file that could not be written.
+    """
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path

@@ -223,3 +223,36 @@ def test_an_absent_device_is_a_setup_error_without_a_traceback(tmp_path):
         assert f"device {device!r} is not available" in result.output and "Traceback" not in result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_at_the_manifest_is_a_clear_error_and_keeps_the_previous_manifest(tmp_path, ckpt, monkeypatch):
+    # Fails on the code before the change: an OSError traceback from write_atomic.
+    import errno
+
+    import featx.extract.summary
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_image(folder / "a.png")
+    out = tmp_path / "out"
+    common = [folder, out, "--weights", ckpt, "--taps", TAPS, "--workers", "0", "--quiet"]
+    assert invoke(*common).exit_code == 0
+    before = (out / "manifest.jsonl").read_bytes()
+    make_image(folder / "b.png", seed=1)
+    real = featx.extract.summary.write_atomic
+
+    def full_disk(path, chunks, **kwargs):
+        if os.path.basename(path) in ("manifest.jsonl", "summary.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, chunks, **kwargs)
+
+    monkeypatch.setattr(featx.extract.summary, "write_atomic", full_disk)
+    result = CliRunner().invoke(cli, ["extract", *map(str, common)])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # no traceback
+    assert f"cannot write {out / 'manifest.jsonl'} (No space left on device): the previous one is kept" in result.output
+    assert (out / "manifest.jsonl").read_bytes() == before
+    assert feature_path(out, "b.png").exists()  # the work is done; a rerun skips it
+    monkeypatch.setattr(featx.extract.summary, "write_atomic", real)
+    rerun = invoke(*common)
+    assert rerun.exit_code == 0 and [line["status"] for line in manifest(out)] == ["skipped", "skipped"]

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from featx.atomic import is_temp_name, write_atomic
 from featx.discovery import ImageSource
-from featx.errors import ExtractionError
+from featx.errors import ExtractionError, OutputWriteError
 from featx.extract.owner import earlier_records
 from featx.extract.plan import MANIFEST, ImagePlan, feature_path, record_source
 
@@ -95,6 +95,8 @@ def finish_run(
 
     Raises:
         RuntimeError: the parts do not list every image exactly once.
+        featx.errors.OutputWriteError: the manifest or summary cannot be written (a full disk); the
+            previous file is kept.
     """
     records: list[dict[str, Any]] = []
     for rank in range(world):
@@ -104,7 +106,7 @@ def finish_run(
     records.sort(key=lambda record: record["path"])
     kept, stale = earlier_records(output, MANIFEST, {(r["path"], r.get("path_b64")) for r in records}, prefix)
     lines = sorted([*records, *kept], key=lambda record: str(record["path"]))
-    write_atomic(output / MANIFEST, [(json.dumps(r, sort_keys=True) + "\n").encode("utf-8") for r in lines])
+    _write(output / MANIFEST, [(json.dumps(r, sort_keys=True) + "\n").encode("utf-8") for r in lines], world)
     for rank in range(world):
         (output / f"manifest.rank{rank}.jsonl").unlink()
     remove_stale_temps(output, wall_start)
@@ -155,10 +157,24 @@ def finish_run(
         "stale": [{"path": key, "reason": reason} for key, reason in stale],
         "other_inputs": len(kept),
     }
-    write_atomic(output / SUMMARY, [(json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")])
+    _write(output / SUMMARY, [(json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")], 0)
     if len(records) != expected or len({(r["path"], r.get("path_b64")) for r in records}) != expected:
         raise ExtractionError(f"manifest has {len(records)} entries for {expected} images")  # each image exactly once
     return summary
+
+
+def _write(path: Path, chunks: list[bytes], parts: int) -> None:
+    """Write the manifest or the summary atomically; a failure (a full disk) keeps the previous file."""
+    try:
+        write_atomic(path, chunks)
+    except OSError as error:
+        kept = "the previous one is kept" if path.exists() else "none was written"
+        where = f"; this run's manifest lines are in manifest.rank*.jsonl ({parts})" if parts else ""
+        raise OutputWriteError(
+            f"cannot write {path} ({error.strerror or error}): {kept}{where}. Free space and rerun: "
+            "finished feature files are skipped",
+            path=str(path),
+        ) from None
 
 
 def remove_stale_temps(output: Path, before: float) -> None:
