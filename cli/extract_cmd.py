@@ -6,8 +6,10 @@ modules are imported inside the command, so ``featx --help`` stays instant.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import click
@@ -30,6 +32,56 @@ class SetupError(click.ClickException):
     """The run could not start (missing input or weights, no images, unwritable output): exit 2."""
 
     exit_code = EXIT_SETUP
+
+
+class _ForgivingStream:
+    """A text stream that drops output once its reader is gone (``featx extract ... 2>&1 | head -2``):
+    the run goes on and finishes its files. The first failed write points the file descriptor at
+    ``os.devnull``, so the interpreter's own flush at exit stays quiet too."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return int(self.stream.write(text))
+            except (OSError, ValueError):
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._break()
+
+    def _break(self) -> None:
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no file descriptor (a test's capture)
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _forgiving_streams() -> Iterator[None]:
+    """Run with stdout and stderr as :class:`_ForgivingStream` (restored afterwards)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _ForgivingStream(sys.stdout), _ForgivingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def _err(message: str) -> None:
@@ -210,81 +262,82 @@ def extract(
     """
     import warnings
 
-    inputs, output = _split_paths(paths, files_from, sample_images)
-    if preset is not None and (taps is not None or arch is not None):
-        raise click.UsageError("--preset sets the arch and taps itself; do not combine it with --arch or --taps")
+    with _forgiving_streams():
+        inputs, output = _split_paths(paths, files_from, sample_images)
+        if preset is not None and (taps is not None or arch is not None):
+            raise click.UsageError("--preset sets the arch and taps itself; do not combine it with --arch or --taps")
 
-    from featx.errors import (
-        OutputInUseError,
-        OutputNotWritableError,
-        OutputWriteError,
-        RandomWeightsWarning,
-        WeightsNotFoundError,
-    )
-    from featx.extract import extract_features, prepare_sample_images
-
-    if malloc_tuning:
-        from featx.allocator import tune_malloc
-
-        tune_malloc()
-    weights_arg = _weights_arg(weights)
-    rank0 = env_rank() == 0
-    if weights_arg is None and rank0:
-        _err(
-            "featx: warning: --weights random: features come from randomly initialised weights (fixed seed 0), "
-            "not from a trained network"
+        from featx.errors import (
+            OutputInUseError,
+            OutputNotWritableError,
+            OutputWriteError,
+            RandomWeightsWarning,
+            WeightsNotFoundError,
         )
-    if sample_images is not None and not dry_run:
+        from featx.extract import extract_features, prepare_sample_images
+
+        if malloc_tuning:
+            from featx.allocator import tune_malloc
+
+            tune_malloc()
+        weights_arg = _weights_arg(weights)
+        rank0 = env_rank() == 0
+        if weights_arg is None and rank0:
+            _err(
+                "featx: warning: --weights random: features come from randomly initialised weights (fixed seed 0), "
+                "not from a trained network"
+            )
+        if sample_images is not None and not dry_run:
+            try:
+                prepare_sample_images(inputs[0])
+            except TimeoutError as error:
+                raise SetupError(str(error)) from None
+
+        def on_record(record: ManifestRecord) -> None:
+            if record["status"] == "error":
+                _err(f"featx: error: {record['path']}: {record['error']}")
+            elif record["status"] == "ignored":
+                _err(f"featx: ignored: {record['path']}: {record['reason']}")
+
         try:
-            prepare_sample_images(inputs[0])
-        except TimeoutError as error:
+            options = ExtractOptions(
+                files_from=files_from,
+                recursive=recursive,
+                arch=arch or "vgg19",
+                taps=taps or DEFAULT_TAPS,
+                preset=preset,
+                weights=weights_arg,
+                reduce=reduce,
+                dtype=dtype,
+                batch_size=batch_size,
+                num_workers=workers,
+                device=device,
+                resume=resume,
+                add_inputs=add_inputs,
+                alpha=alpha,
+                max_pixels=max_pixels,
+                fsync=fsync,
+                direct_io=direct_io,
+                dry_run=dry_run,
+                progress=not quiet,
+                on_record=on_record,
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once
+                summary = extract_features(inputs, output, options)
+        except WeightsNotFoundError as error:
+            raise SetupError(
+                f"{error}\n  - CLI: --weights PATH, or --weights random to try featx without trained weights"
+            ) from None
+        except OutputWriteError as error:  # an OSError, but not a setup error: the run did its work
+            raise RunError(str(error)) from None
+        except (FileNotFoundError, OutputNotWritableError, OutputInUseError, ValueError, TypeError) as error:
             raise SetupError(str(error)) from None
 
-    def on_record(record: ManifestRecord) -> None:
-        if record["status"] == "error":
-            _err(f"featx: error: {record['path']}: {record['error']}")
-        elif record["status"] == "ignored":
-            _err(f"featx: ignored: {record['path']}: {record['reason']}")
-
-    try:
-        options = ExtractOptions(
-            files_from=files_from,
-            recursive=recursive,
-            arch=arch or "vgg19",
-            taps=taps or DEFAULT_TAPS,
-            preset=preset,
-            weights=weights_arg,
-            reduce=reduce,
-            dtype=dtype,
-            batch_size=batch_size,
-            num_workers=workers,
-            device=device,
-            resume=resume,
-            add_inputs=add_inputs,
-            alpha=alpha,
-            max_pixels=max_pixels,
-            fsync=fsync,
-            direct_io=direct_io,
-            dry_run=dry_run,
-            progress=not quiet,
-            on_record=on_record,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once
-            summary = extract_features(inputs, output, options)
-    except WeightsNotFoundError as error:
-        raise SetupError(
-            f"{error}\n  - CLI: --weights PATH, or --weights random to try featx without trained weights"
-        ) from None
-    except OutputWriteError as error:  # an OSError, but not a setup error: the run did its work
-        raise RunError(str(error)) from None
-    except (FileNotFoundError, OutputNotWritableError, OutputInUseError, ValueError, TypeError) as error:
-        raise SetupError(str(error)) from None
-
-    if dry_run:
-        if rank0:
-            _print_plan(summary)
-    elif rank0:
-        _print_summary(summary, weights_arg is None, sample_images, quiet)
-    if summary.errors and not skip_errors:
-        sys.exit(EXIT_FAILED)
+        if dry_run:
+            if rank0:
+                _print_plan(summary)
+        elif rank0:
+            _print_summary(summary, weights_arg is None, sample_images, quiet)
+        if summary.errors and not skip_errors:
+            sys.exit(EXIT_FAILED)

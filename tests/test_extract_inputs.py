@@ -256,3 +256,25 @@ def test_a_full_disk_at_the_manifest_is_a_clear_error_and_keeps_the_previous_man
     monkeypatch.setattr(featx.extract.summary, "write_atomic", real)
     rerun = invoke(*common)
     assert rerun.exit_code == 0 and [line["status"] for line in manifest(out)] == ["skipped", "skipped"]
+
+
+def test_a_closed_stderr_does_not_stop_the_run(tmp_path, ckpt):
+    # Fails on the code before the change: once the reader of `2>&1 | head -2` was gone, the next
+    # write to stderr (a progress bar update or an error line, in the writer thread) raised
+    # BrokenPipeError and the run stopped without its manifest.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("0bad.png", "1bad.png", "2bad.png"):
+        (folder / name).write_text("not an image")
+    for i in range(6):
+        make_image(folder / f"img{i}.png", seed=i)
+    out = tmp_path / "out"
+    script = "from featx_cli.main import cli; cli()"
+    command = [sys.executable, "-c", script, "extract", str(folder), str(out), "--weights", str(ckpt)]
+    command += ["--taps", TAPS, "--workers", "0", "--batch-size", "1", "--skip-errors"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = [process.stdout.readline() for _ in range(2)]  # `| head -2`
+    process.stdout.close()
+    assert process.wait(timeout=120) == 0, first
+    assert [line["status"] for line in manifest(out)] == ["error"] * 3 + ["ok"] * 6
+    assert json.loads((out / "summary.json").read_text())["ok"] == 6
