@@ -278,3 +278,34 @@ def test_a_closed_stderr_does_not_stop_the_run(tmp_path, ckpt):
     assert process.wait(timeout=120) == 0, first
     assert [line["status"] for line in manifest(out)] == ["error"] * 3 + ["ok"] * 6
     assert json.loads((out / "summary.json").read_text())["ok"] == 6
+
+
+@posix_only
+def test_a_dead_decode_worker_costs_only_the_image_that_killed_it(tmp_path, ckpt, monkeypatch):
+    # Fails on the code before the change: "DataLoader worker ... is killed by signal" aborted the run.
+    import signal
+
+    import featx.extract.decoding
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        make_image(folder / f"img{i}.png", seed=i)
+    make_image(folder / "killer.png", seed=9)
+    main = os.getpid()
+    real = featx.extract.decoding.load_image
+
+    def deadly(path, **kwargs):  # a decoder that crashes on one file (as a segfault would)
+        if os.path.basename(path) == "killer.png" and os.getpid() != main:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(featx.extract.decoding, "load_image", deadly)
+    out = tmp_path / "out"
+    result = invoke(folder, out, "--weights", ckpt, "--taps", TAPS, "--workers", "2", "--batch-size", "2")
+    assert result.exit_code == 1, result.output
+    lines = {line["path"]: line for line in manifest(out)}
+    assert lines["killer.png"]["status"] == "error"
+    assert lines["killer.png"]["error"] == "the image decoder process died on this file (killed by signal SIGKILL); skipped"
+    assert sorted(k for k, line in lines.items() if line["status"] == "ok") == [f"img{i}.png" for i in range(6)]
+    assert len(lines) == 7

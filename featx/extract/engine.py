@@ -26,17 +26,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from featx.discovery import ImageSource
 from featx.errors import (
     FeatxTypeError,
     FeatxValueError,
-    ImageDecodeError,
     OutputInUseError,
     OutputNotWritableError,
     OutputOwnedError,
 )
+from featx.extract.decoding import DecodeDataset, collate_decoded, decode_isolated, is_worker_death
 from featx.extract.descriptors import reduce_features
 from featx.extract.distributed import DistContext
 from featx.extract.lock import OutputLock
@@ -55,7 +55,6 @@ from featx.extract.plan import (
 from featx.extract.summary import ExtractSummary, dry_run_summary, finish_run
 from featx.extract.writer import FeatureWriter
 from featx.featfile import serialize_features
-from featx.images import load_image
 
 __all__ = ["RANDOM_WEIGHTS_SEED", "TORCH_DTYPES", "extract_features"]
 
@@ -65,40 +64,7 @@ TORCH_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": to
 RANDOM_WEIGHTS_SEED = 0
 """Seed of random weights (``weights=None``), so every rank and rerun builds the same network."""
 
-_Decoded = tuple[int, Optional[torch.Tensor], Optional[str]]
-
 _NOT_COMPUTED = ("error", "ignored")
-
-
-class _DecodeDataset(Dataset[_Decoded]):
-    """Decodes one image; returns an error record instead of raising (workers must not die)."""
-
-    def __init__(self, paths: Sequence[str], alpha: str, max_pixels: Optional[int]) -> None:
-        self.paths, self.alpha, self.max_pixels = list(paths), alpha, max_pixels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> _Decoded:
-        try:
-            return index, load_image(self.paths[index], alpha=self.alpha, max_pixels=self.max_pixels), None
-        except ImageDecodeError as error:
-            return index, None, error.reason
-        except Exception as error:  # anything else is still this file's problem, not the run's
-            return index, None, f"cannot decode ({type(error).__name__}: {error})"
-
-
-def _collate(records: list[_Decoded]) -> dict[str, Any]:
-    """Stack decoded images by shape (in order); pass errors through."""
-    groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
-    errors = []
-    for index, image, error in records:
-        if image is None:
-            errors.append((index, error))
-        else:
-            groups.setdefault(tuple(image.shape), []).append((index, image))
-    stacks = [([i for i, _ in group], torch.stack([img for _, img in group])) for group in groups.values()]
-    return {"stacks": stacks, "errors": errors}
 
 
 def _build_extractor(options: ExtractOptions) -> Any:
@@ -339,21 +305,21 @@ def _compute(
             work.append(batch)
     if not work:
         return
-    dataset = _DecodeDataset([source.path for source in sources], options.alpha, ctx.max_pixels)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=work,
-        num_workers=options.num_workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
-    )
+    dataset = DecodeDataset([source.path for source in sources], options.alpha, ctx.max_pixels)
     store = TORCH_DTYPES[options.dtype]
     autocast = options.dtype != "float32"
     layout = _memory_format(device, store)
     extractor = extractor.to(memory_format=layout)
-    for decoded in loader:
+    recorded: set[int] = set()
+
+    def put(index: int, record: Any, *args: Any) -> None:
+        if index not in recorded:  # a batch retried after a worker died is never recorded twice
+            writer.put(record, *args)
+            recorded.add(index)
+
+    def handle(decoded: dict[str, Any]) -> None:
         for index, reason in decoded["errors"]:
-            writer.put(manifest_record(sources[index], "error", error=reason))
+            put(index, manifest_record(sources[index], "error", error=reason))
         for indices, images in decoded["stacks"]:
             with torch.inference_mode(), torch.autocast(device.type, dtype=store, enabled=autocast):
                 batch = images.to(device, non_blocking=True).contiguous(memory_format=layout)
@@ -364,13 +330,41 @@ def _compute(
             shapes = {name: list(feat.shape[1:]) for name, feat in feats.items()}
             for row, index in enumerate(indices):
                 source, plan = sources[index], plans[index]
+                if index in recorded:
+                    continue
                 if plan.state == "done":
-                    writer.put(manifest_record(source, "skipped", shapes=plan.shapes))
+                    put(index, manifest_record(source, "skipped", shapes=plan.shapes))
                     continue
                 # laid out here (both cores, between forwards); the writer thread only does I/O
                 metadata = ctx.metadata(source, plan.stat, plan.size)
                 data = serialize_features({name: feat[row] for name, feat in feats.items()}, metadata)
-                writer.put(manifest_record(source, "ok", shapes=shapes), feature_path(ctx.output, source.key), data)
+                record = manifest_record(source, "ok", shapes=shapes)
+                put(index, record, feature_path(ctx.output, source.key), data)
+
+    pending = work
+    while pending:
+        loader = DataLoader(
+            dataset,
+            batch_sampler=pending,
+            num_workers=options.num_workers,
+            collate_fn=collate_decoded,
+            pin_memory=device.type == "cuda",
+        )
+        finished = 0
+        try:
+            for decoded in loader:
+                handle(decoded)
+                finished += 1
+            return
+        except RuntimeError as error:
+            if options.num_workers == 0 or not is_worker_death(error):
+                raise
+        # a decoder process died: the batches in flight are decoded again, each image in a child
+        # of its own (the one that dies is reported), then the rest goes on with fresh workers
+        in_flight = pending[finished : finished + 2 * options.num_workers + 1]
+        for batch in in_flight:
+            handle(collate_decoded([decode_isolated(dataset, index) for index in batch if index not in recorded]))
+        pending = pending[finished + len(in_flight) :]
 
 
 def _memory_format(device: torch.device, dtype: torch.dtype) -> torch.memory_format:
