@@ -309,3 +309,25 @@ def test_a_dead_decode_worker_costs_only_the_image_that_killed_it(tmp_path, ckpt
     assert lines["killer.png"]["error"] == "the image decoder process died on this file (killed by signal SIGKILL); skipped"
     assert sorted(k for k, line in lines.items() if line["status"] == "ok") == [f"img{i}.png" for i in range(6)]
     assert len(lines) == 7
+
+
+def test_an_unreadable_weights_file_is_a_setup_error_without_a_traceback(tmp_path, ckpt, monkeypatch):
+    # Fails on the code before the change: PermissionError traceback while hashing the file (exit 1).
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_image(folder / "a.png")
+    weights = tmp_path / "locked.pth"
+    weights.write_bytes(ckpt.read_bytes())
+    weights.chmod(0)
+    if os.access(weights, os.R_OK):  # root reads anything: make the read itself fail
+        import featx.weights.index
+
+        def denied(path):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+
+        monkeypatch.setattr(featx.weights.index, "sha256_file", denied)
+    result = CliRunner().invoke(cli, ["extract", str(folder), str(tmp_path / "out"), "--weights", str(weights),
+                                      "--taps", TAPS, "--workers", "0"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert f"cannot read weights file {weights} (Permission denied)" in result.output
