@@ -251,6 +251,7 @@ def test_a_full_disk_at_the_manifest_is_a_clear_error_and_keeps_the_previous_man
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)  # no traceback
     assert f"cannot write {out / 'manifest.jsonl'} (No space left on device): the previous one is kept" in result.output
+    assert "this run's manifest lines stay in manifest.rank0.jsonl" in result.output
     assert (out / "manifest.jsonl").read_bytes() == before
     assert feature_path(out, "b.png").exists()  # the work is done; a rerun skips it
     monkeypatch.setattr(featx.extract.summary, "write_atomic", real)

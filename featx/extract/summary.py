@@ -169,7 +169,8 @@ def _write(path: Path, chunks: list[bytes], parts: int) -> None:
         write_atomic(path, chunks)
     except OSError as error:
         kept = "the previous one is kept" if path.exists() else "none was written"
-        where = f"; this run's manifest lines are in manifest.rank*.jsonl ({parts})" if parts else ""
+        names = "manifest.rank0.jsonl" if parts == 1 else f"manifest.rank0.jsonl ... manifest.rank{parts - 1}.jsonl"
+        where = f"; this run's manifest lines stay in {names}" if parts else ""
         raise OutputWriteError(
             f"cannot write {path} ({error.strerror or error}): {kept}{where}. Free space and rerun: "
             "finished feature files are skipped",
