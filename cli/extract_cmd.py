@@ -6,23 +6,82 @@ modules are imported inside the command, so ``featx --help`` stays instant.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import click
 
 from featx._choices import ALPHA_MODES
+from featx.discovery import printable_name
 from featx.extract.distributed import env_rank
 from featx.extract.options import DEFAULT_TAPS, DESCRIPTORS, DTYPES, ExtractOptions, ManifestRecord
 
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 
 
+class RunError(click.ClickException):
+    """The run started but could not finish (manifest or summary not written, writer failed): exit 1."""
+
+    exit_code = EXIT_FAILED
+
+
 class SetupError(click.ClickException):
     """The run could not start (missing input or weights, no images, unwritable output): exit 2."""
 
     exit_code = EXIT_SETUP
+
+
+class _ForgivingStream:
+    """A text stream that drops output once its reader is gone (``featx extract ... 2>&1 | head -2``):
+    the run goes on and finishes its files. The first failed write points the file descriptor at
+    ``os.devnull``, so the interpreter's own flush at exit stays quiet too."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return int(self.stream.write(text))
+            except (OSError, ValueError):
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._break()
+
+    def _break(self) -> None:
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no file descriptor (a test's capture)
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _forgiving_streams() -> Iterator[None]:
+    """Run with stdout and stderr as :class:`_ForgivingStream` (restored afterwards)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _ForgivingStream(sys.stdout), _ForgivingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def _err(message: str) -> None:
@@ -53,10 +112,11 @@ def _weights_arg(weights: str) -> Any:
 def _print_plan(summary: Any) -> None:
     """Dry run: one line per image on stdout (extract / skip / error with reason), counts on stderr."""
     for key, action in summary.planned:
-        if action.startswith("error: "):
-            click.echo(f"error    {key}: {action[len('error: ') :]}")
+        if action.startswith(("error: ", "ignored: ")):
+            state, reason = action.split(": ", 1)
+            click.echo(f"{state:<8} {printable_name(key)}: {reason}")
         else:
-            click.echo(f"{action.split(' ')[0]:<8} {key}")
+            click.echo(f"{action.split(' ')[0]:<8} {printable_name(key)}")
     todo = summary.files - summary.skipped - summary.errors
     click.echo(
         f"dry run: {summary.files} images: {todo} to extract, {summary.skipped} up to date, "
@@ -74,15 +134,23 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
         f"featx extract: {summary.files} images: {summary.ok} extracted, {summary.skipped} skipped (up to date), "
         f"{summary.errors} failed in {summary.seconds:.1f} s ({summary.images_per_second:.2f} img/s extracted)"
     ]
+    if summary.ignored:
+        lines.append(f"  ignored:  {len(summary.ignored)} entries that are not regular files (listed in the manifest)")
     if sample_root is not None:
         lines.append(f"  images:   {os.path.abspath(os.path.join(sample_root, 'images'))} (scikit-image samples)")
     lines.append(f"  features: {summary.output} (one .safetensors per image, mirroring the input tree)")
-    if summary.example is not None:
+    example = None if summary.example is None else printable_name(summary.example)
+    if example is not None:
         shapes = ", ".join(f"{tap} {tuple(shape)}" for tap, shape in summary.shapes.items())
-        lines.append(f"  shapes of {os.path.basename(summary.example)}: {shapes}")
+        lines.append(f"  shapes of {os.path.basename(example)}: {shapes}")
     lines.append(f"  manifest: {summary.manifest}")
-    if summary.example is not None:
-        lines.append(f'  load in Python: tensors, metadata = featx.load_features("{summary.example}")')
+    if summary.stale:
+        lines.append(
+            f"  stale:    {len(summary.stale)} outputs of images that are gone or not among these inputs "
+            "(kept on disk, listed in summary.json)"
+        )
+    if example is not None:
+        lines.append(f'  load in Python: tensors, metadata = featx.load_features("{example}")')
     if random_weights:
         lines.append("  NOTE: the weights were RANDOM (--weights random): these are not ImageNet VGG features.")
     click.echo("\n".join(lines))
@@ -120,6 +188,11 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option(
     "--resume/--overwrite", default=True, show_default=True, help="Skip up-to-date outputs, or recompute all."
+)
+@click.option(
+    "--add-inputs",
+    is_flag=True,
+    help="Add these inputs to an OUTPUT made from other inputs, under keys prefixed with their folder name.",
 )
 @click.option(
     "--alpha", type=click.Choice(ALPHA_MODES), default="error", show_default=True, help="Refuse or drop alpha."
@@ -175,6 +248,7 @@ def extract(
     workers: int,
     device: str,
     resume: bool,
+    add_inputs: bool,
     alpha: str,
     max_pixels: Optional[int],
     max_memory: Optional[str],
@@ -203,72 +277,84 @@ def extract(
     """
     import warnings
 
-    inputs, output = _split_paths(paths, files_from, sample_images)
-    if preset is not None and (taps is not None or arch is not None):
-        raise click.UsageError("--preset sets the arch and taps itself; do not combine it with --arch or --taps")
+    with _forgiving_streams():
+        inputs, output = _split_paths(paths, files_from, sample_images)
+        if preset is not None and (taps is not None or arch is not None):
+            raise click.UsageError("--preset sets the arch and taps itself; do not combine it with --arch or --taps")
 
-    from featx.errors import OutputNotWritableError, RandomWeightsWarning, WeightsNotFoundError
-    from featx.extract import extract_features, prepare_sample_images
-
-    if malloc_tuning:
-        from featx.allocator import tune_malloc
-
-        tune_malloc()
-    weights_arg = _weights_arg(weights)
-    rank0 = env_rank() == 0
-    if weights_arg is None and rank0:
-        _err(
-            "featx: warning: --weights random: features come from randomly initialised weights (fixed seed 0), "
-            "not from a trained network"
+        from featx.errors import (
+            OutputInUseError,
+            OutputNotWritableError,
+            OutputWriteError,
+            RandomWeightsWarning,
+            WeightsNotFoundError,
         )
-    if sample_images is not None and not dry_run:
+        from featx.extract import extract_features, prepare_sample_images
+
+        if malloc_tuning:
+            from featx.allocator import tune_malloc
+
+            tune_malloc()
+        weights_arg = _weights_arg(weights)
+        rank0 = env_rank() == 0
+        if weights_arg is None and rank0:
+            _err(
+                "featx: warning: --weights random: features come from randomly initialised weights (fixed seed 0), "
+                "not from a trained network"
+            )
+        if sample_images is not None and not dry_run:
+            try:
+                prepare_sample_images(inputs[0])
+            except TimeoutError as error:
+                raise SetupError(str(error)) from None
+
+        def on_record(record: ManifestRecord) -> None:
+            if record["status"] == "error":
+                _err(f"featx: error: {record['path']}: {record['error']}")
+            elif record["status"] == "ignored":
+                _err(f"featx: ignored: {record['path']}: {record['reason']}")
+
         try:
-            prepare_sample_images(inputs[0])
-        except TimeoutError as error:
+            options = ExtractOptions(
+                files_from=files_from,
+                recursive=recursive,
+                arch=arch or "vgg19",
+                taps=taps or DEFAULT_TAPS,
+                preset=preset,
+                weights=weights_arg,
+                reduce=reduce,
+                dtype=dtype,
+                batch_size=batch_size,
+                num_workers=workers,
+                device=device,
+                resume=resume,
+                add_inputs=add_inputs,
+                alpha=alpha,
+                max_pixels=max_pixels,
+                max_memory=max_memory,
+                tile=tile,
+                fsync=fsync,
+                direct_io=direct_io,
+                dry_run=dry_run,
+                progress=not quiet,
+                on_record=on_record,
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once
+                summary = extract_features(inputs, output, options)
+        except WeightsNotFoundError as error:
+            raise SetupError(
+                f"{error}\n  - CLI: --weights PATH, or --weights random to try featx without trained weights"
+            ) from None
+        except OutputWriteError as error:  # an OSError, but not a setup error: the run did its work
+            raise RunError(str(error)) from None
+        except (FileNotFoundError, OutputNotWritableError, OutputInUseError, ValueError, TypeError) as error:
             raise SetupError(str(error)) from None
 
-    def on_record(record: ManifestRecord) -> None:
-        if record["status"] == "error":
-            _err(f"featx: error: {record['path']}: {record['error']}")
-
-    try:
-        options = ExtractOptions(
-            files_from=files_from,
-            recursive=recursive,
-            arch=arch or "vgg19",
-            taps=taps or DEFAULT_TAPS,
-            preset=preset,
-            weights=weights_arg,
-            reduce=reduce,
-            dtype=dtype,
-            batch_size=batch_size,
-            num_workers=workers,
-            device=device,
-            resume=resume,
-            alpha=alpha,
-            max_pixels=max_pixels,
-            max_memory=max_memory,
-            tile=tile,
-            fsync=fsync,
-            direct_io=direct_io,
-            dry_run=dry_run,
-            progress=not quiet,
-            on_record=on_record,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once
-            summary = extract_features(inputs, output, options)
-    except WeightsNotFoundError as error:
-        raise SetupError(
-            f"{error}\n  - CLI: --weights PATH, or --weights random to try featx without trained weights"
-        ) from None
-    except (FileNotFoundError, OutputNotWritableError, ValueError, TypeError) as error:
-        raise SetupError(str(error)) from None
-
-    if dry_run:
-        if rank0:
-            _print_plan(summary)
-    elif rank0:
-        _print_summary(summary, weights_arg is None, sample_images, quiet)
-    if summary.errors and not skip_errors:
-        sys.exit(EXIT_FAILED)
+        if dry_run:
+            if rank0:
+                _print_plan(summary)
+        elif rank0:
+            _print_summary(summary, weights_arg is None, sample_images, quiet)
+        if summary.errors and not skip_errors:
+            sys.exit(EXIT_FAILED)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Iterable
 from typing import Any, Union
 
@@ -24,7 +25,15 @@ import torch
 
 from featx.errors import FeatxTypeError, FeatxValueError
 
-__all__ = ["ALIGNMENT", "DIRECT_MIN_BYTES", "aligned_buffer", "write_atomic", "write_atomic_buffer"]
+__all__ = [
+    "ALIGNMENT",
+    "DIRECT_MIN_BYTES",
+    "aligned_buffer",
+    "is_temp_name",
+    "temp_name",
+    "write_atomic",
+    "write_atomic_buffer",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -65,9 +74,35 @@ def aligned_buffer(nbytes: int) -> torch.Tensor:
     return raw[shift : shift + padded]
 
 
+_TEMP = re.compile(r"^\..+\.featx-\d+\.tmp$")
+
+
+def temp_name(name: str, pid: int) -> str:
+    """The temporary name featx writes ``name`` under before renaming it: ``.NAME.featx-PID.tmp``.
+
+    Hidden, never ending in ``.safetensors``, and with a featx-specific tail, so cleanup can tell
+    featx's own leftovers from a user's files (:func:`is_temp_name`).
+
+    Example:
+        >>> temp_name("a.png.safetensors", 42)
+        '.a.png.safetensors.featx-42.tmp'
+    """
+    return f".{name}.featx-{pid}.tmp"
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of featx's temporary names (:func:`temp_name`).
+
+    Example:
+        >>> is_temp_name(".a.png.safetensors.featx-42.tmp"), is_temp_name(".notes.42.tmp")
+        (True, False)
+    """
+    return _TEMP.match(name) is not None
+
+
 def _temp_name(path: str) -> tuple[str, str]:
     folder, name = os.path.split(path)
-    return folder, os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    return folder, os.path.join(folder, temp_name(name, os.getpid()))
 
 
 def _sync_folder(folder: str) -> None:
@@ -112,7 +147,7 @@ def _publish(temp: str, path: str, write: Any) -> None:
 
 def write_atomic(path: PathLike, chunks: Iterable[Any], *, fsync: bool = True, sync_dir: bool = True) -> None:
     """Write bytes-like ``chunks`` to ``path`` atomically: a hidden temporary file in the same
-    folder (``.NAME.PID.tmp``, never ending in ``.safetensors``), fsync, then ``os.replace``.
+    folder (``.NAME.featx-PID.tmp``, :func:`temp_name`), fsync, then ``os.replace``.
 
     Readers see either the old file or the complete new one, never a partial file, even if the
     process is killed. The folder must exist.

@@ -27,6 +27,9 @@ __all__ = [
     "ImageDecodeError",
     "InputNotFoundError",
     "InputRangeWarning",
+    "OutputInUseError",
+    "OutputOwnedError",
+    "OutputWriteError",
     "OutputNotWritableError",
     "RandomWeightsWarning",
     "UnverifiedWeightsWarning",
@@ -155,3 +158,42 @@ class ExtractionError(FeatxError, RuntimeError):
 
 class OutputNotWritableError(FeatxError, OSError):
     """The output folder cannot be created or written (checked before any work)."""
+
+
+class OutputInUseError(FeatxError, OSError):
+    """Another ``featx extract`` run holds the output folder's lock (one run per folder at a time).
+
+    Attributes:
+        holder: what the holder recorded (``pid``, ``host``, ``started``, ``job``), or ``None``.
+    """
+
+    def __init__(self, message: str, *, holder: Optional[dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class OutputOwnedError(FeatxError, ValueError):
+    """The output folder holds features of other inputs (``OUTPUT/featx-owner.json``), and this run
+    did not ask to add its inputs; nothing was written. The message says what to do.
+
+    Attributes:
+        recorded: the input roots the folder's files were made from.
+        root: this run's input root.
+    """
+
+    def __init__(self, message: str, *, recorded: tuple[str, ...] = (), root: str = "") -> None:
+        super().__init__(message)
+        self.recorded, self.root = recorded, root
+
+
+class OutputWriteError(FeatxError, OSError):
+    """A run's manifest or summary cannot be written (a full disk, a lost mount); the previous file
+    is kept and the feature files already written stay valid.
+
+    Attributes:
+        path: the file that could not be written.
+    """
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path

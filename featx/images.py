@@ -19,12 +19,16 @@ The rules, the same for the library, ``featx extract`` and ``featx show``:
 - Size: images above ``max_pixels`` pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``, about 89.5
   megapixels) are refused from their header, before any pixel is decoded; Pillow's
   ``DecompressionBombWarning`` is turned into that error, never left as a warning.
+- Truncated files are refused, never padded: decoding runs with ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``
+  off whatever another library set it to, and a PNG whose compressed rows end early (which Pillow
+  decodes with black rows) is caught by counting its pixel data against its header.
 - Every failure raises :class:`~featx.errors.ImageDecodeError` (a ``ValueError``) with a one-line reason.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import warnings
 from collections.abc import Callable
@@ -36,6 +40,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx._checks import check_choice, check_int
 from featx._choices import ALPHA_MODES
+from featx._truncation import png_missing_rows, strict_loading
 from featx.errors import FeatxValueError, ImageDecodeError
 
 __all__ = ["ALPHA_MODES", "load_image", "orient", "probe_image"]
@@ -88,8 +93,15 @@ def _describe(error: BaseException) -> str:
 
 def _open(path: str, limit: Union[int, None]) -> Image.Image:
     """Open the header with the size limit enforced (bomb warnings become errors)."""
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise ImageDecodeError(path, "empty file (0 bytes)")
+    try:
+        info: Union[os.stat_result, None] = os.stat(path)
+    except OSError:
+        info = None  # Image.open reports it (file not found, permission denied)
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device: opening it could block forever
+            raise ImageDecodeError(path, "not a regular file (a FIFO, socket or device); not read")
+        if info.st_size == 0:
+            raise ImageDecodeError(path, "empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -365,8 +377,11 @@ def load_image(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, N
     path = os.fspath(path)
     limit = _pixel_limit(max_pixels)
     try:
-        with _open(path, limit) as image:
+        with strict_loading(), _open(path, limit) as image:
             array = _pixels(image, path, alpha, limit)
+            missing = png_missing_rows(path) if image.format == "PNG" else None
+        if missing is not None:
+            raise ImageDecodeError(path, missing)
     except ImageDecodeError:
         raise
     except Exception as error:  # any Pillow/OS/tifffile failure is a per-file decode error

@@ -229,7 +229,7 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path, ckpt):
             feature_path(out, f"img{i}.png").read_bytes() == feature_path(tmp_path / "ref", f"img{i}.png").read_bytes()
         )
     leftovers = sorted(n for n in os.listdir(out) if not n.endswith(".safetensors"))
-    assert leftovers == ["manifest.jsonl", "summary.json"]  # parts merged, no temp files
+    assert leftovers == ["featx-owner.json", "featx.lock", "manifest.jsonl", "summary.json"]  # parts merged, no temp files
 
 
 def test_random_weights_warn_and_sample_images(tmp_path):

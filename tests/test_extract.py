@@ -107,7 +107,7 @@ def test_features_match_direct_extractor_and_metadata(tmp_path, ckpt):
     assert (summary_json["files"], summary_json["ok"], summary_json["error"], summary_json["skipped"]) == (4, 4, 0, 0)
     assert summary_json["config"]["taps"] == TAPS and summary_json["images_per_second"] > 0
     assert sorted(os.listdir(tmp_path / "out")) == sorted(
-        [*(p.name + ".safetensors" for p in paths), "manifest.jsonl", "summary.json"]
+        [*(p.name + ".safetensors" for p in paths), "featx-owner.json", "featx.lock", "manifest.jsonl", "summary.json"]
     )
 
 
@@ -317,7 +317,7 @@ def test_default_taps_exist_in_every_arch_and_equal_ttsr_lte(tmp_path):
 def test_stale_temp_files_removed(tmp_path, ckpt):
     make_images(tmp_path / "in", [(24, 32)])
     (tmp_path / "out").mkdir()
-    stale = tmp_path / "out" / ".img0.png.safetensors.4242.tmp"
+    stale = tmp_path / "out" / ".img0.png.safetensors.featx-4242.tmp"  # featx's temporary name
     stale.write_bytes(b"partial")
     old = time.time() - 3600
     os.utime(stale, (old, old))
@@ -391,7 +391,7 @@ def test_options_are_frozen_typed_and_checked_when_built():
     assert dataclasses.replace(options, batch_size=4).batch_size == 4
     # every field has a default, a type and a docstring line (rendered by the docs)
     fields = dataclasses.fields(ExtractOptions)
-    assert len(fields) == 21 and all(f.default is not dataclasses.MISSING for f in fields)
+    assert len(fields) == 22 and all(f.default is not dataclasses.MISSING for f in fields)
     cases = [
         ({"reduce": "mean"}, ValueError, r"^unknown reduce 'mean'\. Valid choices: 'none', 'gap', 'gmp', 'gram'$"),
         ({"alpha": "keep"}, ValueError, r"^unknown alpha 'keep'\. Valid choices: 'error', 'drop'$"),
@@ -400,6 +400,7 @@ def test_options_are_frozen_typed_and_checked_when_built():
         ({"num_workers": -1}, ValueError, r"^num_workers must be an integer >= 0, got -1$"),
         ({"max_pixels": 0}, ValueError, r"^max_pixels must be an integer >= 1, got 0$"),
         ({"resume": "yes"}, TypeError, r"^resume must be a bool \(True or False\), got 'yes' \(str\)$"),
+        ({"add_inputs": 1}, TypeError, r"^add_inputs must be a bool \(True or False\), got 1 \(int\)$"),
         ({"fsync": 1}, TypeError, r"^fsync must be a bool \(True or False\), got 1 \(int\)$"),
         ({"taps": 3}, TypeError, r"^taps must be a string or a sequence of tap names, got 3$"),
         ({"device": 0}, TypeError, r"^device must be a string"),

@@ -28,10 +28,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from featx.discovery import ImageSource
-from featx.errors import FeatxTypeError, FeatxValueError, FeatxWarning, ImageDecodeError, OutputNotWritableError
+from featx.errors import (
+    FeatxTypeError,
+    FeatxValueError,
+    FeatxWarning,
+    OutputInUseError,
+    OutputNotWritableError,
+    OutputOwnedError,
+)
 from featx.extract.budget import (
     MIN_WORK_BYTES,
     WORKER_BYTES,
@@ -43,9 +50,12 @@ from featx.extract.budget import (
     parse_size,
     stored_bytes,
 )
+from featx.extract.decoding import DecodeDataset, collate_decoded, decode_isolated, is_worker_death
 from featx.extract.descriptors import reduce_features
 from featx.extract.distributed import DistContext
+from featx.extract.lock import OutputLock
 from featx.extract.options import ExtractOptions, PathLike
+from featx.extract.owner import claim_output
 from featx.extract.plan import (
     ImagePlan,
     RunContext,
@@ -59,7 +69,6 @@ from featx.extract.plan import (
 from featx.extract.summary import ExtractSummary, dry_run_summary, finish_run
 from featx.extract.writer import FeatureWriter
 from featx.featfile import serialize_features
-from featx.images import load_image
 from featx.tiling import tile_geometry, tiled_features
 
 __all__ = ["RANDOM_WEIGHTS_SEED", "TORCH_DTYPES", "extract_features"]
@@ -70,38 +79,7 @@ TORCH_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": to
 RANDOM_WEIGHTS_SEED = 0
 """Seed of random weights (``weights=None``), so every rank and rerun builds the same network."""
 
-_Decoded = tuple[int, Optional[torch.Tensor], Optional[str]]
-
-
-class _DecodeDataset(Dataset[_Decoded]):
-    """Decodes one image; returns an error record instead of raising (workers must not die)."""
-
-    def __init__(self, paths: Sequence[str], alpha: str, max_pixels: Optional[int]) -> None:
-        self.paths, self.alpha, self.max_pixels = list(paths), alpha, max_pixels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> _Decoded:
-        try:
-            return index, load_image(self.paths[index], alpha=self.alpha, max_pixels=self.max_pixels), None
-        except ImageDecodeError as error:
-            return index, None, error.reason
-        except Exception as error:  # anything else is still this file's problem, not the run's
-            return index, None, f"cannot decode ({type(error).__name__}: {error})"
-
-
-def _collate(records: list[_Decoded]) -> dict[str, Any]:
-    """Stack decoded images by shape (in order); pass errors through."""
-    groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
-    errors = []
-    for index, image, error in records:
-        if image is None:
-            errors.append((index, error))
-        else:
-            groups.setdefault(tuple(image.shape), []).append((index, image))
-    stacks = [([i for i, _ in group], torch.stack([img for _, img in group])) for group in groups.values()]
-    return {"stacks": stacks, "errors": errors}
+_NOT_COMPUTED = ("error", "ignored")
 
 
 def _build_extractor(options: ExtractOptions) -> Any:
@@ -119,9 +97,26 @@ def _resolve_device(device: str, local_rank: int) -> torch.device:
     if device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise FeatxValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r} ({error})") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise FeatxValueError(
+                f"device {device!r} is not available: torch finds no CUDA device (no NVIDIA GPU or driver, "
+                "or a CPU-only torch build); use --device cpu, or --device auto to take a GPU when there is one"
+            )
+        if resolved.index is not None and resolved.index >= count:
+            raise FeatxValueError(f"device {device!r} is not available: this machine has {count} CUDA device(s)")
+    elif resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise FeatxValueError(
+                f"device {device!r} is not available: torch finds no Apple MPS device (macOS with Apple "
+                "silicon and an MPS-enabled torch build are needed); use --device cpu"
+            )
+    return resolved
 
 
 def _check_output(output: Path) -> None:
@@ -172,6 +167,9 @@ def extract_features(
         ValueError: no images found, unknown arch/tap/preset, bad device.
         TypeError: ``options`` is not an ``ExtractOptions``.
         OutputNotWritableError: ``output`` cannot be created or written.
+        featx.errors.OutputInUseError: another run holds ``output``'s lock (``OUTPUT/featx.lock``).
+        featx.errors.OutputOwnedError: ``output`` was made from other inputs
+            (``OUTPUT/featx-owner.json``) and ``options.add_inputs`` is false.
         featx.errors.WeightsNotFoundError: the requested weights are not on disk.
 
     Example:
@@ -195,12 +193,14 @@ def extract_features(
         raise FeatxTypeError(f"options must be an ExtractOptions or None, got {type(options).__name__}")
     output = Path(output).absolute()
     dist = DistContext()
+    lock = OutputLock(output)
     try:
-        sources = collect_sources(inputs, options.files_from, options.recursive)
+        sources, root = collect_sources(inputs, options.files_from, options.recursive)
         torch_device = _resolve_device(options.device, dist.local_rank)
         extractor = _build_extractor(options).to(torch_device)
         if not options.dry_run:
             _check_output(output)
+            _lock_output(lock, dist)
         ctx = RunContext(
             output=output,
             resume=options.resume,
@@ -210,6 +210,10 @@ def extract_features(
             common=common_metadata(extractor, options.reduce, options.dtype),
             alpha=options.alpha,
         )
+        config = {**ctx.common, "alpha": options.alpha, "max_pixels": str(options.max_pixels or "default")}
+        prefix = _claim_output(output, root, config, options, dist)
+        if prefix:
+            sources = [ImageSource(source.path, f"{prefix}/{source.key}") for source in sources]
         bar_enabled = options.progress and dist.rank == 0
         plans = plan_all(sources, ctx, dist, bar_enabled)
         if options.dry_run:
@@ -220,7 +224,7 @@ def extract_features(
         memory = dist.broadcast(_memory_plan(plans, extractor, options, torch_device) if dist.rank == 0 else None)
         batches = make_batches([plan.size for plan in plans], options.batch_size, limits=memory.per_batch)
         mine = batches[dist.rank :: dist.world]
-        planned_errors = [i for i in range(dist.rank, len(plans), dist.world) if plans[i].state == "error"]
+        planned_errors = [i for i in range(dist.rank, len(plans), dist.world) if plans[i].state in _NOT_COMPUTED]
         part = output / f"manifest.rank{dist.rank}.jsonl"
         total = sum(map(len, mine)) + len(planned_errors)
         bar = _progress_bar(total, bar_enabled, dist)
@@ -231,10 +235,13 @@ def extract_features(
             bar=bar,
             fsync=options.fsync,
             direct_io=options.direct_io,
+            output=output,
         )
         try:
             for index in planned_errors:
-                writer.put(manifest_record(sources[index], "error", error=plans[index].reason))
+                state, reason = plans[index].state, plans[index].reason
+                field = "error" if state == "error" else "reason"
+                writer.put(manifest_record(sources[index], state, **{field: reason}))
             _compute(sources, plans, mine, ctx, extractor, torch_device, options, writer, memory)
         finally:
             writer.close()
@@ -244,11 +251,46 @@ def extract_features(
         result = None
         if dist.rank == 0:
             weights_id = str(extractor.weights_id)
-            result = finish_run(output, dist.world, len(sources), ctx.common, weights_id, start, wall_start)
+            result = finish_run(
+                output, dist.world, len(sources), ctx.common, weights_id, start, wall_start, prefix=prefix
+            )
         summary: ExtractSummary = dist.broadcast(result)
         return summary
     finally:
+        lock.release()
         dist.close()
+
+
+def _claim_output(output: Path, root: str, config: dict[str, str], options: ExtractOptions, dist: DistContext) -> str:
+    """Rank 0 checks (and, unless a dry run, updates) the ownership record; every rank gets the key
+    prefix, or fails alike."""
+    answer: tuple[str, Any] = ("", None)
+    if dist.rank == 0:
+        try:
+            exists = output.is_dir()
+            write = not options.dry_run
+            prefix = claim_output(output, root, config, add_inputs=options.add_inputs, write=write) if exists else ""
+            answer = (prefix, None)
+        except OutputOwnedError as error:
+            answer = ("", (str(error), error.recorded, error.root))
+    answer = dist.broadcast(answer)
+    if answer[1] is not None:
+        message, recorded, refused_root = answer[1]
+        raise OutputOwnedError(message, recorded=recorded, root=refused_root)
+    return str(answer[0])
+
+
+def _lock_output(lock: OutputLock, dist: DistContext) -> None:
+    """Rank 0 takes the output folder's lock for the whole job; every rank fails alike if it is held."""
+    refusal = None
+    if dist.rank == 0:
+        try:
+            lock.acquire()
+        except OutputInUseError as error:
+            refusal = (str(error), error.holder)
+    refusal = dist.broadcast(refusal)
+    if refusal is not None:
+        raise OutputInUseError(refusal[0], holder=refusal[1])
 
 
 def _progress_bar(total: int, enabled: bool, dist: DistContext) -> Any:
@@ -271,7 +313,8 @@ def _compute(
     writer: FeatureWriter,
     memory: _MemoryPlan,
 ) -> None:
-    """Decode (in workers), forward, reduce, and queue writes for this rank's batches."""
+    """Decode (in workers), forward, reduce, and queue writes for this rank's batches; images the
+    memory plan tiles are extracted in exact tiles."""
     work = []
     for batch in batches:
         if all(plans[i].state == "done" for i in batch):
@@ -281,21 +324,21 @@ def _compute(
             work.append(batch)
     if not work:
         return
-    dataset = _DecodeDataset([source.path for source in sources], options.alpha, ctx.max_pixels)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=work,
-        num_workers=memory.workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
-    )
+    dataset = DecodeDataset([source.path for source in sources], options.alpha, ctx.max_pixels)
     store = TORCH_DTYPES[options.dtype]
     autocast = options.dtype != "float32"
     layout = _memory_format(device, store)
     extractor = extractor.to(memory_format=layout)
-    for decoded in loader:
+    recorded: set[int] = set()
+
+    def put(index: int, record: Any, *args: Any) -> None:
+        if index not in recorded:  # a batch retried after a worker died is never recorded twice
+            writer.put(record, *args)
+            recorded.add(index)
+
+    def handle(decoded: dict[str, Any]) -> None:
         for index, reason in decoded["errors"]:
-            writer.put(manifest_record(sources[index], "error", error=reason))
+            put(index, manifest_record(sources[index], "error", error=reason))
         for indices, images in decoded["stacks"]:
             with torch.inference_mode(), torch.autocast(device.type, dtype=store, enabled=autocast):
                 batch = images.to(device, non_blocking=True).contiguous(memory_format=layout)
@@ -310,13 +353,41 @@ def _compute(
             shapes = {name: list(feat.shape[1:]) for name, feat in feats.items()}
             for row, index in enumerate(indices):
                 source, plan = sources[index], plans[index]
+                if index in recorded:
+                    continue
                 if plan.state == "done":
-                    writer.put(manifest_record(source, "skipped", shapes=plan.shapes))
+                    put(index, manifest_record(source, "skipped", shapes=plan.shapes))
                     continue
                 # laid out here (both cores, between forwards); the writer thread only does I/O
                 metadata = ctx.metadata(source, plan.stat, plan.size)
                 data = serialize_features({name: feat[row] for name, feat in feats.items()}, metadata)
-                writer.put(manifest_record(source, "ok", shapes=shapes), feature_path(ctx.output, source.key), data)
+                record = manifest_record(source, "ok", shapes=shapes)
+                put(index, record, feature_path(ctx.output, source.key), data)
+
+    pending = work
+    while pending:
+        loader = DataLoader(
+            dataset,
+            batch_sampler=pending,
+            num_workers=memory.workers,
+            collate_fn=collate_decoded,
+            pin_memory=device.type == "cuda",
+        )
+        finished = 0
+        try:
+            for decoded in loader:
+                handle(decoded)
+                finished += 1
+            return
+        except RuntimeError as error:
+            if memory.workers == 0 or not is_worker_death(error):
+                raise
+        # a decoder process died: the batches in flight are decoded again, each image in a child
+        # of its own (the one that dies is reported), then the rest goes on with fresh workers
+        in_flight = pending[finished : finished + 2 * memory.workers + 1]
+        for batch in in_flight:
+            handle(collate_decoded([decode_isolated(dataset, index) for index in batch if index not in recorded]))
+        pending = pending[finished + len(in_flight) :]
 
 
 @dataclass(frozen=True)

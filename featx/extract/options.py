@@ -90,6 +90,11 @@ class ExtractOptions:
     """``"auto"`` (``cuda:LOCAL_RANK`` if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``..."""
     resume: bool = True
     """Skip images whose output exists with matching metadata; ``False`` recomputes all."""
+    add_inputs: bool = False
+    """Let this run's inputs join an output folder made from other inputs: their keys get a prefix of
+    their own (the input root's folder name, made unique) recorded in ``OUTPUT/featx-owner.json``.
+    Without it such a run is refused (:class:`~featx.errors.OutputOwnedError`); see
+    :mod:`featx.extract.owner`."""
     alpha: str = "error"
     """One of :data:`featx.images.ALPHA_MODES`: refuse images with an alpha channel, or drop alpha."""
     max_pixels: Optional[int] = None
@@ -139,6 +144,7 @@ class ExtractOptions:
         if not isinstance(self.device, str):
             raise FeatxTypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {self.device!r}")
         check_bool("resume", self.resume)
+        check_bool("add_inputs", self.add_inputs)
         check_choice("alpha", self.alpha, ALPHA_MODES)
         check_int("max_pixels", self.max_pixels, minimum=1, allow_none=True)
         if self.max_memory is not None:

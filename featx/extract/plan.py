@@ -9,13 +9,14 @@ the same batch (resumed, sharded and uninterrupted runs give byte-identical file
 from __future__ import annotations
 
 import os
+import stat as stat_module
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from featx._checks import check_int
-from featx.discovery import IMAGE_EXTENSIONS, ImageSource, find_images, read_file_list
+from featx.discovery import IMAGE_EXTENSIONS, ImageSource, decode_name, discover, name_bytes, printable_name, read_file_list
 from featx.errors import ExtractionError, FeatxValueError, ImageDecodeError, InputNotFoundError
 from featx.extract.distributed import DistContext
 from featx.extract.options import ManifestRecord, PathLike
@@ -35,6 +36,9 @@ __all__ = [
     "plan_all",
     "plan_image",
     "read_existing",
+    "record_source",
+    "remove_failed_output",
+    "source_metadata",
 ]
 
 FORMAT = "featx-features/1"
@@ -48,12 +52,15 @@ def feature_path(output: PathLike, key: str) -> Path:
     """Where the features of the image with ``key`` go: ``OUTPUT/KEY.safetensors``.
 
     The image's full name is kept (``a/b.png`` -> ``a/b.png.safetensors``), so ``x.png`` and
-    ``x.jpg`` in one folder never collide.
+    ``x.jpg`` in one folder never collide. A key that is not valid UTF-8 is named by its
+    :func:`featx.discovery.printable_name` (``caf\\xe9.png.safetensors``): every output name is
+    UTF-8, as safetensors requires of the paths it opens.
 
     Example:
         >>> feature_path("feats", "train/0001.png").as_posix()
         'feats/train/0001.png.safetensors'
     """
+    key = printable_name(key)
     return Path(output, *key.split("/")).with_name(key.split("/")[-1] + FEATURE_SUFFIX)
 
 
@@ -92,8 +99,11 @@ def make_batches(
     return batches
 
 
-def collect_sources(inputs: Sequence[PathLike], files_from: Optional[PathLike], recursive: bool) -> list[ImageSource]:
-    """The sorted images to process; missing positional inputs and lists are errors up front.
+def collect_sources(
+    inputs: Sequence[PathLike], files_from: Optional[PathLike], recursive: bool
+) -> tuple[list[ImageSource], str]:
+    """The sorted images to process and the folder their keys are relative to (see
+    :func:`featx.discovery.discover`); missing positional inputs and lists are errors up front.
 
     Raises:
         FileNotFoundError: an input or ``files_from`` does not exist.
@@ -107,20 +117,37 @@ def collect_sources(inputs: Sequence[PathLike], files_from: Optional[PathLike], 
             raise InputNotFoundError(f"file list not found: {os.fspath(files_from)}")
         listed = read_file_list(files_from)
         # listed files that vanished are reported per image (file not found), not up front
-        sources = find_images([*inputs, *listed], recursive=recursive, must_exist=False) if listed or inputs else []
+        sources, root = discover([*inputs, *listed], recursive=recursive, must_exist=False) if listed or inputs else ([], "")
         where = f"the list {os.fspath(files_from)}"
     else:
         if not inputs:
             raise FeatxValueError("no inputs given: expected at least one folder or image file (or files_from)")
-        sources = find_images(inputs, recursive=recursive)
+        sources, root = discover(inputs, recursive=recursive)
         where = ", ".join(os.fspath(item) for item in inputs)
+    sources = _mark_name_clashes(sources)
     if not sources:
         kinds = ", ".join(ext[1:] for ext in IMAGE_EXTENSIONS)
         scope = "" if recursive else " at the top level only (recursive=False)"
         raise FeatxValueError(
             f"no images found in {where}: looked for {kinds} files (any case){scope}; hidden files are skipped"
         )
-    return sources
+    return sources, root
+
+
+def _mark_name_clashes(sources: list[ImageSource]) -> list[ImageSource]:
+    """A key that is not UTF-8 whose printable output name is another image's fails (never overwrites it)."""
+    valid = {source.key for source in sources if name_bytes(source.key) is None}
+    marked = []
+    for source in sources:
+        printable = printable_name(source.key)
+        if name_bytes(source.key) is not None and printable in valid:
+            problem = (
+                f"its name is not UTF-8 and its output {printable}{FEATURE_SUFFIX} would be the output "
+                f"of the image {printable}; rename one of them"
+            )
+            source = ImageSource(source.path, source.key, problem)
+        marked.append(source)
+    return marked
 
 
 def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
@@ -144,6 +171,37 @@ def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
         "reduce": reduce,
         "dtype": dtype,
     }
+
+
+def source_metadata(source: ImageSource) -> dict[str, str]:
+    """``source_path`` and ``source_key`` as valid UTF-8 (:func:`featx.discovery.printable_name`),
+    plus ``source_path_b64`` / ``source_key_b64`` (their exact bytes) for names that are not UTF-8.
+
+    Example:
+        >>> source_metadata(ImageSource("/data/a.png", "a.png"))
+        {'source_path': '/data/a.png', 'source_key': 'a.png'}
+    """
+    fields = {"source_path": printable_name(source.path), "source_key": printable_name(source.key)}
+    for name, value in (("source_path_b64", source.path), ("source_key_b64", source.key)):
+        raw = name_bytes(value)
+        if raw is not None:
+            fields[name] = raw
+    return fields
+
+
+def _same_source(metadata: dict[str, str], source: ImageSource) -> bool:
+    """Whether a feature file's metadata names ``source`` (or names no source at all)."""
+    if "source_path" not in metadata:
+        return True
+    return decode_name(metadata["source_path"], metadata.get("source_path_b64")) == source.path
+
+
+def record_source(record: ManifestRecord) -> ImageSource:
+    """The image a manifest record names, with its exact path and key (see :func:`manifest_record`)."""
+    return ImageSource(
+        decode_name(str(record["source"]), record.get("source_b64")),
+        decode_name(str(record["path"]), record.get("path_b64")),
+    )
 
 
 @dataclass
@@ -172,8 +230,7 @@ class RunContext:
         """The full metadata of one image's feature file (``stat`` is ``(bytes, mtime_ns)``, ``size`` ``(H, W)``)."""
         return {
             **self.common,
-            "source_path": source.path,
-            "source_key": source.key,
+            **source_metadata(source),
             "source_bytes": str(stat[0]),
             "source_mtime_ns": str(stat[1]),
             "source_height": str(size[0]),
@@ -183,12 +240,13 @@ class RunContext:
 
 @dataclass
 class ImagePlan:
-    """The plan for one image: ``state`` is ``"todo"``, ``"done"`` (up to date) or ``"error"``.
+    """The plan for one image: ``state`` is ``"todo"``, ``"done"`` (up to date), ``"error"``, or
+    ``"ignored"`` (not a regular file, such as a FIFO named ``x.png``: never opened, not a failure).
 
     Attributes:
         state: what the run does with the image.
         size: stored ``(H, W)`` (``None`` for errors).
-        reason: why the image fails (``state == "error"``).
+        reason: why the image fails (``state == "error"``) or is ignored.
         stat: ``(bytes, mtime_ns)`` of the source file.
         shapes: per-tap shapes of an up-to-date output.
     """
@@ -212,27 +270,35 @@ def read_existing(path: Path) -> Optional[tuple[dict[str, str], dict[str, list[i
         return None
 
 
+def _file_kind(mode: int) -> str:
+    kinds = [
+        (stat_module.S_ISFIFO, "a FIFO"),
+        (stat_module.S_ISSOCK, "a socket"),
+        (stat_module.S_ISCHR, "a character device"),
+        (stat_module.S_ISBLK, "a block device"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
 def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
     """Plan one image from its file status, its existing output (with ``resume``) and its header."""
+    if source.problem:
+        return ImagePlan("error", reason=source.problem)
     try:
         info = os.stat(source.path)
     except FileNotFoundError:
         return ImagePlan("error", reason="file not found")
     except OSError as error:
         return ImagePlan("error", reason=f"cannot read ({error.strerror})")
+    if not stat_module.S_ISREG(info.st_mode):
+        if stat_module.S_ISDIR(info.st_mode):
+            return ImagePlan("error", reason="is a folder, not an image file")
+        return ImagePlan("ignored", reason=f"not a regular file ({_file_kind(info.st_mode)}); not read")
     stat = (info.st_size, info.st_mtime_ns)
-    if ctx.resume:
-        done = read_existing(feature_path(ctx.output, source.key))
-        if done is not None:
-            metadata, shapes = done
-            try:
-                size: Optional[tuple[int, int]] = (int(metadata["source_height"]), int(metadata["source_width"]))
-            except (KeyError, ValueError):
-                size = None
-            if size is not None and metadata == ctx.metadata(source, stat, size) and set(shapes) == set(ctx.taps):
-                return ImagePlan("done", size=size, stat=stat, shapes=shapes)
     try:
-        # the header rules of the decoder (alpha, TIFF channels): a dry run fails what the real run fails
+        # the header rules of the decoder (alpha, TIFF channels, pixel limit), checked for finished
+        # outputs too: an image extracted under --alpha drop or a higher --max-pixels fails now as
+        # it would if computed now; and a dry run fails what the real run fails
         height, width = probe_image(source.path, alpha=ctx.alpha, max_pixels=ctx.max_pixels)
     except ImageDecodeError as error:
         return ImagePlan("error", reason=error.reason)
@@ -242,7 +308,41 @@ def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
             reason=f"image is {height}x{width} (HxW), smaller than the {ctx.min_size}x{ctx.min_size} "
             f"minimum for tap {ctx.taps[-1]!r}",
         )
-    return ImagePlan("todo", size=(height, width), stat=stat)
+    size = (height, width)
+    existing = read_existing(feature_path(ctx.output, source.key))
+    if existing is not None:
+        metadata, shapes = existing
+        if not _same_source(metadata, source):  # never replace a file made from another source
+            other = metadata["source_path"]
+            name = printable_name(feature_path(".", source.key).as_posix())
+            return ImagePlan(
+                "error",
+                reason=f"its output {name} was made from another image ({other}) and is not replaced; "
+                "move that file away, or write to another output folder",
+            )
+        if ctx.resume and metadata == ctx.metadata(source, stat, size) and set(shapes) == set(ctx.taps):
+            return ImagePlan("done", size=size, stat=stat, shapes=shapes)
+    return ImagePlan("todo", size=size, stat=stat)
+
+
+def remove_failed_output(output: Path, source: ImageSource) -> Optional[str]:
+    """Delete the existing output of an image that failed in this run, if that image made it.
+
+    Only a valid feature file whose ``source_path`` is this image is removed; anything else at that
+    path (a file made from another source, a corrupt or foreign file) is left alone.
+
+    Returns:
+        The removed file's path relative to ``output`` (POSIX), or ``None`` if nothing was removed.
+    """
+    path = feature_path(output, source.key)
+    existing = read_existing(path)
+    if existing is None or "source_path" not in existing[0] or not _same_source(existing[0], source):
+        return None  # nothing there, or not a file this image made: never touched
+    try:
+        os.unlink(path)
+    except OSError:
+        return None
+    return printable_name(feature_path(".", source.key).as_posix())
 
 
 def plan_all(sources: list[ImageSource], ctx: RunContext, dist: DistContext, bar_enabled: bool) -> list[ImagePlan]:
@@ -272,9 +372,23 @@ def plan_all(sources: list[ImageSource], ctx: RunContext, dist: DistContext, bar
 
 def manifest_record(source: ImageSource, status: str, **extra: Any) -> ManifestRecord:
     """A manifest line for ``source``: ``path`` (its key), ``source``, ``status``, ``output`` unless
-    an error, plus ``extra`` (``shapes`` or ``error``)."""
-    record: ManifestRecord = {"path": source.key, "source": source.path, "status": status}
-    if status != "error":
-        record["output"] = feature_path(".", source.key).as_posix()
+    an error, plus ``extra`` (``shapes`` or ``error``).
+
+    Names are valid UTF-8 (:func:`featx.discovery.printable_name`); a key or path that is not
+    UTF-8 also has its exact bytes in ``path_b64`` / ``source_b64`` (the output file's name is the
+    key's bytes followed by ``.safetensors``); :func:`record_source` reads them back.
+
+    Example:
+        >>> manifest_record(ImageSource("/data/a.png", "a.png"), "ok")
+        {'path': 'a.png', 'source': '/data/a.png', 'status': 'ok', 'output': 'a.png.safetensors'}
+    """
+    record: ManifestRecord = {"path": printable_name(source.key), "source": printable_name(source.path)}
+    for name, value in (("path_b64", source.key), ("source_b64", source.path)):
+        raw = name_bytes(value)
+        if raw is not None:
+            record[name] = raw
+    record["status"] = status
+    if status in ("ok", "skipped"):
+        record["output"] = printable_name(feature_path(".", source.key).as_posix())
     record.update(extra)
     return record

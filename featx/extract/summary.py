@@ -6,23 +6,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from featx.atomic import write_atomic
+from featx.atomic import is_temp_name, write_atomic
 from featx.discovery import ImageSource
-from featx.errors import ExtractionError
-from featx.extract.plan import MANIFEST, ImagePlan
+from featx.errors import ExtractionError, OutputWriteError
+from featx.extract.owner import earlier_records
+from featx.extract.plan import MANIFEST, ImagePlan, feature_path, record_source
 
 __all__ = ["SUMMARY", "ExtractSummary", "dry_run_summary", "finish_run", "remove_stale_temps"]
 
 SUMMARY = "summary.json"
 """Name of the run summary in the output folder (counts, seconds, images/s, configuration)."""
-
-_STALE_TEMP = re.compile(r"^\..+\.\d+\.tmp$")
 
 
 @dataclass
@@ -46,6 +44,11 @@ class ExtractSummary:
             (``None``: nothing to check against, such as a custom file or random weights).
         world_size: number of ranks.
         planned: dry runs only: ``(key, action)`` with action ``"extract"``, ``"skip"`` or ``"error: ..."``.
+        stale: ``(key, reason)`` of outputs left from earlier runs whose image is gone or was not
+            among this run's inputs (listed, not deleted; see :func:`featx.extract.owner.earlier_records`).
+        other_inputs: manifest lines kept for images of the folder's other input roots.
+        ignored: ``(key, reason)`` of entries that are not regular files (a FIFO named ``x.png``):
+            never opened, listed in the manifest with status ``"ignored"``, not failures.
     """
 
     files: int = 0
@@ -63,10 +66,20 @@ class ExtractSummary:
     weights_verified: Optional[bool] = None
     world_size: int = 1
     planned: list[tuple[str, str]] = field(default_factory=list)
+    stale: list[tuple[str, str]] = field(default_factory=list)
+    other_inputs: int = 0
+    ignored: list[tuple[str, str]] = field(default_factory=list)
 
 
 def finish_run(
-    output: Path, world: int, expected: int, config: dict[str, str], weights_id: str, start: float, wall_start: float
+    output: Path,
+    world: int,
+    expected: int,
+    config: dict[str, str],
+    weights_id: str,
+    start: float,
+    wall_start: float,
+    prefix: str = "",
 ) -> ExtractSummary:
     """Rank 0, after the barrier: merge the manifest parts, write ``summary.json``, remove leftovers.
 
@@ -78,9 +91,12 @@ def finish_run(
         weights_id: the extractor's weights id.
         start: ``time.perf_counter()`` at the start of the run.
         wall_start: ``time.time()`` at the start (older temporary files are stale).
+        prefix: this run's key prefix (:func:`featx.extract.owner.claim_output`).
 
     Raises:
         RuntimeError: the parts do not list every image exactly once.
+        featx.errors.OutputWriteError: the manifest or summary cannot be written (a full disk); the
+            previous file is kept.
     """
     records: list[dict[str, Any]] = []
     for rank in range(world):
@@ -88,20 +104,25 @@ def finish_run(
         with open(part, encoding="utf-8") as handle:
             records.extend(json.loads(line) for line in handle if line.strip())
     records.sort(key=lambda record: record["path"])
-    write_atomic(output / MANIFEST, [(json.dumps(r, sort_keys=True) + "\n").encode("utf-8") for r in records])
+    kept, stale = earlier_records(output, MANIFEST, {(r["path"], r.get("path_b64")) for r in records}, prefix)
+    lines = sorted([*records, *kept], key=lambda record: str(record["path"]))
+    _write(output / MANIFEST, [(json.dumps(r, sort_keys=True) + "\n").encode("utf-8") for r in lines], world)
     for rank in range(world):
         (output / f"manifest.rank{rank}.jsonl").unlink()
     remove_stale_temps(output, wall_start)
-    counts = {"ok": 0, "skipped": 0, "error": 0}
+    counts = {"ok": 0, "skipped": 0, "error": 0, "ignored": 0}
     failures = []
+    ignored: list[tuple[str, str]] = []
     shapes: dict[str, list[int]] = {}
     example = None
     for record in records:
         counts[record["status"]] += 1
         if record["status"] == "error":
             failures.append((record["path"], record["error"]))
+        elif record["status"] == "ignored":
+            ignored.append((record["path"], record["reason"]))
         elif example is None:
-            shapes, example = record["shapes"], str(output / record["output"])
+            shapes, example = record["shapes"], str(feature_path(output, record_source(record).key))
     seconds = time.perf_counter() - start
     summary = ExtractSummary(
         files=len(records),
@@ -118,29 +139,51 @@ def finish_run(
         weights_id=weights_id,
         weights_verified={"true": True, "false": False}.get(config.get("weights_verified", "none")),
         world_size=world,
+        stale=stale,
+        other_inputs=len(kept),
+        ignored=ignored,
     )
     payload = {
         "files": summary.files,
         "ok": summary.ok,
         "skipped": summary.skipped,
         "error": summary.errors,
+        "ignored": len(ignored),
         "seconds": round(seconds, 3),
         "images_per_second": round(summary.images_per_second, 3),
         "world_size": world,
         "output": str(output),
         "config": config,
+        "stale": [{"path": key, "reason": reason} for key, reason in stale],
+        "other_inputs": len(kept),
     }
-    write_atomic(output / SUMMARY, [(json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")])
-    if len(records) != expected or len({r["path"] for r in records}) != expected:
+    _write(output / SUMMARY, [(json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")], 0)
+    if len(records) != expected or len({(r["path"], r.get("path_b64")) for r in records}) != expected:
         raise ExtractionError(f"manifest has {len(records)} entries for {expected} images")  # each image exactly once
     return summary
 
 
+def _write(path: Path, chunks: list[bytes], parts: int) -> None:
+    """Write the manifest or the summary atomically; a failure (a full disk) keeps the previous file."""
+    try:
+        write_atomic(path, chunks)
+    except OSError as error:
+        kept = "the previous one is kept" if path.exists() else "none was written"
+        names = "manifest.rank0.jsonl" if parts == 1 else f"manifest.rank0.jsonl ... manifest.rank{parts - 1}.jsonl"
+        where = f"; this run's manifest lines stay in {names}" if parts else ""
+        raise OutputWriteError(
+            f"cannot write {path} ({error.strerror or error}): {kept}{where}. Free space and rerun: "
+            "finished feature files are skipped",
+            path=str(path),
+        ) from None
+
+
 def remove_stale_temps(output: Path, before: float) -> None:
-    """Delete hidden ``.NAME.PID.tmp`` files left by killed runs (modified before ``before - 1 s``)."""
+    """Delete featx's own temporary files (``.NAME.featx-PID.tmp``, :func:`featx.atomic.is_temp_name`)
+    left by killed runs (modified before ``before - 1 s``); any other file, hidden or not, is left alone."""
     for folder, _, files in os.walk(output):
         for name in files:
-            if _STALE_TEMP.match(name):
+            if is_temp_name(name):
                 path = os.path.join(folder, name)
                 try:
                     if os.stat(path).st_mtime < before - 1:
@@ -161,7 +204,7 @@ def dry_run_summary(
     """The summary of a dry run: counts and ``planned`` actions, nothing written."""
     actions = {"todo": "extract", "done": "skip (up to date)"}
     planned = [
-        (source.key, actions.get(plan.state, f"error: {plan.reason}"))
+        (source.key, actions.get(plan.state, f"{plan.state}: {plan.reason}"))
         for source, plan in zip(sources, plans, strict=True)
     ]
     return ExtractSummary(
@@ -175,4 +218,5 @@ def dry_run_summary(
         weights_verified=weights_verified,
         world_size=world,
         planned=planned,
+        ignored=[(s.key, p.reason) for s, p in zip(sources, plans, strict=True) if p.state == "ignored"],
     )

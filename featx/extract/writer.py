@@ -19,8 +19,10 @@ from typing import Any, Optional
 import torch
 
 from featx.atomic import write_atomic_buffer
+from featx.discovery import printable_name
 from featx.errors import ExtractionError
 from featx.extract.options import ManifestRecord
+from featx.extract.plan import record_source, remove_failed_output
 
 __all__ = ["FeatureWriter"]
 
@@ -37,6 +39,9 @@ class FeatureWriter:
         bar: a tqdm bar advanced once per record, or ``None``.
         fsync: fsync each feature file before its rename.
         direct_io: allow ``O_DIRECT`` for large feature files.
+        output: the output folder: the previous output of an image that fails now is removed
+            (``removed`` in its record; see :func:`featx.extract.plan.remove_failed_output`);
+            ``None`` removes nothing.
 
     Attributes:
         errors: records with status ``"error"`` written so far (including failed writes).
@@ -50,7 +55,9 @@ class FeatureWriter:
         bar: Any,
         fsync: bool,
         direct_io: bool,
+        output: Optional[Path] = None,
     ) -> None:
+        self.output = output
         self.queue: queue.Queue[_Item] = queue.Queue(maxsize=capacity)
         self.fsync, self.direct_io = fsync, direct_io
         self.handle = open(part, "w", encoding="utf-8")
@@ -99,12 +106,13 @@ class FeatureWriter:
                     self.made.add(folder)
                 write_atomic_buffer(path, *data, fsync=self.fsync, direct=self.direct_io)
             except OSError as error:
-                record = {
-                    "path": record["path"],
-                    "source": record["source"],
-                    "status": "error",
-                    "error": f"cannot write {path}: {error.strerror or error}",
-                }
+                names = {key: value for key, value in record.items() if key in ("path", "source", "path_b64", "source_b64")}
+                where = printable_name(str(path))
+                record = {**names, "status": "error", "error": f"cannot write {where}: {error.strerror or error}"}
+        if record["status"] == "error" and self.output is not None:
+            removed = remove_failed_output(self.output, record_source(record))
+            if removed is not None:
+                record = {**record, "removed": removed}
         self.handle.write(json.dumps(record, sort_keys=True) + "\n")
         self.handle.flush()
         if record["status"] == "error":

@@ -271,7 +271,14 @@ def check_known_hash(path: Path, sha256: str, member: Optional[KnownCheckpoint],
 
 def _load_file(path: Path, wanted: Wanted, arch: str, member: Optional[KnownCheckpoint], mode: str) -> LoadedWeights:
     """Load from a file: safetensors lazily, torch files through the features cache."""
-    sha256, fresh = indexed_sha256(path)
+    try:
+        sha256, fresh = indexed_sha256(path)
+    except OSError as error:  # permission denied, an I/O error: say so instead of a traceback
+        raise WeightsLoadError(
+            f"cannot read weights file {path} ({error.strerror or error}); check its permissions, "
+            "or pass another file",
+            path=str(path),
+        ) from None
     verified = check_known_hash(path, sha256, member, mode)
     if member is not None:
         weights_id = member.name if verified else f"unverified:{member.name}"
