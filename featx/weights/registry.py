@@ -325,8 +325,8 @@ def known_checkpoints() -> tuple[KnownCheckpoint, ...]:
     """Every checkpoint featx knows, VGG backbones first (the order of ``featx weights list``).
 
     Example:
-        >>> [member.name for member in known_checkpoints()][-3:]
-        ['ALEXNET_IMAGENET1K_V1', 'LPIPS_VGG_V0_1', 'LPIPS_ALEX_V0_1']
+        >>> [member.name for member in known_checkpoints()][-4:]
+        ['ALEXNET_IMAGENET1K_V1', 'LPIPS_VGG_V0_1', 'LPIPS_ALEX_V0_1', 'DISTS_VGG16']
     """
     return (*VGGWeights, *MetricWeights)
 
