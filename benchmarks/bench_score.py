@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: featx score's (1 on CPU, 8 on GPU)")
     parser.add_argument("--json", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     if args.small:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import click
 
@@ -37,7 +38,8 @@ class ScoreSetupError(click.ClickException):
 @click.option("--alpha", type=click.Choice(ALPHA_MODES), default="error", show_default=True,
               help="Refuse images with an alpha channel, or drop the alpha channel.")  # fmt: skip
 @click.option("--device", default="cpu", show_default=True, help="Where LPIPS and DISTS run (cpu, cuda, cuda:1).")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Pairs per LPIPS/DISTS batch.")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Pairs per LPIPS/DISTS batch (default: 8 on a GPU, 1 on CPU).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def score(
     pred_dir: str,
@@ -49,7 +51,7 @@ def score(
     pair_by: str,
     alpha: str,
     device: str,
-    batch_size: int,
+    batch_size: Optional[int],
     quiet: bool,
 ) -> None:
     """Score the images of PRED_DIR against those of REF_DIR with the same relative paths.
