@@ -9,6 +9,7 @@ temporary name in the target folder, fsync, atomic rename; ``O_DIRECT`` from 1 M
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import sys
@@ -22,6 +23,7 @@ from featx.errors import FeatxTypeError, FeatxValueError, InputNotFoundError
 
 __all__ = [
     "FEATURE_SUFFIX",
+    "feature_file_layout",
     "load_features",
     "read_feature_metadata",
     "save_features",
@@ -55,15 +57,55 @@ def _check_feature_inputs(tensors: Mapping[str, Any], metadata: Mapping[str, Any
             raise FeatxTypeError(f"tensor names must be strings other than '__metadata__', got {name!r}")
         if not isinstance(value, torch.Tensor):
             raise FeatxTypeError(f"tensors[{name!r}] must be a torch.Tensor, got {type(value).__name__}")
-        if value.dtype not in _SAFETENSORS_DTYPES:
-            raise FeatxTypeError(
-                f"tensors[{name!r}] has dtype {value.dtype}; supported: {', '.join(map(str, _SAFETENSORS_DTYPES))}"
-            )
     if not isinstance(metadata, Mapping):
         raise FeatxTypeError(f"metadata must be a dict of str -> str, got {type(metadata).__name__}")
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise FeatxTypeError(f"metadata must map str -> str, got {key!r}: {value!r} ({type(value).__name__})")
+
+
+def feature_file_layout(
+    specs: Mapping[str, tuple[torch.dtype, tuple[int, ...]]], metadata: Mapping[str, str]
+) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """The header of a feature file and where each tensor's data goes, from dtypes and shapes alone.
+
+    Tensors are ordered by decreasing element size, then name; the JSON header has sorted keys and
+    is padded with spaces so tensor data starts 8-byte aligned. :func:`serialize_features` and
+    :class:`featx.featstream.FeatureFileStream` share it, so a file written whole and one written
+    piece by piece are byte-identical.
+
+    Args:
+        specs: ``{name: (dtype, shape)}``.
+        metadata: ``{str: str}`` for the header's ``__metadata__``.
+
+    Returns:
+        ``(head, offsets)``: the file's first bytes (the 8-byte little-endian header length and the
+        header) and ``{name: (begin, end)}``, byte offsets of each tensor's data after ``head``, in
+        file order.
+
+    Example:
+        >>> head, offsets = feature_file_layout({"a": (torch.float32, (2,))}, {})
+        >>> len(head), offsets
+        (64, {'a': (0, 8)})
+    """
+    for name, (dtype, _) in specs.items():
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise FeatxTypeError(
+                f"tensors[{name!r}] has dtype {dtype}; supported: {', '.join(map(str, _SAFETENSORS_DTYPES))}"
+            )
+    order = sorted(specs, key=lambda name: (-specs[name][0].itemsize, name))
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offsets: dict[str, tuple[int, int]] = {}
+    offset = 0
+    for name in order:
+        dtype, shape = specs[name]
+        size = math.prod(shape) * dtype.itemsize
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offsets[name] = (offset, offset + size)
+        offset += size
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # pad so tensor data starts 8-byte aligned
+    return struct.pack("<Q", len(text)) + text, offsets
 
 
 def serialize_features(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> tuple[torch.Tensor, int]:
@@ -91,26 +133,13 @@ def serialize_features(tensors: Mapping[str, torch.Tensor], metadata: Mapping[st
         (72, b'{"a":{"data_offsets":[0,8],"dtype":"F32","shape":[2]}}')
     """
     _check_feature_inputs(tensors, metadata)
-    order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
-    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
-    offset = 0
-    for name in order:
-        tensor = tensors[name]
-        size = tensor.numel() * tensor.element_size()
-        header[name] = {
-            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)  # pad so tensor data starts 8-byte aligned
-    start = 8 + len(text)
-    nbytes = start + offset
+    specs = {name: (tensor.dtype, tuple(tensor.shape)) for name, tensor in tensors.items()}
+    head, offsets = feature_file_layout(specs, metadata)
+    start = len(head)
+    nbytes = start + max((end for _, end in offsets.values()), default=0)
     buffer = aligned_buffer(nbytes)
-    buffer[:start] = torch.frombuffer(bytearray(struct.pack("<Q", len(text)) + text), dtype=torch.uint8)
-    for name in order:
-        begin, end = header[name]["data_offsets"]
+    buffer[:start] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
+    for name, (begin, end) in offsets.items():
         tensor = tensors[name].detach()
         place = buffer[start + begin : start + end]
         if tensor.numel():

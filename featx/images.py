@@ -18,7 +18,9 @@ The rules, the same for the library, ``featx extract`` and ``featx show``:
   are decided from the header, so :func:`probe_image` applies them too (``featx extract --dry-run``).
 - Size: images above ``max_pixels`` pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``, about 89.5
   megapixels) are refused from their header, before any pixel is decoded; Pillow's
-  ``DecompressionBombWarning`` is turned into that error, never left as a warning.
+  ``DecompressionBombWarning`` is turned into that error, never left as a warning. An explicit
+  ``max_pixels`` above Pillow's limit (a trusted 100-megapixel scan) lifts Pillow's check to it
+  for that file only.
 - Truncated files are refused, never padded: decoding runs with ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``
   off whatever another library set it to, and a PNG whose compressed rows end early (which Pillow
   decodes with black rows) is caught by counting its pixel data against its header.
@@ -27,11 +29,12 @@ The rules, the same for the library, ``featx extract`` and ``featx show``:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Union
 
 import numpy as np
@@ -41,7 +44,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from featx._checks import check_choice, check_int
 from featx._choices import ALPHA_MODES
 from featx._truncation import png_missing_rows, strict_loading
-from featx.errors import FeatxValueError, ImageDecodeError
+from featx.errors import ImageDecodeError
 
 __all__ = ["ALPHA_MODES", "load_image", "orient", "probe_image"]
 
@@ -54,17 +57,25 @@ _GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def _pixel_limit(max_pixels: Union[int, None]) -> Union[int, None]:
-    """The effective pixel limit: ``max_pixels`` if given, else Pillow's (which caps it)."""
-    pillow = Image.MAX_IMAGE_PIXELS
+    """The effective pixel limit: ``max_pixels`` if given, else Pillow's ``MAX_IMAGE_PIXELS``."""
     if max_pixels is None:
-        return pillow
+        return Image.MAX_IMAGE_PIXELS
     check_int("max_pixels", max_pixels)
-    if pillow is not None and max_pixels > pillow:
-        raise FeatxValueError(
-            f"max_pixels={max_pixels} is above Pillow's own limit PIL.Image.MAX_IMAGE_PIXELS={pillow}, "
-            "which Pillow applies first; raise PIL.Image.MAX_IMAGE_PIXELS instead (trusted files only)"
-        )
     return max_pixels
+
+
+@contextlib.contextmanager
+def _pillow_limit(limit: Union[int, None]) -> Iterator[None]:
+    """Let Pillow open images above its own limit when an explicit ``max_pixels`` is larger:
+    ``PIL.Image.MAX_IMAGE_PIXELS`` is lifted meanwhile (and restored) and featx applies ``limit``
+    to the header itself, before any pixel is decoded (:func:`_open`)."""
+    saved = Image.MAX_IMAGE_PIXELS
+    if limit is not None and saved is not None and limit > saved:
+        Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _bomb_reason(width: int, height: int, limit: int) -> str:
@@ -105,7 +116,8 @@ def _open(path: str, limit: Union[int, None]) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(path)
+            with _pillow_limit(limit):
+                image = Image.open(path)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageDecodeError(
                 path,
@@ -350,7 +362,7 @@ def load_image(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, N
         path: image file.
         alpha: ``"error"`` refuses images with an alpha channel; ``"drop"`` discards alpha.
         max_pixels: refuse images with more pixels than this (default: Pillow's
-            ``PIL.Image.MAX_IMAGE_PIXELS``, which is also the upper bound).
+            ``PIL.Image.MAX_IMAGE_PIXELS``; a larger value lets Pillow open such files too).
 
     Returns:
         The image, upright (EXIF orientation applied), values ``v / 255`` (8-bit) or
@@ -377,7 +389,7 @@ def load_image(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, N
     path = os.fspath(path)
     limit = _pixel_limit(max_pixels)
     try:
-        with strict_loading(), _open(path, limit) as image:
+        with strict_loading(), _pillow_limit(limit), _open(path, limit) as image:
             array = _pixels(image, path, alpha, limit)
             missing = png_missing_rows(path) if image.format == "PNG" else None
         if missing is not None:

@@ -26,7 +26,16 @@ from featx.layers import layer_specs
 if TYPE_CHECKING:
     from featx.extractor import VGGFeatures
 
-__all__ = ["TILE_DESCRIPTORS", "TileGeometry", "pooled_size", "tap_sizes", "tile_geometry", "tile_spans", "tiled_features"]
+__all__ = [
+    "TILE_DESCRIPTORS",
+    "TileGeometry",
+    "pooled_size",
+    "tap_sizes",
+    "tile_cores",
+    "tile_geometry",
+    "tile_spans",
+    "tiled_features",
+]
 
 TILE_DESCRIPTORS: tuple[str, ...] = ("none", "gap", "gmp", "gram")
 """What :func:`tiled_features` returns per tap: the map, or a global descriptor accumulated over tiles."""
@@ -152,18 +161,56 @@ def tiled_features(
     """
     check_int("tile", tile)
     check_choice("reduce", reduce, TILE_DESCRIPTORS)
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] != 1:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise FeatxValueError(f"image must be one image of shape (1, 3, H, W), got {shape}")
-    if extractor.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in extractor.modules()):
-        raise FeatxValueError("tiled extraction needs eval mode for batch norm: call extractor.eval() first")
+    _check_tiling_input(extractor, image)
+    height, width = image.shape[2], image.shape[3]
+    sizes = tap_sizes(extractor, height, width)
+    outputs: dict[str, torch.Tensor] = {}
+    for name, core, box in tile_cores(extractor, image, tile=tile):
+        _accumulate(outputs, name, core, reduce, sizes[name], box)
+    if reduce == "gap":
+        return {name: total / (sizes[name][0] * sizes[name][1]) for name, total in outputs.items()}
+    return outputs
+
+
+def tile_cores(
+    extractor: VGGFeatures, image: torch.Tensor, *, tile: int
+) -> Iterator[tuple[str, torch.Tensor, tuple[int, int, int, int]]]:
+    """The exact pieces of ``extractor(image)``, one tile at a time, for consumers that do not
+    stitch in memory (:func:`tiled_features` stitches or reduces them; ``featx extract`` streams
+    them into the feature file).
+
+    Tiles are visited row by row; for each, every tap's core is yielded before the next tile is
+    computed, so only one tile's activations are alive at a time.
+
+    Args:
+        extractor: a :class:`~featx.extractor.VGGFeatures` in eval mode.
+        image: ``(1, 3, H, W)`` in the extractor's input range.
+        tile: core tile side in input pixels, a multiple of the deepest tap's stride.
+
+    Yields:
+        ``(tap, core, (top, bottom, left, right))``: ``core`` is ``(1, C, bottom - top, right - left)``,
+        equal to ``extractor(image)[tap][:, :, top:bottom, left:right]`` (a view into the tile's output).
+
+    Raises:
+        ValueError: as :func:`tiled_features`.
+
+    Example:
+        >>> import warnings
+        >>> from featx.extractor import VGGFeatures
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     vgg = VGGFeatures("vgg11", ["relu1_1"], weights=None)
+        >>> [box for _, _, box in tile_cores(vgg, torch.rand(1, 3, 40, 24), tile=16)]
+        [(0, 16, 0, 16), (0, 16, 16, 24), (16, 32, 0, 16), (16, 32, 16, 24), (32, 40, 0, 16), (32, 40, 16, 24)]
+    """
+    check_int("tile", tile)
+    _check_tiling_input(extractor, image)
     geometry = tile_geometry(extractor.arch, extractor.taps[-1], pooling=extractor.pooling)
     height, width = image.shape[2], image.shape[3]
     sizes = tap_sizes(extractor, height, width)
     strides = {info.name: info.stride for info in extractor.feature_info}
-    outputs: dict[str, torch.Tensor] = {}
-    for y0, y1, ey0, ey1 in tile_spans(height, tile, geometry):
-        for x0, x1, ex0, ex1 in tile_spans(width, tile, geometry):
+    for y0, y1, ey0, ey1 in list(tile_spans(height, tile, geometry)):
+        for x0, x1, ex0, ex1 in list(tile_spans(width, tile, geometry)):
             with torch.no_grad():
                 feats = extractor(image[:, :, ey0:ey1, ex0:ex1])
             for name, feat in feats.items():
@@ -172,10 +219,16 @@ def tiled_features(
                 bottom = full_h if y1 == height else y1 // s
                 right = full_w if x1 == width else x1 // s
                 core = feat[:, :, top - ey0 // s : bottom - ey0 // s, left - ex0 // s : right - ex0 // s]
-                _accumulate(outputs, name, core, reduce, (full_h, full_w), (top, bottom, left, right))
-    if reduce == "gap":
-        return {name: total / (sizes[name][0] * sizes[name][1]) for name, total in outputs.items()}
-    return outputs
+                yield name, core, (top, bottom, left, right)
+            del feats
+
+
+def _check_tiling_input(extractor: VGGFeatures, image: torch.Tensor) -> None:
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] != 1:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise FeatxValueError(f"image must be one image of shape (1, 3, H, W), got {shape}")
+    if extractor.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in extractor.modules()):
+        raise FeatxValueError("tiled extraction needs eval mode for batch norm: call extractor.eval() first")
 
 
 def _accumulate(

@@ -41,17 +41,29 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture()
 def tiled_calls(monkeypatch):
-    """The image sizes the engine extracts in tiles (a spy around the real tiled_features)."""
+    """The image sizes and tiles the engine extracts in tiles: spies around the real
+    tiled_features (descriptors, stitched in memory) and stream_tiled (maps streamed into the file)."""
     import featx.extract.engine
+    from featx.extract.streaming import stream_tiled
     from featx.tiling import tiled_features
 
-    calls = []
+    class Calls(list):
+        bands: list  # per streamed image: whether full-width bands were written
+
+    calls = Calls()
+    calls.bands = []
 
     def spy(extractor, image, **kwargs):
         calls.append((tuple(image.shape[2:]), kwargs["tile"]))
         return tiled_features(extractor, image, **kwargs)
 
+    def stream_spy(extractor, image, **kwargs):
+        calls.append((tuple(image.shape[2:]), kwargs["tile"]))
+        calls.bands.append(kwargs["bands"])
+        return stream_tiled(extractor, image, **kwargs)
+
     monkeypatch.setattr(featx.extract.engine, "tiled_features", spy)
+    monkeypatch.setattr(featx.extract.engine, "stream_tiled", stream_spy)
     return calls
 
 
@@ -78,6 +90,7 @@ def test_explicit_tile_size(images, tmp_path, tiled_calls):
     tiled = run(images, tmp_path / "tiled", tile=64, max_memory="64GiB")
     assert untiled.ok == tiled.ok == 2
     assert tiled_calls == [((300, 260), 64)]  # 40x36 is below the tile size: one pass
+    assert tiled_calls.bands == [True]  # 64 GiB: the maps are written in full-width bands
     expected, _ = load_features(tmp_path / "untiled" / "big.png.safetensors")
     got, _ = load_features(tmp_path / "tiled" / "big.png.safetensors")
     assert all(rel(got[tap], value) < 1e-5 for tap, value in expected.items())
@@ -113,3 +126,85 @@ def test_workers_that_do_not_fit_the_budget_are_not_started(images, tmp_path):
             [images], tmp_path / "out", ExtractOptions(weights=None, taps="relu1_1", num_workers=2, max_memory=budget)
         )
     assert summary.ok == 2
+
+
+def test_maps_larger_than_the_budget_are_streamed_into_the_file(images, tmp_path, tiled_calls, monkeypatch):
+    import featx.extract.engine
+    from featx.extract.budget import stored_bytes
+    from featx.extractor import VGGFeatures
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vgg = VGGFeatures("vgg19", "relu1_1,relu3_1", weights=None)
+    maps = stored_bytes(vgg, 300, 260, reduce="none")  # 20.8 MB of fp32 maps for the big image
+    untiled = run(images, tmp_path / "untiled", tile="off")
+    monkeypatch.setattr(featx.extract.engine, "current_rss", lambda: 0)  # the budget is all work
+    budget = maps * 9 // 10  # the maps cannot be held, let alone stitched and serialised
+    streamed = run(images, tmp_path / "streamed", max_memory=budget)
+    assert untiled.ok == streamed.ok == 2 and streamed.errors == 0
+    assert [size for size, _ in tiled_calls] == [(300, 260)]
+    assert tiled_calls.bands == [False]  # no room for a band of full-width rows: written tile by tile
+    for name in ("big.png", "small.png"):
+        expected, expected_meta = load_features(tmp_path / "untiled" / f"{name}.safetensors")
+        got, meta = load_features(tmp_path / "streamed" / f"{name}.safetensors")
+        assert meta == expected_meta  # the same header, metadata and shapes
+        assert all(got[tap].shape == value.shape and rel(got[tap], value) < 1e-5 for tap, value in expected.items())
+    # a rerun finds the streamed file up to date
+    again = run(images, tmp_path / "streamed", max_memory=budget, resume=True)
+    assert again.skipped == 2 and again.ok == 0
+
+
+def test_a_full_disk_while_streaming_is_an_error_record_and_nothing_is_left(images, tmp_path, monkeypatch):
+    import errno
+    import json
+    import os
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)  # only streamed files reserve space
+    summary = run(images, tmp_path / "out", tile=64)
+    assert summary.ok == 1 and summary.errors == 1
+    records = {r["path"]: r for r in map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())}
+    assert records["big.png"]["status"] == "error"
+    assert "cannot write" in records["big.png"]["error"] and "No space left on device" in records["big.png"]["error"]
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "featx-owner.json", "featx.lock", "manifest.jsonl", "small.png.safetensors", "summary.json"
+    ]  # fmt: skip
+
+
+_PEAK_SCRIPT = """
+import json, resource, sys, warnings
+from featx.extract import ExtractOptions, extract_features
+from featx.extract.budget import current_rss
+warnings.simplefilter("ignore")
+options = dict(weights=None, num_workers=0, taps="relu1_1", tile=sys.argv[3], max_memory=current_rss() + 200 * 2**20)
+before = current_rss()
+summary = extract_features([sys.argv[1]], sys.argv[2], ExtractOptions(**options))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"ok": summary.ok, "before": before, "peak": peak}))
+"""
+
+
+def test_streaming_keeps_the_peak_far_below_the_maps(tmp_path):
+    """One 1600x1600 image: its relu1_1 maps are 625 MiB in fp32. Streamed, the process grows by
+    about one tile's pass (tens of MiB); stitched in memory it would grow by the maps at least.
+    The limit, 400 MiB, is below the maps alone, so it holds on any machine whose
+    allocator does not keep freed tiles."""
+    import json
+    import subprocess
+    import sys
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (1600, 1600, 3), dtype=np.uint8)).save(folder / "x.png")
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(folder), str(tmp_path / "out"), "auto"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    maps = 64 * 1600 * 1600 * 4
+    assert result["ok"] == 1
+    assert (tmp_path / "out" / "x.png.safetensors").stat().st_size > maps
+    assert result["peak"] - result["before"] < 400 * 2**20 < maps

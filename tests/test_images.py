@@ -391,10 +391,23 @@ def test_max_pixels_option(tmp_path):
     with pytest.raises(ImageDecodeError, match="16x16 = 256 pixels, above the limit of 100 pixels"):
         load_image(tmp_path / "a.png", max_pixels=100)
     assert load_image(tmp_path / "a.png", max_pixels=256).shape == (3, 16, 16)
-    with pytest.raises(ValueError, match="above Pillow's own limit"):
-        load_image(tmp_path / "a.png", max_pixels=10**12)
     with pytest.raises(ValueError, match=r"^max_pixels must be an integer >= 1, got 0$"):
         load_image(tmp_path / "a.png", max_pixels=0)
+
+
+def test_max_pixels_above_pillows_limit_lets_pillow_open_the_file(tmp_path, monkeypatch):
+    Image.fromarray(rand_u8(20, 20)).save(tmp_path / "a.png")
+    # 400 pixels: above Pillow's (patched) limit of 150 and twice it, where Pillow itself raises
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150)
+    with pytest.raises(ImageDecodeError, match="decompression-bomb"):
+        load_image(tmp_path / "a.png")  # the default limit is Pillow's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(tmp_path / "a.png", max_pixels=400).shape == (3, 20, 20)
+        assert probe_image(tmp_path / "a.png", max_pixels=400) == (20, 20)
+    assert Image.MAX_IMAGE_PIXELS == 150  # restored after each file
+    with pytest.raises(ImageDecodeError, match="20x20 = 400 pixels, above the limit of 399 pixels"):
+        load_image(tmp_path / "a.png", max_pixels=399)
 
 
 def test_bad_files_have_readable_reasons(tmp_path):

@@ -36,6 +36,7 @@ __all__ = [
     "images_per_batch",
     "parse_size",
     "stored_bytes",
+    "streamed_bytes",
 ]
 
 DEFAULT_MEMORY_SHARE = 0.5
@@ -185,30 +186,82 @@ def images_per_batch(per_image: int, budget: int, batch_size: int) -> int:
     return max(1, min(batch_size, budget // max(per_image, 1)))
 
 
-def choose_tile(extractor: VGGFeatures, height: int, width: int, budget: int, *, reduce: str) -> Optional[int]:
+def choose_tile(
+    extractor: VGGFeatures, height: int, width: int, budget: int, *, reduce: str, store_bytes: int = 4
+) -> Optional[int]:
     """``None`` when one untiled pass fits ``budget``; else the largest tile side (a multiple of the
-    deepest tap's stride) whose extended tile fits next to what is stored.
+    deepest tap's stride) whose extended tile fits next to what must stay in memory.
+
+    With a descriptor (``gap``, ``gmp``, ``gram``) that is the decoded image and the descriptors.
+    With ``reduce="none"`` the tiles are streamed into the feature file as they are computed
+    (:class:`featx.featstream.FeatureFileStream`), so only the decoded image and one tile's maps
+    stay: the stored maps may be far larger than the budget.
 
     Raises:
         ValueError: not even the smallest tile fits (the message gives the budget that would).
+
+    Example:
+        >>> import warnings
+        >>> from featx.extractor import VGGFeatures
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     vgg = VGGFeatures("vgg19", "ttsr_lte", weights=None)
+        >>> choose_tile(vgg, 256, 256, 2**30, reduce="none") is None  # fits untiled
+        True
+        >>> choose_tile(vgg, 10000, 10000, 2**30 + 2**32, reduce="none")  # 100 MP: 42 GiB of maps
+        624
     """
-    if image_bytes(extractor, height, width, reduce=reduce) <= budget:
+    whole = image_bytes(extractor, height, width, reduce=reduce, store_bytes=store_bytes)
+    if whole <= budget:
         return None
     from featx.tiling import tile_geometry
 
     geometry = tile_geometry(extractor.arch, extractor.taps[-1], pooling=extractor.pooling)
-    stored = image_bytes(extractor, height, width, reduce=reduce) - forward_bytes(extractor, height, width)
-    tile = (min(height, width) // geometry.stride) * geometry.stride
-    def cost(side: int) -> int:
-        return stored + int(TILE_OVERHEAD * forward_bytes(extractor, min(side, height), min(side, width)))
+    streamed = reduce == "none"
+    kept = 2 * 3 * height * width * 4 if streamed else whole - forward_bytes(extractor, height, width)
 
+    def cost(tile: int) -> int:
+        if streamed:
+            return streamed_bytes(extractor, height, width, tile, bands=False, store_bytes=store_bytes)
+        side = tile + 2 * geometry.halo
+        return kept + int(TILE_OVERHEAD * forward_bytes(extractor, min(side, height), min(side, width)))
+
+    tile = (min(height, width) // geometry.stride) * geometry.stride
     while tile >= geometry.stride:
-        if cost(tile + 2 * geometry.halo) <= budget:
+        if cost(tile) <= budget:
             return tile
         tile = (tile // 2 // geometry.stride) * geometry.stride
-    smallest = cost(geometry.stride + 2 * geometry.halo)
+    smallest = cost(geometry.stride)
+    what = "its decoded pixels" if streamed else "its decoded pixels and stored features"
+    hint = "raise max_memory" if streamed else "raise max_memory, or store a descriptor (reduce='gap', 'gmp' or 'gram')"
     raise FeatxValueError(
         f"an image of {height}x{width} needs at least {math.ceil(smallest / 2**20)} MiB with the smallest tile "
-        f"(its stored features alone take {math.ceil(stored / 2**20)} MiB); the budget is "
-        f"{budget // 2**20} MiB: raise max_memory, or store a descriptor (reduce='gap', 'gmp' or 'gram')"
+        f"({what} alone take {math.ceil(kept / 2**20)} MiB); the budget is {budget // 2**20} MiB: {hint}"
     )
+
+
+def streamed_bytes(
+    extractor: VGGFeatures, height: int, width: int, tile: int, *, bands: bool, store_bytes: int = 4
+) -> int:
+    """What an image costs when its maps are streamed into the file in tiles of ``tile`` pixels
+    (``reduce="none"``, :mod:`featx.extract.streaming`): the decoded image, one extended tile's
+    pass, and one tile's maps, or with ``bands`` a band of full-width rows of maps (written with
+    one call per channel instead of one per channel and row).
+
+    Example:
+        >>> import warnings
+        >>> from featx.extractor import VGGFeatures
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     vgg = VGGFeatures("vgg19", ["relu1_1"], weights=None)
+        >>> rows, tile = streamed_bytes(vgg, 400, 4000, 100, bands=True), streamed_bytes(vgg, 400, 4000, 100, bands=False)
+        >>> rows - tile == 64 * 102 * (4000 - 102) * 4  # the band's maps beyond one tile's (102 px with its halo)
+        True
+    """
+    from featx.tiling import tile_geometry
+
+    halo = tile_geometry(extractor.arch, extractor.taps[-1], pooling=extractor.pooling).halo
+    side_h, side_w = min(tile + 2 * halo, height), min(tile + 2 * halo, width)
+    maps = stored_bytes(extractor, side_h, width if bands else side_w, reduce="none", store_bytes=store_bytes)
+    forward = int(TILE_OVERHEAD * forward_bytes(extractor, side_h, side_w))
+    return 2 * 3 * height * width * 4 + maps + forward

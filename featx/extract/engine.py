@@ -49,6 +49,7 @@ from featx.extract.budget import (
     images_per_batch,
     parse_size,
     stored_bytes,
+    streamed_bytes,
 )
 from featx.extract.decoding import DecodeDataset, collate_decoded, decode_isolated, is_worker_death
 from featx.extract.descriptors import reduce_features
@@ -66,6 +67,7 @@ from featx.extract.plan import (
     manifest_record,
     plan_all,
 )
+from featx.extract.streaming import stream_tiled
 from featx.extract.summary import ExtractSummary, dry_run_summary, finish_run
 from featx.extract.writer import FeatureWriter
 from featx.featfile import serialize_features
@@ -343,6 +345,17 @@ def _compute(
             with torch.inference_mode(), torch.autocast(device.type, dtype=store, enabled=autocast):
                 batch = images.to(device, non_blocking=True).contiguous(memory_format=layout)
                 tile = memory.tiles.get((batch.shape[2], batch.shape[3])) if len(indices) == 1 else None
+                if tile is not None and options.reduce == "none":  # maps streamed into the file, tile by tile
+                    index = indices[0]
+                    if index not in recorded:
+                        source, plan = sources[index], plans[index]
+                        path, metadata = feature_path(ctx.output, source.key), ctx.metadata(source, plan.stat, plan.size)
+                        record = stream_tiled(
+                            extractor, batch, tile=tile, bands=(batch.shape[2], batch.shape[3]) in memory.bands,
+                            path=path, metadata=metadata, store=store, fsync=options.fsync, source=source,
+                        )  # fmt: skip
+                        put(index, record)
+                    continue
                 if tile is not None:  # too large for one pass within the budget: exact tiles
                     feats = tiled_features(extractor, batch, tile=tile, reduce=options.reduce)
                 else:
@@ -392,11 +405,13 @@ def _compute(
 
 @dataclass(frozen=True)
 class _MemoryPlan:
-    """What the budget allows: images per batch and the tile side for each image size, and how
-    many serialised files the writer may queue."""
+    """What the budget allows: images per batch and the tile side for each image size, the sizes
+    whose streamed maps (``reduce="none"``) are written in bands of full-width rows, and how many
+    serialised files the writer may queue."""
 
     per_batch: dict[tuple[int, int], int]
     tiles: dict[tuple[int, int], int]
+    bands: frozenset[tuple[int, int]]
     queue_capacity: int
     workers: int
 
@@ -423,13 +438,13 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
         workers = fit
     work = budget - own - workers * WORKER_BYTES
     store = TORCH_DTYPES[options.dtype].itemsize
-    per_batch, tiles, largest = {}, {}, 1
+    per_batch, tiles, bands, largest = {}, {}, set(), 1
     for size in sorted({plan.size for plan in plans if plan.size is not None}):
         height, width = size
         cost = image_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store)
         per_batch[size] = images_per_batch(cost, work, options.batch_size)
         if options.tile == "auto":
-            tile = choose_tile(extractor, height, width, work, reduce=options.reduce)
+            tile = choose_tile(extractor, height, width, work, reduce=options.reduce, store_bytes=store)
         elif options.tile == "off":
             tile = None
         else:  # an explicit side, rounded down to a multiple of the deepest tap's stride
@@ -440,10 +455,14 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
             # EXIF orientation may swap the decoded sides: the same tile serves both
             tiles[size] = tiles[(width, height)] = tile
             per_batch[size] = 1
-        largest = max(largest, stored_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store))
+            for h, w in (size, (width, height)):
+                if options.reduce == "none" and streamed_bytes(extractor, h, w, tile, bands=True, store_bytes=store) <= work:
+                    bands.add((h, w))
+        if tile is None or options.reduce != "none":  # streamed maps never wait in the writer's queue
+            largest = max(largest, stored_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store))
     # the writer's queue of serialised files may take a quarter of the budget
     capacity = max(1, min(max(2 * options.batch_size, 4), work // 4 // largest))
-    return _MemoryPlan(per_batch, tiles, capacity, workers)
+    return _MemoryPlan(per_batch, tiles, frozenset(bands), capacity, workers)
 
 
 def _memory_format(device: torch.device, dtype: torch.dtype) -> torch.memory_format:

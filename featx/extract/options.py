@@ -98,7 +98,8 @@ class ExtractOptions:
     alpha: str = "error"
     """One of :data:`featx.images.ALPHA_MODES`: refuse images with an alpha channel, or drop alpha."""
     max_pixels: Optional[int] = None
-    """Refuse images with more pixels (default and upper bound: ``PIL.Image.MAX_IMAGE_PIXELS``)."""
+    """Refuse images with more pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``, about 89.5 MP; a
+    larger value lets Pillow open such files, e.g. ``100_000_000`` for a trusted 100-megapixel scan)."""
     max_memory: Union[int, str, None] = None
     """Memory budget of the run, bytes or a size such as ``"4GiB"``: batches hold as many images as
     fit (at most ``batch_size``) and an image whose single pass does not fit is tiled (``tile``).

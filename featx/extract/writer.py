@@ -24,9 +24,21 @@ from featx.errors import ExtractionError
 from featx.extract.options import ManifestRecord
 from featx.extract.plan import record_source, remove_failed_output
 
-__all__ = ["FeatureWriter"]
+__all__ = ["FeatureWriter", "write_failure"]
 
 _Item = Optional[tuple[ManifestRecord, Optional[Path], Optional[tuple[torch.Tensor, int]]]]
+
+
+def write_failure(record: ManifestRecord, path: Path, error: OSError) -> ManifestRecord:
+    """The ``"error"`` record that replaces ``record`` when its feature file ``path`` cannot be written.
+
+    Example:
+        >>> write_failure({"path": "a.png", "source": "/d/a.png", "status": "ok"}, Path("/o/a.png.safetensors"),
+        ...               OSError(28, "No space left on device"))["error"]
+        'cannot write /o/a.png.safetensors: No space left on device'
+    """
+    names = {key: value for key, value in record.items() if key in ("path", "source", "path_b64", "source_b64")}
+    return {**names, "status": "error", "error": f"cannot write {printable_name(str(path))}: {error.strerror or error}"}
 
 
 class FeatureWriter:
@@ -106,9 +118,7 @@ class FeatureWriter:
                     self.made.add(folder)
                 write_atomic_buffer(path, *data, fsync=self.fsync, direct=self.direct_io)
             except OSError as error:
-                names = {key: value for key, value in record.items() if key in ("path", "source", "path_b64", "source_b64")}
-                where = printable_name(str(path))
-                record = {**names, "status": "error", "error": f"cannot write {where}: {error.strerror or error}"}
+                record = write_failure(record, path, error)
         if record["status"] == "error" and self.output is not None:
             removed = remove_failed_output(self.output, record_source(record))
             if removed is not None:
