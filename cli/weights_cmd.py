@@ -8,6 +8,20 @@ from __future__ import annotations
 
 import click
 
+EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class SetupError(click.ClickException):
+    """A bad name or value, or a folder that cannot be written: nothing was tried (exit 2)."""
+
+    exit_code = EXIT_SETUP
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C during a download; the partial data was removed (exit 130, as for SIGINT)."""
+
+    exit_code = EXIT_INTERRUPTED
+
 
 @click.group(name="weights")
 def weights() -> None:
@@ -42,13 +56,24 @@ def list_cmd() -> None:
 @click.option("--sha256", default=None, help="Expected sha256 (or its first 8+ digits) instead of the file name's.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def download_cmd(name: str, dest_dir: str | None, url: str | None, sha256: str | None, quiet: bool) -> None:
-    """Download checkpoint NAME (e.g. VGG19_IMAGENET1K_V1, vgg19 or LPIPS_ALEX_V0_1), verify its sha256, print its path."""
+    """Download checkpoint NAME (e.g. VGG19_IMAGENET1K_V1, vgg19 or LPIPS_ALEX_V0_1), verify its sha256, print its path.
+
+    Exit 2 for an unknown NAME, a malformed --sha256 or a --dir that cannot be written; exit 1 when
+    the download fails (unreachable, HTTP error, hash mismatch); 130 on Ctrl-C. Nothing partial is kept.
+    """
+    from featx.errors import HashMismatchError, OutputNotWritableError
     from featx.weights.fetch import download
 
     try:
         path = download(name, dest_dir=dest_dir, progress=not quiet, url=url, sha256=sha256)
-    except (ValueError, OSError) as error:
-        raise click.ClickException(str(error)) from error
+    except KeyboardInterrupt:
+        raise Interrupted("download interrupted; the partial file was removed, nothing was kept") from None
+    except HashMismatchError as error:  # a ValueError, but about the data: the download failed
+        raise click.ClickException(str(error)) from None
+    except (ValueError, OutputNotWritableError) as error:
+        raise SetupError(str(error)) from None
+    except OSError as error:  # DownloadError, or the target cannot be replaced
+        raise click.ClickException(str(error)) from None
     click.echo(str(path))
 
 
@@ -69,8 +94,10 @@ def verify_cmd(path: str, sha256: str | None) -> None:
     except HashMismatchError as error:
         click.echo(f"{error.actual}  {path}")
         raise click.ClickException(f"MISMATCH: expected sha256 starting with {error.expected}") from error
-    except ValueError as error:
-        raise click.ClickException(str(error)) from error
+    except ValueError as error:  # a malformed --sha256
+        raise SetupError(str(error)) from None
+    except OSError as error:  # unreadable
+        raise SetupError(f"cannot read {path}: {error.strerror or error}") from None
     click.echo(f"{digest}  {path}")
     if sha256 is not None:
         click.echo(f"OK: matches {sha256.strip().lower()}")
@@ -83,14 +110,16 @@ def verify_cmd(path: str, sha256: str | None) -> None:
 @weights.command(name="path")
 @click.argument("name")
 def path_cmd(name: str) -> None:
-    """Print where checkpoint NAME is on disk (exit 1 with instructions when it is missing)."""
+    """Print where checkpoint NAME is on disk (exit 1 with instructions when it is missing, 2 for an unknown NAME)."""
     from featx.errors import WeightsNotFoundError
     from featx.weights import locate
 
     try:
         click.echo(str(locate(name)))
-    except (WeightsNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
+    except WeightsNotFoundError as error:
+        raise click.ClickException(str(error)) from None
+    except ValueError as error:
+        raise SetupError(str(error)) from None
 
 
 @weights.command(name="clear-cache")

@@ -112,14 +112,67 @@ def test_download_with_wrong_hash_fails_and_leaves_nothing(tmp_path):
     result = CliRunner().invoke(weights, args)
     assert result.exit_code == 1
     assert "sha256 mismatch" in result.output and "expected dcbb9e9d" in result.output
-    assert sha256_of(source) in result.output
+    assert sha256_of(source) in result.output and "nothing was kept" in result.output
     assert list(dest.iterdir()) == []
 
 
-def test_download_unknown_name_suggests_the_closest():
-    result = CliRunner().invoke(weights, ["download", "VGG19_IMAGENET1K"])
+def test_download_setup_errors_exit_2(tmp_path):
+    # docs/cli.md, "Exit codes": 2 = usage or setup error; nothing is fetched or created.
+    unknown = CliRunner().invoke(weights, ["download", "VGG19_IMAGENET1K", "--dir", str(tmp_path / "d")])
+    assert unknown.exit_code == 2
+    assert "unknown checkpoint 'VGG19_IMAGENET1K'. Did you mean 'VGG19_IMAGENET1K_V1'" in unknown.output
+    bad_hash = CliRunner().invoke(weights, ["download", "vgg19", "--sha256", "12ab", "--dir", str(tmp_path / "d")])
+    assert bad_hash.exit_code == 2 and "a sha256 must be 8 to 64 hex digits, got '12ab'" in bad_hash.output
+    assert not (tmp_path / "d").exists()
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    unwritable = CliRunner().invoke(weights, ["download", "vgg19", "--dir", str(blocker / "sub"), "--url", blocker.as_uri()])
+    assert unwritable.exit_code == 2 and f"cannot create the download folder {blocker / 'sub'}" in unwritable.output
+
+
+def test_download_unreachable_url_exits_1(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port on 127.0.0.1 that nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/vgg19-dcbb9e9d.pth"
+    dest = tmp_path / "dest"
+    result = CliRunner().invoke(weights, ["download", "vgg19", "-q", "--dir", str(dest), "--url", url])
     assert result.exit_code == 1
-    assert "Did you mean 'VGG19_IMAGENET1K_V1'" in result.output
+    assert f"could not download {url}: " in result.output and "refused" in result.output.lower()
+    assert f"Copy vgg19-dcbb9e9d.pth into {dest}" in result.output and "nothing was kept" in result.output
+    assert list(dest.iterdir()) == []
+
+
+def test_download_ctrl_c_exits_130_and_keeps_nothing(tmp_path, monkeypatch):
+    from featx.weights import fetch
+
+    source = fake_checkpoint(tmp_path / "mirror" / "anything.pth")
+    written = []
+
+    def interrupted_write(fd, data):
+        os.write(fd, data[:10])  # part of the data reached the temporary, then Ctrl-C
+        written.append(10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fetch, "_write_all", interrupted_write)
+    dest = tmp_path / "dest"
+    args = ["download", "vgg19", "-q", "--dir", str(dest), "--url", source.as_uri(), "--sha256", sha256_of(source)]
+    result = CliRunner().invoke(weights, args)
+    assert result.exit_code == 130 and written == [10]
+    assert "download interrupted; the partial file was removed, nothing was kept" in result.output
+    assert list(dest.iterdir()) == []
+
+
+def test_path_and_verify_exit_codes_follow_the_table(tmp_path):
+    unknown = CliRunner().invoke(weights, ["path", "vgg20"])
+    assert unknown.exit_code == 2 and "unknown checkpoint 'vgg20'" in unknown.output
+    file = fake_checkpoint(tmp_path / "mine.pth")
+    bad_hash = CliRunner().invoke(weights, ["verify", str(file), "--sha256", "not-hex"])
+    assert bad_hash.exit_code == 2 and "8 to 64 hex digits" in bad_hash.output
+    missing = CliRunner().invoke(weights, ["verify", str(tmp_path / "absent.pth")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
 def test_verify_ok_mismatch_and_unknown(tmp_path):

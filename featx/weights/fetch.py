@@ -2,23 +2,42 @@
 
 Building an extractor never downloads: ``featx weights download NAME`` (which calls
 :func:`download`) is the only path that opens a connection.
+
+A download streams into an anonymous file (Linux ``O_TMPFILE``) in the target directory: it has
+no name until its sha256 matched, so a killed process (even by SIGKILL) leaves nothing behind,
+the kernel frees the space. Where the OS or the filesystem has no anonymous files, the data goes
+to a hidden ``.NAME.PID.HEX.part`` file instead, and every download first removes the ``.part``
+files of its checkpoint that a process no longer alive left behind (:func:`remove_stale_parts`).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import re
+import sys
 import uuid
 from pathlib import Path
-from typing import Union
+from typing import Any, Optional, Union
 
-from featx.errors import DownloadError, FeatxValueError, HashMismatchError, InputNotFoundError
+from featx._version import __version__
+from featx.errors import DownloadError, FeatxValueError, HashMismatchError, InputNotFoundError, OutputNotWritableError
 from featx.weights._common import PathLike
 from featx.weights.checkpoint import sha256_file
 from featx.weights.locations import featx_home
 from featx.weights.registry import KnownCheckpoint, known_by_file_name, member_of
 
-__all__ = ["download", "verify"]
+__all__ = ["download", "verify", "remove_stale_parts"]
+
+CHUNK = 1 << 20  # bytes read from the connection at a time
+TIMEOUT_S = 60.0  # a connection that sends no data for this long fails the download
+
+# ".NAME.PID.part", ".NAME.PID.HEX.part", and the ".NAME.PID.HEX.part.HEX.partial" files that
+# torch.hub's writer of earlier featx versions left when it was killed.
+_PART = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)(?:\.[0-9a-f]{32})?\.part(?:\.[0-9a-f]{32}\.partial)?")
+# errors of an open() with O_TMPFILE that mean "not here" (old kernel, filesystem without support)
+_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 
 
 def _check_hex(expected: str) -> str:
@@ -62,6 +81,200 @@ def verify(path: PathLike, expected_prefix: Union[str, None] = None) -> str:
     return actual
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's live process
+        return True
+    return True
+
+
+def _locked(path: Path) -> bool:
+    """Whether another open file holds ``path``'s flock (a download in progress on another host
+    sharing the folder, where its pid means nothing here)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return False
+    except OSError:  # cannot even open it: not ours to judge
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also releases the probe's lock
+    return False
+
+
+def _lock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a filesystem without locks: the pid alone marks the file as in use
+        pass
+
+
+def remove_stale_parts(directory: PathLike, file_name: str) -> list[Path]:
+    """Delete the temporary files of ``file_name`` in ``directory`` whose process is gone.
+
+    Only hidden ``.FILE_NAME.PID[.HEX].part`` files (and the ``.part.HEX.partial`` files of
+    earlier featx versions) are considered; one is removed when no process ``PID`` is alive and
+    no other process holds its lock. Nothing is removed on Windows, where a pid cannot be probed
+    safely.
+
+    Returns:
+        The files removed.
+    """
+    if os.name == "nt":  # pragma: no cover - os.kill(pid, 0) would terminate the process there
+        return []
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    for name in names:
+        match = _PART.fullmatch(name)
+        if match is None or match["name"] != file_name:
+            continue
+        path = Path(directory) / name
+        if _pid_alive(int(match["pid"])) or _locked(path):
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            continue  # someone else's file in a shared folder: left alone
+        removed.append(path)
+    return removed
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # the portable way to read it: set and restore
+    os.umask(mask)
+    return mask
+
+
+def _part_path(directory: Path, file_name: str) -> Path:
+    return directory / f".{file_name}.{os.getpid()}.{uuid.uuid4().hex}.part"
+
+
+def _open_temp(directory: Path, file_name: str) -> tuple[int, Optional[Path]]:
+    """A file to download into: ``(fd, None)`` for an anonymous file, else ``(fd, its path)``."""
+    cloexec = getattr(os, "O_CLOEXEC", 0)
+    tmpfile = getattr(os, "O_TMPFILE", None)
+    if tmpfile is not None and os.path.isdir("/proc/self/fd"):  # naming it later goes through /proc
+        try:
+            # the mode the umask leaves, as open() of a named file would give
+            return os.open(directory, tmpfile | os.O_WRONLY | cloexec, 0o666 & ~_umask()), None
+        except OSError as error:
+            if error.errno not in _NO_TMPFILE:
+                raise
+    path = _part_path(directory, file_name)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | cloexec, 0o666), path
+
+
+def _link_anonymous(fd: int, path: Path) -> None:
+    """Give the ``O_TMPFILE`` file ``fd`` the name ``path``: ``linkat(AT_SYMLINK_FOLLOW)`` of its
+    ``/proc/self/fd`` entry (``os.link`` uses it when given a directory fd; plain ``link()``
+    would not follow the entry and fail with EXDEV)."""
+    folder = os.open(path.parent, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=folder, follow_symlinks=True)
+    finally:
+        os.close(folder)
+
+
+def _sync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - not openable as a file (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - a filesystem that cannot sync directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def _offline_hint(file_name: str, directory: Path) -> str:
+    return f"Offline? Copy {file_name} into {directory} by other means, or pass weights=PATH"
+
+
+def _failure(source: str, error: BaseException, file_name: str, directory: Path) -> DownloadError:
+    import urllib.error
+
+    if isinstance(error, urllib.error.HTTPError):
+        reason = f"HTTP {error.code} {error.reason}"
+    elif isinstance(error, urllib.error.URLError):
+        reason = str(error.reason)
+    elif isinstance(error, TimeoutError):
+        reason = f"no data for {TIMEOUT_S:g} s"
+    else:
+        reason = str(error) or type(error).__name__
+    return DownloadError(f"could not download {source}: {reason}; nothing was kept. {_offline_hint(file_name, directory)}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _stream(response: Any, fd: int, *, source: str, file_name: str, directory: Path, progress: bool) -> str:
+    """Copy the response into ``fd`` in :data:`CHUNK` pieces; return the data's sha256."""
+    import http.client
+
+    from tqdm import tqdm
+
+    length = response.headers.get("Content-Length")
+    total = int(length) if length is not None and length.isdigit() else None
+    digest = hashlib.sha256()
+    received = 0
+    with tqdm(total=total, desc=file_name, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
+              file=sys.stderr) as bar:  # fmt: skip
+        while True:
+            try:
+                data = response.read(CHUNK)
+            except (OSError, http.client.HTTPException) as error:
+                raise _failure(source, error, file_name, directory) from error
+            if not data:
+                break
+            try:
+                _write_all(fd, data)
+            except OSError as error:
+                raise DownloadError(
+                    f"could not write the download of {source} into {directory}: {error.strerror or error}; nothing was kept"
+                ) from error
+            digest.update(data)
+            received += len(data)
+            bar.update(len(data))
+    if total is not None and received != total:
+        message = f"the connection closed after {received} of {total} bytes"
+        raise DownloadError(f"could not download {source}: {message}; nothing was kept. {_offline_hint(file_name, directory)}")
+    return digest.hexdigest()
+
+
 def download(
     name_or_member: Union[str, KnownCheckpoint],
     *,
@@ -72,12 +285,15 @@ def download(
 ) -> Path:
     """Download a known checkpoint, verify its full sha256 and move it into place atomically.
 
-    This is the only function in featx that opens a network connection. The data is fetched with
-    ``torch.hub.download_url_to_file`` (a progress bar on stderr; ``http(s)://`` and ``file://``
-    URLs) into a hidden temporary file in ``dest_dir``, hashed, fsynced and renamed to its file
-    name only when the hash matches. On a mismatch, an error or an interruption (Ctrl-C) the
-    temporary file is deleted: nothing is left behind. An existing file with the right hash is
-    returned without downloading. The file follows the umask (``0o644`` with ``umask 022``).
+    This is the only function in featx that opens a network connection (``urllib``;
+    ``http(s)://`` and ``file://`` URLs; a connection silent for :data:`TIMEOUT_S` seconds
+    fails). The data is streamed in 1 MiB chunks, hashed on the way, into an anonymous file in
+    ``dest_dir`` (Linux ``O_TMPFILE``; elsewhere a hidden ``.NAME.PID.HEX.part`` file), fsynced,
+    and given its file name only when the hash matches. On a mismatch, an error or Ctrl-C the
+    temporary data is deleted; a killed process leaves no anonymous file, and the ``.part``
+    files of dead processes are removed by the next download (:func:`remove_stale_parts`). An
+    existing file with the right hash is returned without downloading. The file follows the
+    umask (``0o644`` with ``umask 022``).
 
     Args:
         name_or_member: a :class:`VGGWeights` or :class:`MetricWeights` member, its name
@@ -92,47 +308,61 @@ def download(
         The path of the verified file.
 
     Raises:
-        ValueError: unknown name, or a malformed ``sha256``.
+        ValueError: unknown name, or a malformed ``sha256`` (:class:`FeatxValueError`).
+        OutputNotWritableError: ``dest_dir`` cannot be created or written (an ``OSError``).
         HashMismatchError: the downloaded data has another sha256 (names expected and actual).
-        OSError: the download failed (network unreachable, HTTP error, disk full).
+        DownloadError: the download failed (unreachable, HTTP error, timeout, short read, disk
+            full; an ``OSError``); the message says how to get the file without a connection.
     """
     import urllib.error
-
-    import torch.hub
+    import urllib.request
 
     member = member_of(name_or_member)
     expected = _check_hex(sha256 if sha256 is not None else member.sha256_prefix)
     directory = Path(dest_dir if dest_dir is not None else featx_home()).expanduser()
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputNotWritableError(
+            f"cannot create the download folder {directory} ({error.strerror or error}); choose another folder"
+        ) from None
     target = directory / member.file_name
     if target.is_file() and sha256_file(target).startswith(expected):
         return target
+    remove_stale_parts(directory, member.file_name)
     source = url or member.url
-    # torch.hub writes DST.<uuid>.partial with open() (mode 0o666 & ~umask), removes it on any
-    # error and moves it to DST when complete; it reads file:// URLs through urllib's FileHandler.
-    temp = directory / f".{member.file_name}.{os.getpid()}.{uuid.uuid4().hex}.part"
     try:
+        fd, temp = _open_temp(directory, member.file_name)
+    except OSError as error:
+        raise OutputNotWritableError(
+            f"cannot write into the download folder {directory} ({error.strerror or error}); choose another folder"
+        ) from None
+    try:
+        _lock(fd)  # marks a named temporary as in use for processes on other hosts
+        request = urllib.request.Request(source, headers={"User-Agent": f"featx/{__version__}"})
         try:
-            torch.hub.download_url_to_file(source, str(temp), hash_prefix=None, progress=progress)
-        except urllib.error.URLError as error:
-            raise DownloadError(
-                f"could not download {source}: {getattr(error, 'reason', error)}. Offline? Copy "
-                f"{member.file_name} into {directory} by other means, or pass weights=PATH"
-            ) from error
-        actual = sha256_file(temp)
+            response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+        except (urllib.error.URLError, OSError, ValueError) as error:  # ValueError: not a URL
+            raise _failure(source, error, member.file_name, directory) from error
+        with response:
+            actual = _stream(response, fd, source=source, file_name=member.file_name, directory=directory,
+                             progress=progress)  # fmt: skip
         if not actual.startswith(expected):
             raise HashMismatchError(
-                f"sha256 mismatch for {source}: expected {expected}..., got {actual}; the download was deleted",
+                f"sha256 mismatch for {source}: expected {expected}..., got {actual}; nothing was kept",
                 source=source,
                 expected=expected,
                 actual=actual,
             )
-        descriptor = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)  # the data is on disk before the name says the file is complete
-        finally:
-            os.close(descriptor)
+        os.fsync(fd)  # the data is on disk before the name says the file is complete
+        if temp is None:  # the anonymous file gets a name next to the target, then the target's
+            temp = _part_path(directory, member.file_name)
+            _link_anonymous(fd, temp)
         os.replace(temp, target)
+        temp = None
+        _sync_directory(directory)
     finally:
-        temp.unlink(missing_ok=True)  # after os.replace there is nothing left to remove
+        os.close(fd)
+        if temp is not None:
+            temp.unlink(missing_ok=True)
     return target
