@@ -547,3 +547,18 @@ def test_jpeg_check_leaves_other_failures_to_the_decoder(tmp_path):
         "truncated or corrupt image data (the JPEG's compressed data ends before its last block, and the missing "
         "blocks would come out grey; libjpeg: Corrupt JPEG data: premature end of data segment)"
     )
+
+
+def test_multi_picture_jpeg_is_checked_on_its_first_picture(tmp_path):
+    # An MPO (a camera's multi-picture file) is a JPEG followed by more JPEGs; Pillow reads the first.
+    first, second = photo(), photo()[::-1].copy()
+    Image.fromarray(first).save(tmp_path / "a.mpo", format="MPO", save_all=True, append_images=[Image.fromarray(second)])
+    with Image.open(tmp_path / "a.mpo") as image:
+        assert image.format == "MPO"
+        expected = as_chw(np.asarray(image.convert("RGB")), 255.0)
+    assert torch.equal(load_image(tmp_path / "a.mpo"), expected)
+    data = (tmp_path / "a.mpo").read_bytes()
+    end = data.index(EOI + b"\xff\xd8")  # the first picture's end marker, where the second starts
+    (tmp_path / "cut.mpo").write_bytes(data[: end // 2] + EOI)  # the first picture cut in half
+    with pytest.raises(ImageDecodeError, match="truncated or corrupt image data"):
+        load_image(tmp_path / "cut.mpo")
