@@ -22,8 +22,10 @@ The rules, the same for the library, ``featx extract`` and ``featx show``:
   ``max_pixels`` above Pillow's limit (a trusted 100-megapixel scan) lifts Pillow's check to it
   for that file only.
 - Truncated files are refused, never padded: decoding runs with ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``
-  off whatever another library set it to, and a PNG whose compressed rows end early (which Pillow
-  decodes with black rows) is caught by counting its pixel data against its header.
+  off whatever another library set it to, a PNG whose compressed rows end early (which Pillow
+  decodes with black rows) is caught by counting its pixel data against its header, and a JPEG
+  whose compressed data ends early or is corrupt (which Pillow decodes with grey blocks) by
+  libjpeg-turbo's data warnings (:func:`featx._truncation.jpeg_missing_data`).
 - Every failure raises :class:`~featx.errors.ImageDecodeError` (a ``ValueError``) with a one-line reason.
 """
 
@@ -43,7 +45,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx._checks import check_choice, check_int
 from featx._choices import ALPHA_MODES
-from featx._truncation import png_missing_rows, strict_loading
+from featx._truncation import jpeg_missing_data, png_missing_rows, strict_loading
 from featx.errors import ImageDecodeError
 
 __all__ = ["ALPHA_MODES", "load_image", "orient", "probe_image"]
@@ -355,6 +357,15 @@ def _drop_alpha(array: np.ndarray, path: str, alpha: str, what: str) -> np.ndarr
     return array
 
 
+def _missing_data(path: str, image_format: Union[str, None]) -> Union[str, None]:
+    """Why a file Pillow decoded lacks pixel data its header promises (PNG, JPEG), else ``None``."""
+    if image_format == "PNG":
+        return png_missing_rows(path)
+    if image_format in ("JPEG", "MPO"):  # MPO: a camera's multi-picture JPEG; the first picture is used
+        return jpeg_missing_data(path)
+    return None
+
+
 def load_image(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, None] = None) -> torch.Tensor:
     """Decode an image file to an RGB float32 tensor in ``[0, 1]`` by the module's rules.
 
@@ -391,7 +402,7 @@ def load_image(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, N
     try:
         with strict_loading(), _pillow_limit(limit), _open(path, limit) as image:
             array = _pixels(image, path, alpha, limit)
-            missing = png_missing_rows(path) if image.format == "PNG" else None
+            missing = _missing_data(path, image.format)
         if missing is not None:
             raise ImageDecodeError(path, missing)
     except ImageDecodeError:

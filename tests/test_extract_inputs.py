@@ -198,6 +198,48 @@ def test_truncated_images_that_pillow_still_decodes_are_refused(tmp_path, ckpt, 
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
 
 
+def test_a_jpeg_cut_short_and_closed_with_an_end_marker_is_an_error_record(tmp_path, ckpt):
+    # Fails on the code before the change: Pillow decodes the cut JPEGs (libjpeg warns and fills the
+    # rest grey), so both were "ok". The dry run reads headers only and lists them as "extract", as
+    # docs/cli.md says (the real run may find more once pixels are decoded).
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:48, 0:40]
+    array = np.clip(np.stack([x * 6, y * 5, x + y], -1) + rng.integers(-40, 40, (48, 40, 3)), 0, 255).astype(np.uint8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_image(folder / "good.png")
+    for name, options in {"cut.jpg": {}, "cut-progressive.jpg": {"progressive": True}, "good.jpg": {}}.items():
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=90, **options)
+        data = buffer.getvalue()
+        (folder / name).write_bytes(data if name == "good.jpg" else data[: len(data) // 2] + b"\xff\xd9")
+    out = tmp_path / "out"
+    common = (folder, out, "--weights", ckpt, "--taps", TAPS, "--workers", "0")
+
+    dry = invoke(*common, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    names = ("cut-progressive.jpg", "cut.jpg", "good.jpg", "good.png")
+    assert sorted(dry.stdout.splitlines()) == [f"extract  {name}" for name in names]
+    assert not out.exists()
+
+    result = invoke(*common, "--quiet")
+    assert result.exit_code == 1, result.output
+    lines = {line["path"]: line for line in manifest(out)}
+    assert {name: line["status"] for name, line in lines.items()} == {
+        "cut-progressive.jpg": "error",
+        "cut.jpg": "error",
+        "good.jpg": "ok",
+        "good.png": "ok",
+    }
+    for name in ("cut.jpg", "cut-progressive.jpg"):
+        assert lines[name]["error"].startswith("truncated or corrupt image data (the JPEG's compressed data ends"), lines[name]
+        assert f"featx: error: {name}: truncated or corrupt image data" in result.stderr
+        assert not (out / f"{name}.safetensors").exists()
+    for name in ("good.jpg", "good.png"):
+        tensors, metadata = load_features(out / f"{name}.safetensors")
+        assert metadata["source_key"] == name and set(tensors) == set(TAPS.split(","))
+
+
 def io_path(tmp_path, data):
     path = tmp_path / "complete.png"
     path.write_bytes(data)

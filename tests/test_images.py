@@ -442,3 +442,136 @@ def test_decode_error_pickles():
 
     error = pickle.loads(pickle.dumps(ImageDecodeError("/a.png", "bad")))
     assert (error.path, error.reason, str(error)) == ("/a.png", "bad", "/a.png: bad")
+
+
+# JPEGs: a file cut short and closed with an end-of-image marker decodes in Pillow (libjpeg only
+# warns, and fills the rest grey); load_image refuses it from libjpeg-turbo's own data warnings.
+# The references: Pillow's plain decode (which accepts the cut file, so each case could pass
+# unnoticed) and, for valid files, Pillow's RGB conversion of the same file.
+EOI = b"\xff\xd9"
+
+
+def jpeg_bytes(array: np.ndarray, mode: str | None = None, **options) -> bytes:
+    image = Image.fromarray(array)
+    buffer = io.BytesIO()
+    (image.convert(mode) if mode else image).save(buffer, format="JPEG", **options)
+    return buffer.getvalue()
+
+
+def photo(h: int = 96, w: int = 128) -> np.ndarray:
+    """Smooth gradients plus noise: many blocks with AC coefficients, so every cut lands in coded data."""
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (h + w)], axis=-1)
+    return np.clip(base + RNG.integers(-40, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def cut_with_eoi(data: bytes, where: str) -> bytes:
+    end = len(data) - len(EOI)
+    assert data[end:] == EOI
+    position = end - 3 if where == "eoi-3" else int(len(data) * float(where))
+    return data[:position] + EOI
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "gray-progressive", "restart-markers"])
+@pytest.mark.parametrize("where", ["0.1", "0.5", "0.9", "eoi-3"])
+def test_jpeg_cut_short_and_closed_with_an_end_marker_is_refused(tmp_path, kind, where):
+    options = {
+        "baseline": {},
+        "progressive": {"progressive": True},
+        "gray-progressive": {"mode": "L", "progressive": True},
+        "restart-markers": {"restart_marker_rows": 1},
+    }[kind]
+    data = cut_with_eoi(jpeg_bytes(photo(), quality=90, **options), where)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data)
+    with Image.open(path) as image:
+        image.load()  # Pillow decodes it without a word
+    with pytest.raises(ImageDecodeError, match=r"^.*: truncated or corrupt image data \(the JPEG's compressed data ends"):
+        load_image(path)
+
+
+def test_jpeg_without_its_end_marker_is_refused(tmp_path):
+    data = jpeg_bytes(photo(), quality=90)
+    (tmp_path / "a.jpg").write_bytes(data[: -len(EOI)])
+    with pytest.raises(ImageDecodeError, match="truncated or corrupt image data"):
+        load_image(tmp_path / "a.jpg")
+
+
+def libjpeg_turbo_jpegs() -> dict[str, bytes]:
+    """JPEGs from another encoder than Pillow's: libjpeg-turbo's TurboJPEG API (simplejpeg), which
+    also writes YCCK (Adobe transform 2) from CMYK pixels and the 4:4:0 and 4:1:1 subsamplings."""
+    import simplejpeg
+
+    array = photo()
+    files = {f"turbojpeg-{s}": simplejpeg.encode_jpeg(array, colorsubsampling=s) for s in ("444", "422", "420", "440", "411")}
+    files["turbojpeg-gray"] = simplejpeg.encode_jpeg(array[..., :1].copy(), colorspace="GRAY", colorsubsampling="Gray")
+    files["turbojpeg-ycck"] = simplejpeg.encode_jpeg(np.dstack([array, array[..., 0]]), colorspace="CMYK")
+    return files
+
+
+def pillow_jpegs() -> dict[str, bytes]:
+    array, exif = photo(), Image.Exif()
+    exif[0x010F] = "featx test camera"  # a Make tag: EXIF without an orientation
+    return {
+        "baseline": jpeg_bytes(array, quality=75),
+        "optimized-q95": jpeg_bytes(array, quality=95, optimize=True),
+        "progressive": jpeg_bytes(array, progressive=True),
+        "gray": jpeg_bytes(array, mode="L"),
+        "gray-progressive": jpeg_bytes(array, mode="L", progressive=True),
+        "subsampling-444": jpeg_bytes(array, subsampling=0),
+        "subsampling-420": jpeg_bytes(array, subsampling=2),
+        "cmyk": jpeg_bytes(array, mode="CMYK"),
+        "cmyk-progressive": jpeg_bytes(array, mode="CMYK", progressive=True),
+        "exif": jpeg_bytes(array, exif=exif.tobytes()),
+        "restart-blocks": jpeg_bytes(array, restart_marker_blocks=3),
+        "restart-rows-progressive": jpeg_bytes(array, restart_marker_rows=2, progressive=True),
+        "odd-size-17x33": jpeg_bytes(array[:17, :33].copy()),
+        "one-pixel": jpeg_bytes(array[:1, :1].copy()),
+    }
+
+
+@pytest.mark.parametrize("source", [pillow_jpegs, libjpeg_turbo_jpegs])
+def test_valid_jpegs_are_never_refused_and_decode_as_pillow_does(tmp_path, source):
+    from featx._truncation import jpeg_missing_data
+
+    files = source()
+    assert len(files) >= 7
+    for name, data in files.items():
+        path = tmp_path / f"{name}.jpg"
+        path.write_bytes(data)
+        assert jpeg_missing_data(str(path)) is None, name
+        with Image.open(path) as image:
+            expected = as_chw(np.asarray(image.convert("RGB")), 255.0)
+        assert torch.equal(load_image(path), expected), name
+
+
+def test_jpeg_check_leaves_other_failures_to_the_decoder(tmp_path):
+    from featx._truncation import jpeg_missing_data
+
+    # a colour space libjpeg-turbo's decoder cannot give as gray (CMYK) is read as CMYK, not refused
+    (tmp_path / "cmyk.jpg").write_bytes(jpeg_bytes(photo(), mode="CMYK"))
+    assert jpeg_missing_data(str(tmp_path / "cmyk.jpg")) is None
+    # not a JPEG at all: libjpeg fails on the header, which is not a data warning
+    (tmp_path / "text.jpg").write_text("not a jpeg")
+    assert jpeg_missing_data(str(tmp_path / "text.jpg")) is None
+    # the same check on the cut file names libjpeg's warning
+    (tmp_path / "cut.jpg").write_bytes(cut_with_eoi(jpeg_bytes(photo()), "0.5"))
+    assert jpeg_missing_data(str(tmp_path / "cut.jpg")) == (
+        "truncated or corrupt image data (the JPEG's compressed data ends before its last block, and the missing "
+        "blocks would come out grey; libjpeg: Corrupt JPEG data: premature end of data segment)"
+    )
+
+
+def test_multi_picture_jpeg_is_checked_on_its_first_picture(tmp_path):
+    # An MPO (a camera's multi-picture file) is a JPEG followed by more JPEGs; Pillow reads the first.
+    first, second = photo(), photo()[::-1].copy()
+    Image.fromarray(first).save(tmp_path / "a.mpo", format="MPO", save_all=True, append_images=[Image.fromarray(second)])
+    with Image.open(tmp_path / "a.mpo") as image:
+        assert image.format == "MPO"
+        expected = as_chw(np.asarray(image.convert("RGB")), 255.0)
+    assert torch.equal(load_image(tmp_path / "a.mpo"), expected)
+    data = (tmp_path / "a.mpo").read_bytes()
+    end = data.index(EOI + b"\xff\xd8")  # the first picture's end marker, where the second starts
+    (tmp_path / "cut.mpo").write_bytes(data[: end // 2] + EOI)  # the first picture cut in half
+    with pytest.raises(ImageDecodeError, match="truncated or corrupt image data"):
+        load_image(tmp_path / "cut.mpo")
