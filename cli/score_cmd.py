@@ -80,8 +80,9 @@ def score(
     from featx.errors import RandomWeightsWarning, WeightsNotFoundError
     from featx.score import score_folders, write_scores
 
+    chosen = [m.strip() for m in metrics.split(",") if m.strip()]
     random_weights = weights.lower() == "random"
-    if random_weights:
+    if random_weights and {"lpips", "dists"} & set(chosen):
         click.echo(
             "featx: warning: --weights random: LPIPS/DISTS run on random backbones (fixed seed 0) with unit learned "
             "layers; their numbers are NOT LPIPS/DISTS (columns *_random) and only show that scoring works",
@@ -91,7 +92,7 @@ def score(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once
             summary = score_folders(
-                pred_dir, ref_dir, metrics=[m.strip() for m in metrics.split(",") if m.strip()],
+                pred_dir, ref_dir, metrics=chosen,
                 crop_border=crop_border, y_channel=y_channel, pair_by=pair_by, alpha=alpha,
                 device=device, batch_size=batch_size, lpips_net=lpips_net,
                 weights=None if random_weights else "DEFAULT", progress=not quiet,

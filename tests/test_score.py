@@ -280,9 +280,11 @@ def test_random_weights_are_labelled_and_reproducible(clean, tmp_path):
                    reduction="none")  # fmt: skip
     for row, pair in zip(rows[1:], summary.pairs, strict=True):
         x, y = load_image(pred / pair.key)[None], load_image(ref / pair.key)[None]
+        # fp32 rounding: featx score runs channels_last, these contiguous; DISTS is 1 - (a sum near 1), so
+        # its error is absolute, a few float32 ulps of 1.0 (6e-8 seen with ATEN_CPU_CAPABILITY=default)
         with torch.no_grad():
-            assert pair.scores["lpips_random"] == float(row[2]) == pytest.approx(float(lp(x, y)), rel=1e-6, abs=1e-9)
-            assert pair.scores["dists_random"] == float(row[3]) == pytest.approx(float(ds(x, y)), rel=1e-6, abs=1e-9)
+            assert pair.scores["lpips_random"] == float(row[2]) == pytest.approx(float(lp(x, y)), rel=1e-5, abs=1e-7)
+            assert pair.scores["dists_random"] == float(row[3]) == pytest.approx(float(ds(x, y)), rel=1e-5, abs=1e-6)
     assert summary.means["lpips_random"] > 0 and summary.pairs[1].scores["dists_random"] == pytest.approx(0, abs=1e-6)
 
 
