@@ -10,6 +10,8 @@ import click
 
 from featx._choices import ALPHA_MODES, METRICS, PAIR_BY
 
+_LPIPS_NETS = ("alex", "vgg")  # the keys of featx.lpips.LPIPS_NETS, without importing torch for --help
+
 EXIT_FAILED, EXIT_SETUP = 1, 2
 
 
@@ -40,6 +42,12 @@ class ScoreSetupError(click.ClickException):
 @click.option("--device", default="cpu", show_default=True, help="Where LPIPS and DISTS run (cpu, cuda, cuda:1).")
 @click.option("--batch-size", default=None, type=click.IntRange(min=1),
               help="Pairs per LPIPS/DISTS batch (default: 8 on a GPU, 1 on CPU).")  # fmt: skip
+@click.option("--lpips-net", type=click.Choice(_LPIPS_NETS), default="alex", show_default=True,
+              help="LPIPS backbone: alex (the number most SR tables quote; column lpips) or vgg (column lpips_vgg).")  # fmt: skip
+@click.option("--weights", type=click.Choice(["DEFAULT", "random"], case_sensitive=False), default="DEFAULT",
+              show_default=True,
+              help="DEFAULT: the downloaded LPIPS/DISTS checkpoints; random: random backbones and unit learned "
+                   "layers, to try the command without downloads (columns *_random, not LPIPS/DISTS).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def score(
     pred_dir: str,
@@ -52,6 +60,8 @@ def score(
     alpha: str,
     device: str,
     batch_size: Optional[int],
+    lpips_net: str,
+    weights: str,
     quiet: bool,
 ) -> None:
     """Score the images of PRED_DIR against those of REF_DIR with the same relative paths.
@@ -63,18 +73,35 @@ def score(
     \b
     Example:
       featx score results/ DIV2K_valid_HR/ --metrics psnr,ssim,lpips,dists --crop-border 4 --y-channel
+      featx score results/ DIV2K_valid_HR/ --metrics lpips,dists --weights random   # no downloads, not LPIPS/DISTS
     """
-    from featx.errors import WeightsNotFoundError
+    import warnings
+
+    from featx.errors import RandomWeightsWarning, WeightsNotFoundError
     from featx.score import score_folders, write_scores
 
+    chosen = [m.strip() for m in metrics.split(",") if m.strip()]
+    random_weights = weights.lower() == "random"
+    if random_weights and {"lpips", "dists"} & set(chosen):
+        click.echo(
+            "featx: warning: --weights random: LPIPS/DISTS run on random backbones (fixed seed 0) with unit learned "
+            "layers; their numbers are NOT LPIPS/DISTS (columns *_random) and only show that scoring works",
+            err=True,
+        )
     try:
-        summary = score_folders(
-            pred_dir, ref_dir, metrics=[m.strip() for m in metrics.split(",") if m.strip()],
-            crop_border=crop_border, y_channel=y_channel, pair_by=pair_by, alpha=alpha,
-            device=device, batch_size=batch_size, progress=not quiet,
-        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once
+            summary = score_folders(
+                pred_dir, ref_dir, metrics=chosen,
+                crop_border=crop_border, y_channel=y_channel, pair_by=pair_by, alpha=alpha,
+                device=device, batch_size=batch_size, lpips_net=lpips_net,
+                weights=None if random_weights else "DEFAULT", progress=not quiet,
+            )  # fmt: skip
     except WeightsNotFoundError as error:
-        raise ScoreSetupError(str(error)) from None
+        raise ScoreSetupError(
+            f"{error}\n  - CLI: FEATX_HOME=DIR featx score ... to search DIR (a folder holding the file), or "
+            "--weights random to try featx score without trained weights (the numbers are then not LPIPS/DISTS)"
+        ) from None
     except (FileNotFoundError, ValueError, TypeError, RuntimeError) as error:
         raise ScoreSetupError(str(error)) from None
     json_path = write_scores(summary, out)
@@ -82,7 +109,10 @@ def score(
         click.echo(f"featx: error: {pair.key}: {pair.error}", err=True)
     scored = len(summary.pairs) - len(summary.errors)
     means = ", ".join(f"{name} {value:.4f}" for name, value in summary.means.items())
-    click.echo(f"featx score: {scored} of {len(summary.pairs)} pairs scored; mean {means}")
+    note = ""
+    if summary.config["random_weights"]:
+        note = " (RANDOM weights: the *_random numbers are not LPIPS/DISTS)"
+    click.echo(f"featx score: {scored} of {len(summary.pairs)} pairs scored; mean {means}{note}")
     click.echo(f"featx score: wrote {out} and {json_path}")
     if summary.errors:
         sys.exit(EXIT_FAILED)

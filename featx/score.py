@@ -7,8 +7,13 @@ Images are paired by relative path (or by path without extension), decoded by
   values, the same number as on the integer pixels with ``data_range = 2**bits - 1``;
 - ``ssim``: :func:`skimage.metrics.structural_similarity` with ``gaussian_weights=True,
   sigma=1.5, use_sample_covariance=False, data_range=1`` (over the RGB channels, or on Y);
-- ``lpips``, ``dists``: :class:`featx.LPIPS` (AlexNet, v0.1) and :class:`featx.DISTS`, batched by
-  image size on the device.
+- ``lpips``, ``dists``: :class:`featx.LPIPS` (v0.1, AlexNet by default, VGG16 with
+  ``lpips_net="vgg"``) and :class:`featx.DISTS`, batched by image size on the device.
+
+Each number is stored under its column name, which says what it is: ``lpips`` (AlexNet),
+``lpips_vgg`` (VGG16), ``dists``; with ``weights=None`` (random backbones, unit learned layers,
+for trying the command without downloads) they carry a ``_random`` suffix (``lpips_random``,
+``dists_random``), since they are not LPIPS/DISTS numbers.
 
 ``crop_border=N`` removes ``N`` pixels on every side before every metric; ``y_channel=True``
 computes PSNR and SSIM on BT.601 luma ``Y = (65.481 R + 128.553 G + 24.966 B + 16) / 255`` (the
@@ -37,7 +42,18 @@ from featx.discovery import find_images
 from featx.errors import FeatxValueError, ImageDecodeError, InputNotFoundError
 from featx.images import load_image
 
-__all__ = ["METRICS", "PAIR_BY", "ScoredPair", "ScoreSummary", "pair_folders", "score_folders", "write_scores"]
+__all__ = [
+    "METRICS",
+    "PAIR_BY",
+    "ScoredPair",
+    "ScoreSummary",
+    "pair_folders",
+    "score_column",
+    "score_folders",
+    "write_scores",
+]
+
+_RANDOM_SEED = 0  # of the random backbones of weights=None (as featx extract's), so reruns agree
 
 PathLike = Union[str, "os.PathLike[str]"]
 MetricModule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,7 +68,7 @@ class ScoredPair:
         key: the pairing key (relative path, or relative path without extension).
         pred: the prediction file (``None`` if missing).
         ref: the reference file (``None`` if missing).
-        scores: ``{metric: value}``; empty when the pair failed.
+        scores: ``{column: value}`` (see :func:`score_column`); empty when the pair failed.
         error: why the pair was not scored, or ``None``.
     """
 
@@ -69,13 +85,19 @@ class ScoreSummary:
 
     Attributes:
         pairs: every pair (scored or failed) in key order.
-        means: ``{metric: mean over the scored pairs}`` (``nan`` if none was scored).
-        config: the settings and the metric modules' weights ids.
+        means: ``{column: mean over the scored pairs}`` (``nan`` if none was scored).
+        config: the settings (``metrics``, their ``columns``, ``lpips_net``, ``random_weights``, ...)
+            and, under ``weights``, the ids and sha256 of the weights LPIPS/DISTS used.
     """
 
     pairs: list[ScoredPair]
     means: dict[str, float]
     config: dict[str, Any]
+
+    @property
+    def columns(self) -> list[str]:
+        """The score columns, in metric order (``config["columns"]``, else the metric names)."""
+        return list(self.config.get("columns", self.config["metrics"]))
 
     @property
     def errors(self) -> list[ScoredPair]:
@@ -151,21 +173,71 @@ def _classic(pred: np.ndarray, ref: np.ndarray, metrics: Sequence[str], y_channe
     return scores
 
 
-def default_metric(name: str, device: torch.device) -> tuple[MetricModule, str]:
-    """The module behind ``lpips`` / ``dists`` with the default (ImageNet and learned) weights, and
-    a description of its weights for the summary."""
-    if name == "dists":
-        from featx.dists import DISTS
+def score_column(metric: str, *, lpips_net: str = "alex", random_weights: bool = False) -> str:
+    """The column (and ``scores``/``means`` key) of a metric: ``lpips`` for AlexNet LPIPS, the number
+    most SR tables quote, ``lpips_vgg`` for VGG16 LPIPS (a different number), and a ``_random``
+    suffix on ``lpips``/``dists`` computed with random weights.
 
-        dists = DISTS(reduction="none").to(device)
-        return dists, f"DISTS: backbone {dists.extractor.weights_id} (sha256 {dists.extractor.weights_sha256})"
+    Example:
+        >>> score_column("lpips"), score_column("lpips", lpips_net="vgg"), score_column("dists", random_weights=True)
+        ('lpips', 'lpips_vgg', 'dists_random')
+    """
+    if metric not in ("lpips", "dists"):
+        return metric
+    base = "lpips_vgg" if metric == "lpips" and lpips_net == "vgg" else metric
+    return f"{base}_random" if random_weights else base
+
+
+def _describe(name: str, module: object, random_weights: bool, given: bool) -> dict[str, Any]:
+    """The summary's record of a metric module: what it is and the ids/sha256 of its weights
+    (``"unit"`` learned layers for the random-weights modules :func:`default_metric` builds)."""
+    title = "LPIPS v0.1" if name == "lpips" else "DISTS"
+    if given:
+        title = f"{title.split()[0]} (given module {type(module).__name__})"
+    elif random_weights:
+        title = f"random weights: not {title.split()[0]}"
+    record: dict[str, Any] = {"metric": title}
+    if name == "lpips":
+        record["net"] = getattr(module, "net", None)
+        holder, learned = module, "lin_weights"
+    else:
+        holder, learned = getattr(module, "extractor", None), "dists_weights"
+    record["backbone"] = getattr(holder, "weights_id", None)
+    record["backbone_sha256"] = getattr(holder, "weights_sha256", None)
+    record["learned"] = "unit" if random_weights else getattr(module, f"{learned}_id", None)
+    record["learned_sha256"] = None if random_weights else getattr(module, f"{learned}_sha256", None)
+    return record
+
+
+def default_metric(
+    name: str, device: torch.device, *, lpips_net: str = "alex", random_weights: bool = False
+) -> MetricModule:
+    """The module behind ``lpips`` / ``dists``: the registry's ImageNet backbone and learned layers
+    (``LPIPS_<NET>_V0_1``, ``DISTS_VGG16``), or with ``random_weights`` a random backbone (seed
+    0) and unit learned layers (all ones: every channel weighs the same)."""
+    import warnings
+
+    from featx.dists import DISTS, DISTS_CHANNELS
+    from featx.errors import RandomWeightsWarning
     from featx.lpips import LPIPS
+    from featx.lpips import LPIPS_NETS as NETS
 
-    lpips = LPIPS(net="alex", reduction="none").to(device)
-    return lpips, (
-        f"LPIPS alex: backbone {lpips.weights_id} (sha256 {lpips.weights_sha256}), "
-        f"linear layers {lpips.lin_weights_id} (sha256 {lpips.lin_weights_sha256})"
-    )
+    module: torch.nn.Module
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        warnings.simplefilter("ignore", RandomWeightsWarning)  # score_folders warns once, for both
+        torch.manual_seed(_RANDOM_SEED)
+        if name == "dists":
+            if random_weights:
+                unit = torch.ones(1, sum(DISTS_CHANNELS), 1, 1)
+                module = DISTS(weights=None, dists_weights={"alpha": unit, "beta": unit}, reduction="none")
+            else:
+                module = DISTS(reduction="none")
+        elif random_weights:
+            lin = {f"lin{k}.model.1.weight": torch.ones(1, c, 1, 1) for k, c in enumerate(NETS[lpips_net][2])}
+            module = LPIPS(net=lpips_net, weights=None, lin_weights=lin, reduction="none")
+        else:
+            module = LPIPS(net=lpips_net, reduction="none")
+    return module.to(device)
 
 
 def score_folders(
@@ -179,6 +251,8 @@ def score_folders(
     alpha: str = "error",
     device: str = "cpu",
     batch_size: Optional[int] = None,
+    lpips_net: str = "alex",
+    weights: Optional[str] = "DEFAULT",
     modules: Optional[Mapping[str, MetricModule]] = None,
     progress: bool = False,
 ) -> ScoreSummary:
@@ -199,8 +273,17 @@ def score_folders(
         batch_size: pairs of one size per LPIPS/DISTS batch; ``None``: 8 on an accelerator, 1 on
             CPU, where batches of large images run slower than single images (measured: DISTS on
             8 pairs of 256x256, 7.1 s one by one, 9.1 s as one batch; the activations leave the cache).
-        modules: ``{"lpips" | "dists": module}`` to use instead of the default-weights modules
-            (on CPU they run ``channels_last``: their parameters are converted in place).
+        lpips_net: ``"alex"`` (the LPIPS most SR tables quote; column ``lpips``) or ``"vgg"``
+            (column ``lpips_vgg``).
+        weights: ``"DEFAULT"``: the registry's checkpoints from the local cache (ImageNet
+            backbones, ``LPIPS_<NET>_V0_1``, ``DISTS_VGG16``); ``None``: random backbones (seed
+            0) and unit learned layers, to try the scoring without
+            downloads. Warns :class:`~featx.errors.RandomWeightsWarning`; the columns get a
+            ``_random`` suffix, as the numbers are not LPIPS/DISTS.
+        modules: ``{"lpips" | "dists": module}`` to use instead of the modules ``weights`` builds
+            (on CPU they run ``channels_last``: their parameters are converted in place); a
+            :class:`featx.LPIPS` must have ``net == lpips_net``. Their columns carry no ``_random``
+            suffix (``weights`` applies to the modules built here); the summary records their ids.
         progress: show a progress bar on stderr.
 
     Returns:
@@ -221,15 +304,44 @@ def score_folders(
     if batch_size is None:
         batch_size = 1 if torch_device.type == "cpu" else 8
     check_int("batch_size", batch_size)
-    pairs = pair_folders(pred_dir, ref_dir, pair_by=pair_by)
+    from featx.lpips import LPIPS_NETS
+
+    check_choice("lpips_net", lpips_net, tuple(LPIPS_NETS))
+    if weights is not None and weights != "DEFAULT":
+        raise FeatxValueError(
+            "weights must be 'DEFAULT' (the registry's LPIPS/DISTS checkpoints, from the local cache) or None "
+            f"(random backbones and unit learned layers, to try featx score), got {weights!r}"
+        )
     deep = [name for name in chosen if name in ("lpips", "dists")]
+    given = set(deep) & set(modules or {})
+    random_weights = weights is None
+    randomised = [name for name in deep if random_weights and name not in given]
+    columns = {name: score_column(name, lpips_net=lpips_net, random_weights=name in randomised) for name in chosen}
+    pairs = pair_folders(pred_dir, ref_dir, pair_by=pair_by)
+    if randomised:
+        import warnings
+
+        from featx.errors import RandomWeightsWarning
+
+        warnings.warn(
+            f"weights=None: {' and '.join(randomised)} run on random backbones (seed {_RANDOM_SEED}) with "
+            f"unit learned layers; the numbers (columns {', '.join(columns[name] for name in randomised)}) are not "
+            "LPIPS/DISTS and only show that scoring works. Use weights='DEFAULT' with the files of "
+            "`featx weights download NAME` for real numbers.",
+            RandomWeightsWarning,
+            stacklevel=2,
+        )
     nets: dict[str, MetricModule] = {}
-    described: dict[str, str] = {}
+    described: dict[str, dict[str, Any]] = {}
     for name in deep:
-        if modules is not None and name in modules:
-            nets[name], described[name] = modules[name], "given module"
+        if modules is not None and name in given:
+            nets[name] = modules[name]
+            net = getattr(nets[name], "net", lpips_net)
+            if name == "lpips" and net != lpips_net:
+                raise FeatxValueError(f"modules['lpips'] is LPIPS net={net!r} but lpips_net={lpips_net!r}")
         else:
-            nets[name], described[name] = default_metric(name, torch_device)
+            nets[name] = default_metric(name, torch_device, lpips_net=lpips_net, random_weights=random_weights)
+        described[name] = _describe(name, nets[name], name in randomised, name in given)
     from tqdm.auto import tqdm
 
     by_size: dict[tuple[int, ...], list[tuple[ScoredPair, torch.Tensor, torch.Tensor]]] = {}
@@ -253,7 +365,7 @@ def score_folders(
         classic = [name for name in chosen if name in ("psnr", "ssim")]
         if classic:
             as_array = [t.double().permute(1, 2, 0).numpy() for t in (pred, ref)]
-            pair.scores.update(_classic(as_array[0], as_array[1], classic, y_channel))
+            pair.scores.update(_classic(as_array[0], as_array[1], classic, y_channel))  # psnr/ssim: own columns
         if deep:
             by_size.setdefault(tuple(pred.shape), []).append((pair, pred, ref))
     # channels_last on CPU, where oneDNN then skips its layout reorders (1.3x for DISTS' VGG16 at
@@ -271,11 +383,17 @@ def score_folders(
                 for name in deep:
                     values = nets[name](preds, refs).reshape(-1).double().cpu().tolist()
                     for (pair, _, _), value in zip(chunk, values, strict=True):
-                        pair.scores[name] = value
+                        pair.scores[columns[name]] = value
     scored = [pair for pair in pairs if pair.error is None]
-    means = {name: (sum(p.scores[name] for p in scored) / len(scored)) if scored else math.nan for name in chosen}
+    means = {
+        column: (sum(p.scores[column] for p in scored) / len(scored)) if scored else math.nan
+        for column in columns.values()
+    }
     config = {
         "metrics": chosen,
+        "columns": [columns[name] for name in chosen],
+        "lpips_net": lpips_net,
+        "random_weights": randomised,
         "crop_border": crop_border,
         "y_channel": y_channel,
         "pair_by": pair_by,
@@ -288,7 +406,7 @@ def score_folders(
 
 
 def write_scores(summary: ScoreSummary, csv_path: PathLike) -> Path:
-    """Write the per-pair CSV (``key,<metric>,...``, scored pairs in key order) and, next to it, a
+    """Write the per-pair CSV (``key,<column>,...``, scored pairs in key order) and, next to it, a
     JSON summary (means, counts, errors, configuration); both atomically. Returns the JSON path.
 
     Example:
@@ -302,7 +420,7 @@ def write_scores(summary: ScoreSummary, csv_path: PathLike) -> Path:
     """
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics = list(summary.config["metrics"])
+    metrics = summary.columns
     lines = [_csv_line(["key", *metrics])]
     for pair in summary.pairs:
         if pair.error is None:

@@ -170,3 +170,21 @@ def test_bad_weights_are_refused(tmp_path):
         load_dists_weights("LPIPS_ALEX_V0_1")
     with pytest.raises(ValueError, match="unknown reduction 'avg'"):
         DISTS(weights=None, dists_weights=good, reduction="avg")
+
+
+def test_missing_default_dists_weights_name_the_dists_weights_argument(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATX_HOME", str(tmp_path))
+    good = {"alpha": torch.ones(1, 1475, 1, 1), "beta": torch.ones(1, 1475, 1, 1)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = DISTS(weights=None, dists_weights=good).extractor.state_dict()
+    with pytest.raises(featx.errors.WeightsNotFoundError) as info:
+        DISTS(weights=state)  # dists_weights="DEFAULT", not on disk
+    message = str(info.value)
+    assert f"no file {DISTS_FILE}" in message and str(tmp_path) in message
+    assert "featx weights download DISTS_VGG16" in message
+    assert "\n  - dists_weights=PATH to a local copy" in message and "\n  - weights=PATH" not in message
+    assert info.value.path == DISTS_FILE and tmp_path in info.value.searched
+    # the backbone's own message keeps weights=PATH: there it is the right argument
+    with pytest.raises(featx.errors.WeightsNotFoundError, match=r"\n  - weights=PATH to a local copy"):
+        DISTS(dists_weights=good)

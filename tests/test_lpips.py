@@ -380,3 +380,15 @@ def test_inputs_in_another_range_warn_once():
         warnings.simplefilter("error", InputRangeWarning)
         metric(2 * x - 1, 2 * y - 1)  # once only
         ours("alex", reference("alex"), input_range=(-1, 1))(2 * x - 1, 2 * y - 1)
+
+
+def test_missing_default_lin_weights_name_the_lin_weights_argument(monkeypatch, tmp_path):
+    monkeypatch.setenv("FEATX_HOME", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError) as info:
+        LPIPS("vgg", weights=backbone_state(reference("vgg")))  # lin_weights="DEFAULT", not on disk
+    message = str(info.value)
+    assert "no file lpips_vgg_v0.1.pth" in message and str(tmp_path) in message
+    assert "featx weights download LPIPS_VGG_V0_1" in message
+    assert "\n  - lin_weights=PATH to a local copy" in message and "\n  - weights=PATH" not in message
+    with pytest.raises(WeightsNotFoundError, match=r"alexnet-owt-7be5be79\.pth(?s:.*)\n  - weights=PATH to a local copy"):
+        LPIPS("alex", lin_weights=lin_state("alex"))  # the backbone: weights=PATH is right there

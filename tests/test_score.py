@@ -19,6 +19,7 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from featx.dists import DISTS
+from featx.errors import UnverifiedWeightsWarning
 from featx.images import load_image
 from featx.score import pair_folders, score_folders, write_scores
 from featx_cli.main import cli
@@ -168,3 +169,163 @@ def test_cli_writes_scores_and_exits_1_on_failed_pairs(folders, tmp_path):
     assert missing.exit_code == 2 and "folder not found" in missing.output
     bad = CliRunner().invoke(cli, ["score", str(pred), str(ref), "--metrics", "fid"])
     assert bad.exit_code == 2 and "unknown metric 'fid'" in bad.output
+
+
+# ---------------------------------------------------------------------------------------------
+# LPIPS backbones, random weights, missing weights
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def clean(tmp_path):
+    """Two pairs of 48x48 PNGs, all scoreable: an exact copy and a noisy prediction."""
+    pred, ref = tmp_path / "sr", tmp_path / "hr"
+    pred.mkdir(), ref.mkdir()
+    hr = [RNG.integers(0, 256, (48, 48, 3), dtype=np.uint8) for _ in range(2)]
+    Image.fromarray(hr[0]).save(pred / "same.png")
+    Image.fromarray(noisy(hr[1], 0.1)).save(pred / "noisy.png")
+    for name, array in zip(("same.png", "noisy.png"), hr, strict=True):
+        Image.fromarray(array).save(ref / name)
+    return pred, ref
+
+
+def _lpips_reference(net: str):
+    """The lpips package with a random backbone (seeded) and its shipped v0.1 linear layers."""
+    import lpips
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
+
+
+@pytest.mark.parametrize(("net", "column", "backbone_file"), [("alex", "lpips", "alexnet-owt-7be5be79.pth"),
+                                                              ("vgg", "lpips_vgg", "vgg16-397923af.pth")])  # fmt: skip
+def test_lpips_net_scores_equal_featx_lpips_and_the_lpips_package(clean, tmp_path, monkeypatch, net, column, backbone_file):
+    import hashlib
+    import os
+    import re
+    import shutil
+    from pathlib import Path
+
+    import lpips
+
+    from featx.lpips import LPIPS
+
+    pred, ref = clean
+    reference = _lpips_reference(net)
+    home = Path(os.environ["FEATX_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    # the default files, fabricated: the lpips package's backbone under torchvision's file name, its lin file
+    backbone = {re.sub(r"^net\.slice\d+\.", "features.", k): v for k, v in reference.state_dict().items() if k.startswith("net.")}
+    torch.save(backbone, home / backbone_file)
+    lin = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+    shutil.copy(lin, home / f"lpips_{net}_v0.1.pth")
+    out = tmp_path / "scores.csv"
+    args = ["score", str(pred), str(ref), "--metrics", "psnr,lpips", "--out", str(out), "--quiet"]
+    with pytest.warns(UnverifiedWeightsWarning, match=backbone_file):  # ours, at torchvision's file name
+        result = CliRunner().invoke(cli, [*args, "--lpips-net", net] if net == "vgg" else args)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["key", "psnr", column]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fabricated backbone does not have torchvision's sha256
+        direct = LPIPS(net, weights=home / backbone_file, lin_weights=lin, reduction="none")
+    for key, _, value in rows[1:]:
+        x, y = load_image(pred / key)[None], load_image(ref / key)[None]
+        with torch.no_grad():
+            assert float(value) == pytest.approx(float(direct(x, y)), rel=1e-6, abs=1e-9), key
+            assert float(value) == pytest.approx(float(reference(x * 2 - 1, y * 2 - 1)), rel=1e-5, abs=1e-7), key
+    values = {key: float(value) for key, _, value in rows[1:]}
+    assert values["same.png"] == 0.0 and values["noisy.png"] > 0.01
+    config = json.loads(out.with_suffix(".json").read_text())["config"]
+    record = config["weights"]["lpips"]
+    assert config["lpips_net"] == net and record["net"] == net and config["columns"] == ["psnr", column]
+    assert record["learned"] == f"LPIPS_{net.upper()}_V0_1"
+    assert record["learned_sha256"] == hashlib.sha256(lin.read_bytes()).hexdigest()
+    assert record["backbone"].startswith("unverified:")  # our file at torchvision's name: not its hash
+    assert record["backbone_sha256"] == hashlib.sha256((home / backbone_file).read_bytes()).hexdigest()
+
+
+def test_random_weights_are_labelled_and_reproducible(clean, tmp_path):
+    import featx
+    from featx.dists import DISTS
+    from featx.lpips import LPIPS
+
+    pred, ref = clean
+    out = tmp_path / "r.csv"
+    args = ["score", str(pred), str(ref), "--metrics", "psnr,lpips,dists", "--weights", "random", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output  # no weights on disk: nothing was needed
+    assert "featx: warning: --weights random" in result.output  # stderr and stdout together
+    assert "not LPIPS/DISTS" in result.output and "lpips_random" in result.output
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["key", "psnr", "lpips_random", "dists_random"]
+    config = json.loads(out.with_suffix(".json").read_text())["config"]
+    assert config["random_weights"] == ["lpips", "dists"]
+    for name in ("lpips", "dists"):
+        record = config["weights"][name]
+        assert record["backbone"] == "random" and record["learned"] == "unit" and record["backbone_sha256"] is None
+        assert record["metric"].startswith("random weights: not ")
+    # the same numbers from the Python API (warns once) and from modules built by hand with seed 0
+    with pytest.warns(featx.RandomWeightsWarning, match="not LPIPS/DISTS"):
+        summary = score_folders(pred, ref, metrics=["lpips", "dists"], weights=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        unit = {f"lin{k}.model.1.weight": torch.ones(1, c, 1, 1) for k, c in enumerate((64, 192, 384, 256, 256))}
+        torch.manual_seed(0)
+        lp = LPIPS("alex", weights=None, lin_weights=unit, reduction="none")
+        torch.manual_seed(0)
+        ds = DISTS(weights=None, dists_weights={"alpha": torch.ones(1, 1475, 1, 1), "beta": torch.ones(1, 1475, 1, 1)},
+                   reduction="none")  # fmt: skip
+    for row, pair in zip(rows[1:], summary.pairs, strict=True):
+        x, y = load_image(pred / pair.key)[None], load_image(ref / pair.key)[None]
+        # fp32 rounding: featx score runs channels_last, these contiguous; DISTS is 1 - (a sum near 1), so
+        # its error is absolute, a few float32 ulps of 1.0 (6e-8 seen with ATEN_CPU_CAPABILITY=default)
+        with torch.no_grad():
+            assert pair.scores["lpips_random"] == float(row[2]) == pytest.approx(float(lp(x, y)), rel=1e-5, abs=1e-7)
+            assert pair.scores["dists_random"] == float(row[3]) == pytest.approx(float(ds(x, y)), rel=1e-5, abs=1e-6)
+    assert summary.means["lpips_random"] > 0 and summary.pairs[1].scores["dists_random"] == pytest.approx(0, abs=1e-6)
+
+
+def test_missing_weights_are_a_setup_error_naming_file_folder_and_fixes(clean, tmp_path):
+    import os
+
+    pred, ref = clean
+    result = CliRunner().invoke(cli, ["score", str(pred), str(ref), "--metrics", "dists", "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 2, result.output
+    for part in ("vgg16-397923af.pth", os.environ["FEATX_HOME"], "featx weights download VGG16_IMAGENET1K_V1",
+                 "FEATX_HOME=DIR", "--weights random"):  # fmt: skip
+        assert part in result.output, part
+    assert not (tmp_path / "s.csv").exists()
+    # the backbone present, the learned layers missing: their own file, name and argument
+    home = tmp_path / "home"
+    home.mkdir()
+    unit = {"alpha": torch.ones(1, 1475, 1, 1), "beta": torch.ones(1, 1475, 1, 1)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(DISTS(weights=None, dists_weights=unit).extractor.state_dict(), home / "vgg16-397923af.pth")
+    with pytest.warns(UnverifiedWeightsWarning):  # the fabricated backbone at torchvision's file name
+        result = CliRunner().invoke(cli, ["score", str(pred), str(ref), "--metrics", "dists"], env={"FEATX_HOME": str(home)})
+    assert result.exit_code == 2, result.output
+    for part in ("dists_vgg16.pt", str(home), "featx weights download DISTS_VGG16", "dists_weights=PATH", "--weights random"):
+        assert part in result.output, part
+    assert "  - weights=PATH" not in result.output
+
+
+def test_lpips_net_and_weights_arguments_are_checked(clean):
+    pred, ref = clean
+    with pytest.raises(ValueError, match="unknown lpips_net 'vg'. Did you mean 'vgg'"):
+        score_folders(pred, ref, metrics=["lpips"], lpips_net="vg")
+    with pytest.raises(ValueError, match="weights must be 'DEFAULT' .* or None"):
+        score_folders(pred, ref, metrics=["lpips"], weights="random")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from featx.lpips import LPIPS
+
+        alex = LPIPS("alex", weights=None, lin_weights={f"lin{k}.model.1.weight": torch.ones(1, c, 1, 1)
+                                                       for k, c in enumerate((64, 192, 384, 256, 256))})  # fmt: skip
+    with pytest.raises(ValueError, match="modules\\['lpips'\\] is LPIPS net='alex' but lpips_net='vgg'"):
+        score_folders(pred, ref, metrics=["lpips"], lpips_net="vgg", modules={"lpips": alex})
+    help_text = CliRunner().invoke(cli, ["score", "--help"]).output
+    assert "--lpips-net [alex|vgg]" in help_text and "--weights" in help_text

@@ -15,7 +15,7 @@ from featx._checks import closest
 from featx.errors import FeatxTypeError, FeatxValueError, WeightsLoadError, WeightsNotFoundError
 from featx.weights.checkpoint import read_checkpoint, sha256_file
 from featx.weights.loading import LoadedWeights, check_known_hash, verify_mode
-from featx.weights.locations import locate
+from featx.weights.locations import find, missing_checkpoint_error, search_dirs
 from featx.weights.matching import check_values
 from featx.weights.registry import MetricWeights
 
@@ -59,6 +59,14 @@ def _resolve(spec: object, default: MetricWeights, argument: str) -> Union[Metri
             f"for {default.arch} are needed; use {argument}='DEFAULT' ({default.name})"
         )
     return member
+
+
+def _missing(member: MetricWeights, argument: str) -> WeightsNotFoundError:
+    """The not-found error of a known checkpoint, naming this argument's path fix (``dists_weights=PATH``,
+    ``lin_weights=PATH``) rather than the backbone's ``weights=PATH``."""
+    error = missing_checkpoint_error(member, search_dirs())
+    message = str(error).replace("\n  - weights=PATH", f"\n  - {argument}=PATH", 1)
+    return WeightsNotFoundError(message, path=error.path, searched=error.searched)
 
 
 def _select(
@@ -144,7 +152,10 @@ def load_learned(
     target = _resolve(spec, default, argument)
     member = target if isinstance(target, MetricWeights) else None
     if isinstance(target, MetricWeights):
-        path = locate(target)
+        found = find(target)
+        if found is None:
+            raise _missing(target, argument)
+        path = found
     else:
         path = target
         if not path.is_file():
