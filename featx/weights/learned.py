@@ -64,9 +64,7 @@ def _resolve(spec: object, default: MetricWeights, argument: str) -> Union[Metri
 def _missing(member: MetricWeights, argument: str) -> WeightsNotFoundError:
     """The not-found error of a known checkpoint, naming this argument's path fix (``dists_weights=PATH``,
     ``lin_weights=PATH``) rather than the backbone's ``weights=PATH``."""
-    error = missing_checkpoint_error(member, search_dirs())
-    message = str(error).replace("\n  - weights=PATH", f"\n  - {argument}=PATH", 1)
-    return WeightsNotFoundError(message, path=error.path, searched=error.searched)
+    return missing_checkpoint_error(member, search_dirs(), argument=argument)
 
 
 def _select(

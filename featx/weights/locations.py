@@ -70,9 +70,12 @@ def locate(name: Union[str, KnownCheckpoint]) -> Path:
     return path
 
 
-def missing_checkpoint_error(member: KnownCheckpoint, searched: Iterable[Path]) -> WeightsNotFoundError:
+def missing_checkpoint_error(
+    member: KnownCheckpoint, searched: Iterable[Path], *, argument: str = "weights"
+) -> WeightsNotFoundError:
     """The error for a known checkpoint that is in none of ``searched``: the file, its sha256, the
-    directories searched and the two fixes."""
+    directories searched and the two fixes (``argument`` names the keyword that takes a path:
+    ``weights``, ``lin_weights``, ``dists_weights``)."""
     searched = tuple(searched)
     lines = "".join(f"\n  - {directory}" for directory in searched)
     message = (
@@ -80,7 +83,7 @@ def missing_checkpoint_error(member: KnownCheckpoint, searched: Iterable[Path]) 
         f"in any of the directories searched:{lines}\n"
         "featx never downloads while building a model. Fix it with one of:\n"
         f"  - featx weights download {member.name}   (one-time, hash-checked download from {member.url})\n"
-        f"  - weights=PATH to a local copy (.pth, .pt or .safetensors), or copy {member.file_name} "
+        f"  - {argument}=PATH to a local copy (.pth, .pt or .safetensors), or copy {member.file_name} "
         "into one of the directories above"
     )
     return WeightsNotFoundError(message, path=member.file_name, searched=searched)
