@@ -292,9 +292,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the JSON results")
+    parser.add_argument(
+        "--targets", action=argparse.BooleanOptionalAction, default=None,
+        help="also measure the memory and streaming targets (bench_memory.py, bench_stream.py) in this run "
+        "(default: on, off with --small)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.small:
         args.images, args.size, args.repeats, args.mem_images, args.mem_size = 6, 32, 1, (4, 12), 32
+    if args.targets is None:
+        args.targets = not args.small
 
     import torch
 
@@ -378,6 +385,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "memory": memory,
         "memory_growth_mb": round(many["peak_rss_mb"] - few["peak_rss_mb"], 1),
     }
+    if args.targets:
+        import bench_memory
+        import bench_stream
+
+        results["memory_targets"] = bench_memory.measure(args.small)
+        side, budget = (1200, "768MiB") if args.small else (10000, "4GiB")
+        results["stream"] = bench_stream.measure(side=side, budget_text=budget, windows=4, small=args.small)
+        results["targets"] = target_rows(results)
+        if args.json == DEFAULT_JSON:  # the same run's figures in the scripts' own files
+            write_json(bench_memory.DEFAULT_OUT, results["memory_targets"])
+            write_json(bench_stream.DEFAULT_OUT, results["stream"])
     write_json(args.json, results)
 
     rows = [
@@ -403,8 +421,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ["images", "peak RSS MiB", "added MiB", "RSS 2nd half MiB", "worker maxrss MiB", "seconds"], mem_rows
         )
     )
+    if args.targets:
+        print("\n" + bench_memory.render(results["memory_targets"]))
+        print("\n" + bench_stream.render(results["stream"]))
+        rows = [[t["target"], t["measured"], t["limit"], "met" if t["met"] else "NOT MET"] for t in results["targets"]]
+        print("\ntargets of `featx extract` at scale, this run:")
+        print(format_table(["target", "measured", "limit", ""], rows))
     print(f"\nresults: {args.json}")
     return results
+
+
+PREVIOUS_256 = {"featx_vs_model_only": 1.536, "featx_vs_naive_tuned": 1.531}
+"""The 256x256 ratios before the memory budget and streaming (2026-11-25, same machine): they must
+not regress. Run-to-run spread of this VM is a few per cent, so "no regression" is read as at
+least 0.95x the previous figure."""
+
+
+def target_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of extraction at scale, measured in this run: name, value, limit, met."""
+    ratios, memory, stream = results["ratios"], results["memory_targets"], results["stream"]
+    peaks = memory["results"]
+    rows = [
+        ("256x256: featx / model alone", ratios["featx_vs_model_only"], ">= 0.9", ratios["featx_vs_model_only"] >= 0.9),
+        ("256x256: featx / naive loop", ratios["featx_vs_naive"], ">= 1.5", ratios["featx_vs_naive"] >= 1.5),
+    ]
+    for name, before in PREVIOUS_256.items():
+        rows.append((f"256x256: {name} no regression from {before}", ratios[name], f">= {0.95 * before:.3f}",
+                     ratios[name] >= 0.95 * before))  # fmt: skip
+    tiled_error = max(memory["square_tiled_vs_untiled_rel_error"].values())
+    speed = memory["throughput_4GiB"]["ratio"]
+    rows += [
+        ("5 x 2040x1356, --max-memory 3GiB: peak PSS GiB", peaks["div2k_5_gap_3GiB"]["peak_pss_gib"], "< 3.75",
+         memory["met"]["div2k_5_gap_3GiB"]),
+        ("2400x2400, --max-memory 1GiB: peak PSS GiB", peaks["square_2400_gap_1GiB"]["peak_pss_gib"], "< 1.5",
+         memory["met"]["square_2400_gap_1GiB"]),
+        ("2400x2400 tiled vs untiled: relative error", tiled_error, "< 1e-5", tiled_error < 1e-5),
+        ("2040x1356 under 4GiB: featx / model alone", speed, ">= 0.9", speed >= 0.9),
+        (f"{stream['config']['megapixels']:.0f} MP --reduce none, {stream['config']['max_memory']}: peak / budget",
+         stream["peak_over_budget"], "< 1.25", stream["met"]),
+        ("streamed file vs untiled passes: relative error", max(stream["window_rel_errors"]), "< 1e-5",
+         max(stream["window_rel_errors"]) < 1e-5),
+    ]  # fmt: skip
+    return [{"target": name, "measured": value, "limit": limit, "met": bool(met)} for name, value, limit, met in rows]
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -123,12 +125,9 @@ def model_only_seconds(folder: Path) -> float:
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--small", action="store_true", help="quarter-size images, a quick smoke run")
-    parser.add_argument("--json", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args()
-    scale = 4 if args.small else 1
+def measure(small: bool) -> dict[str, Any]:
+    """Run every case (quarter-size images with ``small``) and return the results payload."""
+    scale = 4 if small else 1
     common = ["--weights", "random", "--quiet", "--overwrite"]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,11 +141,9 @@ def main() -> None:
         results["div2k_5_gap_4GiB"] = run_measured(
             ["extract", str(div2k), str(root / "e"), *gap, "--max-memory", "4GiB", *common]
         )
-        import json as _json
-
-        extract_seconds = _json.loads((root / "e" / "summary.json").read_text())["seconds"]
+        extract_seconds = json.loads((root / "e" / "summary.json").read_text())["seconds"]
         model_seconds = model_only_seconds(div2k)
-        if not args.small:  # the default budget, for comparison
+        if not small:  # the default budget, for comparison
             results["div2k_5_gap_default"] = run_measured(["extract", str(div2k), str(root / "b"), *gap, *common])
         results["square_2400_gap_1GiB"] = run_measured(
             ["extract", str(square), str(root / "c"), *gap, "--max-memory", "1GiB", *common]
@@ -168,21 +165,38 @@ def main() -> None:
         "ratio": round(model_seconds / extract_seconds, 3),
         "target_ratio": 0.9,
     }
-    payload = {
+    return {
         "benchmark": "memory",
         "machine": machine_info(),
-        "config": {"small": args.small, "preset": "ttsr_lte", "reduce": "gap", "workers": 2},
+        "config": {"small": small, "preset": "ttsr_lte", "reduce": "gap", "workers": 2},
         "results": results,
         "targets_peak_pss_gib": targets,
         "met": {name: results[name]["peak_pss_gib"] < limit for name, limit in targets.items()},
         "square_tiled_vs_untiled_rel_error": errors,
         "throughput_4GiB": throughput,
     }
+
+
+def render(payload: dict[str, Any]) -> str:
+    """The printed report of a :func:`measure` payload."""
+    results, targets = payload["results"], payload["targets_peak_pss_gib"]
+    errors, throughput = payload["square_tiled_vs_untiled_rel_error"], payload["throughput_4GiB"]
     rows = [[name, r["peak_pss_gib"], r["seconds"], targets.get(name, "-")] for name, r in results.items()]
-    print(format_table(["case", "peak PSS GiB", "seconds", "target GiB"], rows))
-    print("2400x2400 tiled vs untiled, relative error per tap:", {k: f"{v:.1e}" for k, v in errors.items()})
-    print(f"4 GiB throughput: featx extract {throughput['featx_extract_images_per_second']:.3f} img/s, model alone "
-          f"{throughput['model_only_images_per_second']:.3f} img/s: {throughput['ratio']:.2f}x")  # fmt: skip
+    return "\n".join([
+        format_table(["case", "peak PSS GiB", "seconds", "target GiB"], rows),
+        "2400x2400 tiled vs untiled, relative error per tap: " + str({k: f"{v:.1e}" for k, v in errors.items()}),
+        f"4 GiB throughput: featx extract {throughput['featx_extract_images_per_second']:.3f} img/s, model alone "
+        f"{throughput['model_only_images_per_second']:.3f} img/s: {throughput['ratio']:.2f}x",
+    ])  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="quarter-size images, a quick smoke run")
+    parser.add_argument("--json", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    payload = measure(args.small)
+    print(render(payload))
     write_json(args.json, payload)
 
 

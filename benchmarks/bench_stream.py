@@ -24,6 +24,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -91,22 +92,12 @@ def window_errors(image_path: Path, feature_file: Path, tap: str, windows: int, 
     return errors
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--small", action="store_true", help="a 1200x1200 image under 768 MiB, a quick smoke run")
-    parser.add_argument("--side", type=int, default=None, help="image side (default 10000, --small 1200)")
-    parser.add_argument("--max-memory", default=None, help="budget (default 4GiB, --small 768MiB)")
-    parser.add_argument("--tap", default="relu3_1")
-    parser.add_argument("--windows", type=int, default=4, help="windows checked against untiled passes")
-    parser.add_argument("--json", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args()
-    side = args.side or (1200 if args.small else 10000)
-    budget_text = args.max_memory or ("768MiB" if args.small else "4GiB")
-
+def measure(*, side: int, budget_text: str, tap: str = "relu3_1", windows: int = 4, small: bool = False) -> dict[str, Any]:
+    """Extract one ``side`` x ``side`` image with ``--reduce none --max-memory budget_text``; return the payload."""
     from featx.extract.budget import image_bytes, parse_size, stored_bytes
 
     budget = parse_size(budget_text)
-    vgg = random_extractor(args.tap)
+    vgg = random_extractor(tap)
     untiled = image_bytes(vgg, side, side, reduce="none")
     maps = stored_bytes(vgg, side, side, reduce="none")
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,18 +108,18 @@ def main() -> None:
         write_seconds = time.perf_counter() - start
         command = [
             "extract", str(root / "in"), str(root / "out"), "--weights", "random", "--quiet", "--overwrite",
-            "--taps", args.tap, "--reduce", "none", "--max-memory", budget_text, "--max-pixels", str(side * side),
+            "--taps", tap, "--reduce", "none", "--max-memory", budget_text, "--max-pixels", str(side * side),
         ]  # fmt: skip
         run = run_measured(command)
         feature_file = root / "out" / "big.png.safetensors"
         file_bytes = feature_file.stat().st_size
-        errors = window_errors(root / "in" / "big.png", feature_file, args.tap, args.windows, min(256, side // 4))
+        errors = window_errors(root / "in" / "big.png", feature_file, tap, windows, min(256, side // 4))
     peak = run["peak_pss_gib"] * 2**30
-    payload = {
+    return {
         "benchmark": "stream",
         "machine": machine_info(),
-        "config": {"side": side, "megapixels": side * side / 1e6, "tap": args.tap, "dtype": "float32",
-                   "max_memory": budget_text, "small": args.small, "workers": 2},  # fmt: skip
+        "config": {"side": side, "megapixels": side * side / 1e6, "tap": tap, "dtype": "float32",
+                   "max_memory": budget_text, "small": small, "workers": 2},  # fmt: skip
         "peak_pss_gib": run["peak_pss_gib"],
         "seconds": run["seconds"],
         "image_write_seconds": write_seconds,
@@ -140,10 +131,33 @@ def main() -> None:
         "met": peak / budget < 1.25,
         "window_rel_errors": errors,
     }
-    rows = [[f"{side}x{side}", args.tap, budget_text, run["peak_pss_gib"], untiled / 2**30, file_bytes / 2**30, run["seconds"]]]
-    print(format_table(["image", "tap", "budget", "peak PSS GiB", "untiled needs GiB", "file GiB", "seconds"], rows))
-    print(f"peak / budget {peak / budget:.2f} (target < 1.25); windows vs untiled passes: "
-          + ", ".join(f"{e:.1e}" for e in errors))  # fmt: skip
+
+
+def render(payload: dict[str, Any]) -> str:
+    """The printed report of a :func:`measure` payload."""
+    config = payload["config"]
+    rows = [[f"{config['side']}x{config['side']}", config["tap"], config["max_memory"], payload["peak_pss_gib"],
+             payload["untiled_estimate_gib"], payload["feature_file_gib"], payload["seconds"]]]  # fmt: skip
+    table = format_table(["image", "tap", "budget", "peak PSS GiB", "untiled needs GiB", "file GiB", "seconds"], rows)
+    return table + (
+        f"\npeak / budget {payload['peak_over_budget']:.2f} (target < 1.25); windows vs untiled passes: "
+        + ", ".join(f"{e:.1e}" for e in payload["window_rel_errors"])
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="a 1200x1200 image under 768 MiB, a quick smoke run")
+    parser.add_argument("--side", type=int, default=None, help="image side (default 10000, --small 1200)")
+    parser.add_argument("--max-memory", default=None, help="budget (default 4GiB, --small 768MiB)")
+    parser.add_argument("--tap", default="relu3_1")
+    parser.add_argument("--windows", type=int, default=4, help="windows checked against untiled passes")
+    parser.add_argument("--json", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    side = args.side or (1200 if args.small else 10000)
+    budget_text = args.max_memory or ("768MiB" if args.small else "4GiB")
+    payload = measure(side=side, budget_text=budget_text, tap=args.tap, windows=args.windows, small=args.small)
+    print(render(payload))
     write_json(args.json, payload)
 
 
