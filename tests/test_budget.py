@@ -10,7 +10,16 @@ import warnings
 
 import pytest
 
-from featx.extract.budget import CONV_WORKSPACE, choose_tile, forward_bytes, image_bytes, images_per_batch, parse_size
+from featx.extract.budget import (
+    CONV_WORKSPACE,
+    choose_tile,
+    forward_bytes,
+    image_bytes,
+    images_per_batch,
+    parse_size,
+    stored_bytes,
+    streamed_bytes,
+)
 from featx.extractor import VGGFeatures
 from featx.tiling import tile_geometry
 
@@ -59,5 +68,10 @@ def test_batches_and_tiles_fit_the_budget():
     geometry = tile_geometry("vgg19", "relu3_1")
     assert tile is not None and tile % geometry.stride == 0 and tile >= geometry.stride
     assert image_bytes(vgg, 1200, 1000, reduce="gap") > budget
-    with pytest.raises(ValueError, match=r"an image of 4000x4000 needs at least \d+ MiB .*reduce='gap'"):
-        choose_tile(vgg, 4000, 4000, budget, reduce="none")  # the stored maps alone exceed 64 MiB
+    # reduce="none" streams the maps into the file: only the decoded pixels and one tile must fit
+    assert stored_bytes(vgg, 1200, 1000, reduce="none") > budget
+    tile = choose_tile(vgg, 1200, 1000, budget, reduce="none")
+    assert tile is not None and streamed_bytes(vgg, 1200, 1000, tile, bands=False) <= budget
+    with pytest.raises(ValueError, match=r"an image of 4000x4000 needs at least \d+ MiB with the smallest tile "
+                       r"\(its decoded pixels alone take 367 MiB\); the budget is 64 MiB: raise max_memory$"):
+        choose_tile(vgg, 4000, 4000, budget, reduce="none")  # 2 x 3 x 4000 x 4000 float32 alone exceed 64 MiB

@@ -232,11 +232,10 @@ def choose_tile(
             return tile
         tile = (tile // 2 // geometry.stride) * geometry.stride
     smallest = cost(geometry.stride)
-    what = "its decoded pixels" if streamed else "its decoded pixels and stored features"
-    hint = "raise max_memory" if streamed else "raise max_memory, or store a descriptor (reduce='gap', 'gmp' or 'gram')"
+    what = "its decoded pixels" if streamed else "its decoded pixels and stored descriptors"
     raise FeatxValueError(
         f"an image of {height}x{width} needs at least {math.ceil(smallest / 2**20)} MiB with the smallest tile "
-        f"({what} alone take {math.ceil(kept / 2**20)} MiB); the budget is {budget // 2**20} MiB: {hint}"
+        f"({what} alone take {math.ceil(kept / 2**20)} MiB); the budget is {budget // 2**20} MiB: raise max_memory"
     )
 
 
