@@ -75,7 +75,7 @@ def _worker(variant: str, checkpoint: str, small: bool) -> dict[str, float]:
         from torchvision.models.vgg import cfgs, make_layers
     else:
         import featx.weights  # noqa: F401  (imported lazily by VGGFeatures; keep import cost out of the timing)
-        from featx.extractor import VGGFeatures
+        from featx.backbones.vgg.features import VGGFeatures
 
     gc.collect()
     reset = _reset_peak()

@@ -98,8 +98,8 @@ def make_images(folder: Path, count: int, size: int, seed: int = 0) -> list[Path
 
 def conv_gflops(taps: str, size: int) -> float:
     """Forward GFLOP per image: ``2 * Cin * Cout * 9 * H * W`` summed over the kept convolutions."""
-    from featx.layers import layer_specs
-    from featx.taps import resolve_taps
+    from featx.backbones.taps import resolve_taps
+    from featx.backbones.vgg.layers import layer_specs
 
     deepest = resolve_taps("vgg19", taps)[-1].index
     total = 0.0
@@ -111,7 +111,7 @@ def conv_gflops(taps: str, size: int) -> float:
 
 
 def _quiet_extractor(taps: str) -> Any:
-    from featx.extractor import VGGFeatures
+    from featx.backbones.vgg.features import VGGFeatures
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -128,7 +128,7 @@ def run_model_only(folder: Path, batch_size: int, taps: str, engine: bool) -> fl
     """Seconds for the forward passes alone (images decoded beforehand, in memory)."""
     import torch
 
-    from featx.images import load_image
+    from featx.io.images import load_image
 
     if engine:
         _tune_malloc()

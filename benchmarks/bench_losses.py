@@ -66,7 +66,7 @@ ALLOCATOR_ENV = {
     "MALLOC_TOP_PAD_": str(1024**3),
 }
 
-# DESIGN.md section 6: forward GFLOP of VGG19 per 128x128 image.
+# docs/design.md, "Performance model": forward GFLOP of VGG19 per 128x128 image.
 DESIGN_GFLOP_128 = {"relu3_1": 3.68, "conv5_4": 12.74}
 
 TARGETS = {
@@ -122,10 +122,10 @@ def single_layer_weights(config: str) -> dict[str, float]:
 def forward_gflop(deepest: str, height: int, width: int, *, arch: str = "vgg19", pooling: str = "max") -> float:
     """Convolution GFLOP of one forward pass up to ``deepest``: ``2 * Cin * Cout * 9 * H * W`` per conv.
 
-    Sizes come from ``featx.layers.layer_specs`` (stride of each conv's output); biases,
+    Sizes come from ``featx.backbones.vgg.layers.layer_specs`` (stride of each conv's output); biases,
     activations and pools are not counted.
     """
-    from featx.layers import layer_specs
+    from featx.backbones.vgg.layers import layer_specs
 
     total = 0
     for spec in layer_specs(arch, pooling=pooling):
@@ -137,7 +137,7 @@ def forward_gflop(deepest: str, height: int, width: int, *, arch: str = "vgg19",
 
 
 def deepest_tap(layers: Sequence[str], arch: str = "vgg19") -> str:
-    from featx.layers import layer_names
+    from featx.backbones.vgg.layers import layer_names
 
     order = layer_names(arch)
     return max(layers, key=order.index)
@@ -217,7 +217,7 @@ class CommonPerceptualLoss(nn.Module):
         self, layer_weights: Mapping[str, float], criterion: str, weights_path: str, reuse: bool = False
     ) -> None:
         super().__init__()
-        from featx.layers import layer_specs
+        from featx.backbones.vgg.layers import layer_specs
 
         index = {spec.name: spec.index for spec in layer_specs("vgg19")}
         self.taps = {index[name]: name for name in layer_weights}

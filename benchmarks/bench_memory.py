@@ -107,9 +107,9 @@ def model_only_seconds(folder: Path) -> float:
 
     import torch
 
+    from featx.backbones.vgg.features import VGGFeatures
     from featx.extract.descriptors import reduce_features
-    from featx.extractor import VGGFeatures
-    from featx.images import load_image
+    from featx.io.images import load_image
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -150,7 +150,7 @@ def measure(small: bool) -> dict[str, Any]:
         )
         untiled = run_measured(["extract", str(square), str(root / "d"), *gap, "--tile", "off", *common])
         results["square_2400_gap_untiled"] = untiled
-        from featx.featfile import load_features
+        from featx.io.featfile import load_features
 
         tiled_feats, _ = load_features(root / "c" / "0000.png.safetensors")
         untiled_feats, _ = load_features(root / "d" / "0000.png.safetensors")

@@ -56,8 +56,8 @@ def build_models():
     import lpips
     import torchvision
 
-    from featx.dists import DISTS
-    from featx.lpips import LPIPS
+    from featx.metrics.dists import DISTS
+    from featx.metrics.lpips import LPIPS
 
     torch.manual_seed(0)
     vgg16 = torchvision.models.vgg16(weights=None)
@@ -99,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.small:
         args.pairs, args.size, args.repeats = 4, 64, 1
-    from featx.score import score_folders
+    from featx.metrics.score import score_folders
 
     ref_lpips, ref_dists, ours_lpips, ours_dists = build_models()
     with tempfile.TemporaryDirectory() as tmp:

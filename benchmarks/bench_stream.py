@@ -49,8 +49,8 @@ def write_image(path: Path, side: int) -> None:
 def random_extractor(tap: str):  # the network `featx extract --weights random` builds
     import torch
 
+    from featx.backbones.vgg.features import VGGFeatures
     from featx.extract.engine import RANDOM_WEIGHTS_SEED
-    from featx.extractor import VGGFeatures
 
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -64,8 +64,8 @@ def window_errors(image_path: Path, feature_file: Path, tap: str, windows: int, 
     import torch
     from safetensors import safe_open
 
-    from featx.images import load_image
-    from featx.tiling import tile_geometry
+    from featx.extract.tiling import tile_geometry
+    from featx.io.images import load_image
 
     vgg = random_extractor(tap)
     geometry = tile_geometry("vgg19", tap)

@@ -15,9 +15,9 @@ from typing import Any, Optional
 import click
 
 from featx._choices import ALPHA_MODES
-from featx.discovery import printable_name
 from featx.extract.distributed import env_rank
 from featx.extract.options import DEFAULT_TAPS, DESCRIPTORS, DTYPES, ExtractOptions, ManifestRecord
+from featx.io.discovery import printable_name
 
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 

@@ -22,8 +22,8 @@ def layers(arch: str, input_size: tuple[int, int], head: str, pooling: str, taps
 
     Example: featx layers vgg16 --input-size 400 400 --head conv
     """
-    from featx.table import format_layer_table, layer_table
-    from featx.taps import resolve_taps
+    from featx.backbones.table import format_layer_table, layer_table
+    from featx.backbones.taps import resolve_taps
 
     try:
         rows = layer_table(arch, *input_size, head=head, pooling=pooling)

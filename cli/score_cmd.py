@@ -1,5 +1,5 @@
 """``featx score PRED_DIR REF_DIR``: PSNR, SSIM, LPIPS and DISTS of SR outputs against references
-(a thin shell over :func:`featx.score.score_folders`; torch is imported inside the command)."""
+(a thin shell over :func:`featx.metrics.score.score_folders`; torch is imported inside the command)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 
 from featx._choices import ALPHA_MODES, METRICS, PAIR_BY
 
-_LPIPS_NETS = ("alex", "vgg")  # the keys of featx.lpips.LPIPS_NETS, without importing torch for --help
+_LPIPS_NETS = ("alex", "vgg")  # the keys of featx.metrics.lpips.LPIPS_NETS, without importing torch for --help
 
 EXIT_FAILED, EXIT_SETUP = 1, 2
 
@@ -78,7 +78,7 @@ def score(
     import warnings
 
     from featx.errors import RandomWeightsWarning, WeightsNotFoundError
-    from featx.score import score_folders, write_scores
+    from featx.metrics.score import score_folders, write_scores
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()]
     random_weights = weights.lower() == "random"

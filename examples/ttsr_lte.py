@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import featx
-from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
-from featx.transferal import TransferalPerceptualOnFeatures
+from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+from featx.losses.transferal import TransferalPerceptualOnFeatures
 
 TRAIN_IMAGES = ("astronaut", "coffee", "chelsea", "brick", "grass", "gravel")
 # TTSR model/LTE.py: vgg19.features indices kept inside slice1 = [0:2], slice2 = [2:7], slice3 = [7:12]

@@ -17,8 +17,13 @@ from featx._lazy import lazy_exports
 from featx._version import __version__
 
 if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDEs
-    from featx.alexnet import AlexNetFeatures
-    from featx.dists import DISTS
+    from featx.backbones.alexnet import AlexNetFeatures
+    from featx.backbones.lte import LTE
+    from featx.backbones.table import layer_table
+    from featx.backbones.taps import TapInfo, resolve_taps
+    from featx.backbones.vgg.features import VGGFeatures
+    from featx.backbones.vgg.head import ConvHead
+    from featx.backbones.vgg.layers import ARCHS, layer_names, layer_specs
     from featx.errors import (
         FeatxError,
         FeatxWarning,
@@ -32,20 +37,20 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
         WeightsNotFoundError,
     )
     from featx.extract import ExtractOptions, ExtractSummary, extract_features
-    from featx.extractor import VGGFeatures
-    from featx.featfile import load_features, save_features
-    from featx.functional import CRITERIA, REDUCTIONS, feature_distance, gram_matrices, gram_matrix, perceptual_loss, style_loss
-    from featx.head import ConvHead
-    from featx.images import load_image
-    from featx.layers import ARCHS, layer_names, layer_specs
-    from featx.losses import TEXTURE_KINDS, FeatureLoss, PerceptualLoss, StyleLoss, TextureLoss
-    from featx.lpips import LPIPS
-    from featx.lte import LTE
-    from featx.presets import PRESETS
-    from featx.show import TapSummary, show_features, summarize_features
-    from featx.table import layer_table
-    from featx.taps import TapInfo, resolve_taps
-    from featx.texture import (
+    from featx.extract.tiling import tiled_features
+    from featx.io.featfile import load_features, save_features
+    from featx.io.images import load_image
+    from featx.losses.functional import (
+        CRITERIA,
+        REDUCTIONS,
+        feature_distance,
+        gram_matrices,
+        gram_matrix,
+        perceptual_loss,
+        style_loss,
+    )
+    from featx.losses.modules import TEXTURE_KINDS, FeatureLoss, PerceptualLoss, StyleLoss, TextureLoss
+    from featx.losses.texture import (
         ContextualOnFeatures,
         MomentsOnFeatures,
         SlicedWassersteinOnFeatures,
@@ -53,71 +58,74 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
         moment_loss,
         sliced_wasserstein_loss,
     )
-    from featx.tiling import tiled_features
-    from featx.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
+    from featx.losses.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
+    from featx.metrics.dists import DISTS
+    from featx.metrics.lpips import LPIPS
+    from featx.presets import PRESETS
+    from featx.show import TapSummary, show_features, summarize_features
     from featx.weights import LoadedWeights, MetricWeights, VGGWeights, featx_home, load_weights, read_checkpoint
 
 # public name -> defining module
 _EXPORTS = {
-    "ARCHS": "featx.layers",
-    "AlexNetFeatures": "featx.alexnet",
-    "CRITERIA": "featx.functional",
-    "ContextualOnFeatures": "featx.texture",
-    "ConvHead": "featx.head",
-    "DISTS": "featx.dists",
+    "ARCHS": "featx.backbones.vgg.layers",
+    "AlexNetFeatures": "featx.backbones.alexnet",
+    "CRITERIA": "featx.losses.functional",
+    "ContextualOnFeatures": "featx.losses.texture",
+    "ConvHead": "featx.backbones.vgg.head",
+    "DISTS": "featx.metrics.dists",
     "ExtractOptions": "featx.extract",
     "ExtractSummary": "featx.extract",
-    "FeatureLoss": "featx.losses",
+    "FeatureLoss": "featx.losses.modules",
     "FeatxError": "featx.errors",
     "FeatxWarning": "featx.errors",
     "HashMismatchError": "featx.errors",
     "ImageDecodeError": "featx.errors",
     "InputRangeWarning": "featx.errors",
-    "LPIPS": "featx.lpips",
-    "LTE": "featx.lte",
+    "LPIPS": "featx.metrics.lpips",
+    "LTE": "featx.backbones.lte",
     "LoadedWeights": "featx.weights",
     "MetricWeights": "featx.weights",
-    "MomentsOnFeatures": "featx.texture",
+    "MomentsOnFeatures": "featx.losses.texture",
     "OutputNotWritableError": "featx.errors",
     "PRESETS": "featx.presets",
-    "PerceptualLoss": "featx.losses",
-    "REDUCTIONS": "featx.functional",
+    "PerceptualLoss": "featx.losses.modules",
+    "REDUCTIONS": "featx.losses.functional",
     "RandomWeightsWarning": "featx.errors",
-    "SlicedWassersteinOnFeatures": "featx.texture",
-    "StyleLoss": "featx.losses",
-    "TEXTURE_KINDS": "featx.losses",
-    "TapInfo": "featx.taps",
+    "SlicedWassersteinOnFeatures": "featx.losses.texture",
+    "StyleLoss": "featx.losses.modules",
+    "TEXTURE_KINDS": "featx.losses.modules",
+    "TapInfo": "featx.backbones.taps",
     "TapSummary": "featx.show",
-    "TextureLoss": "featx.losses",
-    "TransferalPerceptualOnFeatures": "featx.transferal",
+    "TextureLoss": "featx.losses.modules",
+    "TransferalPerceptualOnFeatures": "featx.losses.transferal",
     "UnverifiedWeightsWarning": "featx.errors",
-    "VGGFeatures": "featx.extractor",
+    "VGGFeatures": "featx.backbones.vgg.features",
     "VGGWeights": "featx.weights",
     "WeightsLoadError": "featx.errors",
     "WeightsNotFoundError": "featx.errors",
-    "contextual_loss": "featx.texture",
+    "contextual_loss": "featx.losses.texture",
     "extract_features": "featx.extract",
-    "feature_distance": "featx.functional",
+    "feature_distance": "featx.losses.functional",
     "featx_home": "featx.weights",
-    "gram_matrices": "featx.functional",
-    "gram_matrix": "featx.functional",
-    "layer_names": "featx.layers",
-    "layer_specs": "featx.layers",
-    "layer_table": "featx.table",
-    "load_features": "featx.featfile",
-    "load_image": "featx.images",
+    "gram_matrices": "featx.losses.functional",
+    "gram_matrix": "featx.losses.functional",
+    "layer_names": "featx.backbones.vgg.layers",
+    "layer_specs": "featx.backbones.vgg.layers",
+    "layer_table": "featx.backbones.table",
+    "load_features": "featx.io.featfile",
+    "load_image": "featx.io.images",
     "load_weights": "featx.weights",
-    "moment_loss": "featx.texture",
-    "perceptual_loss": "featx.functional",
+    "moment_loss": "featx.losses.texture",
+    "perceptual_loss": "featx.losses.functional",
     "read_checkpoint": "featx.weights",
-    "resolve_taps": "featx.taps",
-    "save_features": "featx.featfile",
+    "resolve_taps": "featx.backbones.taps",
+    "save_features": "featx.io.featfile",
     "show_features": "featx.show",
-    "sliced_wasserstein_loss": "featx.texture",
-    "style_loss": "featx.functional",
+    "sliced_wasserstein_loss": "featx.losses.texture",
+    "style_loss": "featx.losses.functional",
     "summarize_features": "featx.show",
-    "tiled_features": "featx.tiling",
-    "transferal_perceptual_loss": "featx.transferal",
+    "tiled_features": "featx.extract.tiling",
+    "transferal_perceptual_loss": "featx.losses.transferal",
 }
 
 __all__ = [

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from featx._checks import check_choice
-from featx.layers import layer_names
+from featx.backbones.vgg.layers import layer_names
 
 __all__ = ["PRESETS", "Preset", "get_preset"]
 

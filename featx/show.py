@@ -101,7 +101,7 @@ def summarize_features(feats: Mapping[str, torch.Tensor], *, channels: int = 8) 
         >>> s.channels, s.means, tuple(s.gram.shape)
         ((2, 0), (5.0, 1.0), (3, 3))
     """
-    from featx.functional import gram_matrix
+    from featx.losses.functional import gram_matrix
 
     check_int("channels", channels)
     if not feats:
@@ -254,7 +254,7 @@ def show_features(
     """Run an image through VGG and picture the strongest channels and the Gram matrix of each tap.
 
     Args:
-        image: an image file (decoded by :func:`featx.images.load_image`) or a ``(3, H, W)`` tensor in ``[0, 1]``.
+        image: an image file (decoded by :func:`featx.io.images.load_image`) or a ``(3, H, W)`` tensor in ``[0, 1]``.
         taps: tap names as for :class:`featx.VGGFeatures` (``"relu1_1,relu2_1"``, a list, a preset).
         out: write the figure here as an RGB PNG (parent folders are created); ``None`` writes nothing.
         arch: VGG architecture.
@@ -263,7 +263,7 @@ def show_features(
         pooling: pooling variant.
         max_size: downscale (antialiased, aspect kept) so the longer side is at most this; ``None`` keeps the size.
         alpha: for an image file with an alpha channel: ``"error"`` refuses it, ``"drop"`` discards
-            alpha (see :func:`featx.images.load_image`; CLI ``--alpha``). Ignored for tensors.
+            alpha (see :func:`featx.io.images.load_image`; CLI ``--alpha``). Ignored for tensors.
         extractor: a ready :class:`featx.VGGFeatures` to use instead of building one (``taps``,
             ``arch``, ``weights`` and ``pooling`` are then ignored).
         panel: panel size in inches.
@@ -290,8 +290,8 @@ def show_features(
     import torch.nn.functional as F
 
     from featx._checks import check_choice
-    from featx.extractor import VGGFeatures
-    from featx.images import ALPHA_MODES
+    from featx.backbones.vgg.features import VGGFeatures
+    from featx.io.images import ALPHA_MODES
 
     require_matplotlib()
     check_choice("alpha", alpha, ALPHA_MODES)
@@ -302,7 +302,7 @@ def show_features(
             raise FeatxValueError(f"image tensor must be (3, H, W) in [0, 1], got shape {tuple(picture.shape)}")
         source = "tensor"
     else:
-        from featx.images import load_image
+        from featx.io.images import load_image
 
         picture = load_image(image, alpha=alpha)
         source = os.path.basename(os.fspath(image))

@@ -27,7 +27,7 @@ def _seed():
 def ckpt(tmp_path_factory):
     """Random VGG19 weights up to relu2_1 (the extract tests' taps) saved as a ``.pth`` state dict,
     so the command under test and the reference extractor load the same weights."""
-    from featx.extractor import VGGFeatures
+    from featx.backbones.vgg.features import VGGFeatures
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

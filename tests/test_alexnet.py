@@ -11,9 +11,9 @@ import pytest
 import torch
 import torchvision
 
-from featx.alexnet import ALEXNET_LAYERS, AlexNetFeatures, alexnet_min_input_size
+from featx.backbones.alexnet import ALEXNET_LAYERS, AlexNetFeatures, alexnet_min_input_size
+from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD
 from featx.errors import RandomWeightsWarning, UnverifiedWeightsWarning, WeightsLoadError, WeightsNotFoundError
-from featx.extractor import IMAGENET_MEAN, IMAGENET_STD
 from featx.weights import MetricWeights, default_backbone
 from featx.weights.registry import member_of
 

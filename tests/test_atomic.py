@@ -1,7 +1,7 @@
-"""featx.atomic: page-aligned buffers and atomic writes, direct (O_DIRECT) and buffered.
+"""featx.io.atomic: page-aligned buffers and atomic writes, direct (O_DIRECT) and buffered.
 
 References: the bytes written are compared with the buffer's own bytes (numpy) and with what
-``featx.featfile.save_features`` writes through the page-cache path; feature files are read back with
+``featx.io.featfile.save_features`` writes through the page-cache path; feature files are read back with
 the official ``safetensors`` reader.
 """
 
@@ -14,9 +14,9 @@ import pytest
 import safetensors.torch
 import torch
 
-from featx import atomic
-from featx.atomic import ALIGNMENT, DIRECT_MIN_BYTES, aligned_buffer, write_atomic, write_atomic_buffer
-from featx.featfile import save_features, serialize_features
+from featx.io import atomic
+from featx.io.atomic import ALIGNMENT, DIRECT_MIN_BYTES, aligned_buffer, write_atomic, write_atomic_buffer
+from featx.io.featfile import save_features, serialize_features
 
 HAS_DIRECT = hasattr(os, "O_DIRECT")
 

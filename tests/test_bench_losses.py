@@ -1,7 +1,7 @@
 """Smoke test of the loss benchmark: ``--quick`` runs every section on tiny inputs and writes JSON.
 
 No timing asserts: the numbers of a quick run mean nothing. What is checked is the structure of
-the results, the FLOP counter against DESIGN.md's figures and an independent per-layer sum, and
+the results, the FLOP counter against docs/design.md's figures and an independent per-layer sum, and
 that featx and the torchvision baseline compute the same loss (so the benchmark compares like
 with like).
 """
@@ -45,7 +45,7 @@ def _finite(value) -> bool:
 
 
 def test_forward_gflop_matches_design_and_manual_sum(bench):
-    # Reference 1: DESIGN.md section 6 (3.68 GFLOP to relu3_1, 12.74 to conv5_4 per 128x128 image).
+    # Reference 1: docs/design.md, "Performance model" (3.68 GFLOP to relu3_1, 12.74 to conv5_4 per 128x128 image).
     assert bench.forward_gflop("relu3_1", 128, 128) == pytest.approx(3.68, abs=0.005)
     assert bench.forward_gflop("conv5_4", 128, 128) == pytest.approx(12.74, abs=0.005)
     # Reference 2: the VGG19 conv widths written out by hand, 2*Cin*Cout*9*H*W per conv.

@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 
+from featx.backbones.vgg.features import VGGFeatures
 from featx.extract.budget import (
     CONV_WORKSPACE,
     choose_tile,
@@ -20,8 +21,7 @@ from featx.extract.budget import (
     stored_bytes,
     streamed_bytes,
 )
-from featx.extractor import VGGFeatures
-from featx.tiling import tile_geometry
+from featx.extract.tiling import tile_geometry
 
 
 def extractor(taps, arch="vgg11"):

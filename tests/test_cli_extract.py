@@ -1,6 +1,6 @@
 """`featx extract` end to end: mixed real-world inputs, bad files, kill and resume, usage errors.
 
-Reference features come from calling ``VGGFeatures`` directly on ``featx.images.load_image`` output
+Reference features come from calling ``VGGFeatures`` directly on ``featx.io.images.load_image`` output
 with the same checkpoint file (saved random weights); expected failures are written by hand.
 """
 
@@ -22,10 +22,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from featx.backbones.vgg.features import VGGFeatures
 from featx.extract import feature_path
-from featx.extractor import VGGFeatures
-from featx.featfile import load_features
-from featx.images import load_image
+from featx.io.featfile import load_features
+from featx.io.images import load_image
 from featx_cli.main import cli
 
 TAPS = "relu1_1,relu2_1"
@@ -319,7 +319,7 @@ def test_no_recursive_and_files_from(tmp_path, ckpt):
 def test_choices_are_the_library_constants_and_no_torch_at_import():
     from featx.extract import DESCRIPTORS, DTYPES
     from featx.extract.engine import TORCH_DTYPES
-    from featx.images import ALPHA_MODES
+    from featx.io.images import ALPHA_MODES
 
     params = {param.name: param for param in cli.commands["extract"].params}
     assert params["reduce"].type.choices == DESCRIPTORS

@@ -1,4 +1,4 @@
-"""Tests for featx.discovery: which files a run takes, their keys, and --files-from lists.
+"""Tests for featx.io.discovery: which files a run takes, their keys, and --files-from lists.
 
 Expected keys are written by hand from the documented rules.
 """
@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from featx.discovery import find_images, read_file_list
+from featx.io.discovery import find_images, read_file_list
 
 
 def touch(path) -> None:

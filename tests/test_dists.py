@@ -1,4 +1,4 @@
-"""featx.dists.DISTS and featx.pooling.L2Pool2d against the real DISTS_pytorch 0.1 package.
+"""featx.metrics.dists.DISTS and featx.backbones.pooling.L2Pool2d against the real DISTS_pytorch 0.1 package.
 
 The reference is ``DISTS_pytorch.DISTS(load_weights=False)`` with its shipped ``weights.pt``
 alpha/beta set by hand, and torchvision's ``vgg16(weights=None)`` (seeded) as the backbone of both:
@@ -17,8 +17,8 @@ import torch
 import torchvision
 
 import featx.errors
-from featx.dists import DISTS, load_dists_weights
-from featx.pooling import L2Pool2d
+from featx.backbones.pooling import L2Pool2d
+from featx.metrics.dists import DISTS, load_dists_weights
 from featx.weights import MetricWeights, sha256_file
 
 DISTS_FILE = MetricWeights.DISTS_VGG16.file_name

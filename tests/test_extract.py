@@ -1,6 +1,6 @@
 """Tests for the extraction engine featx.extract (no click): ExtractOptions, extract_features and its helpers.
 
-References: features from calling ``VGGFeatures`` directly on ``featx.images.load_image`` output with
+References: features from calling ``VGGFeatures`` directly on ``featx.io.images.load_image`` output with
 the same checkpoint file; reductions recomputed with torch/einsum in float64; sha256 with hashlib.
 """
 
@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from featx.backbones.vgg.features import VGGFeatures
 from featx.errors import OutputNotWritableError
 from featx.extract import (
     FORMAT,
@@ -26,9 +27,8 @@ from featx.extract import (
     reduce_features,
     write_sample_images,
 )
-from featx.extractor import VGGFeatures
-from featx.featfile import load_features
-from featx.images import load_image
+from featx.io.featfile import load_features
+from featx.io.images import load_image
 
 TAPS = "relu1_1,relu2_1"
 
@@ -354,7 +354,7 @@ def test_write_sample_images(tmp_path):
 
 
 def test_direct_io_and_page_cache_writes_give_the_same_files(tmp_path, ckpt, monkeypatch):
-    from featx import atomic
+    from featx.io import atomic
 
     paths = make_images(tmp_path / "in", [(72, 64)] * 2)  # relu1_1 alone is 64*72*64*4 bytes > 1 MiB
     direct_opens = []

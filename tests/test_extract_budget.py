@@ -15,7 +15,7 @@ from PIL import Image
 from featx.extract import ExtractOptions, extract_features
 from featx.extract.budget import current_rss
 from featx.extract.plan import make_batches
-from featx.featfile import load_features
+from featx.io.featfile import load_features
 from featx_cli.main import cli
 
 
@@ -45,7 +45,7 @@ def tiled_calls(monkeypatch):
     tiled_features (descriptors, stitched in memory) and stream_tiled (maps streamed into the file)."""
     import featx.extract.engine
     from featx.extract.streaming import stream_tiled
-    from featx.tiling import tiled_features
+    from featx.extract.tiling import tiled_features
 
     class Calls(list):
         bands: list  # per streamed image: whether full-width bands were written
@@ -130,8 +130,8 @@ def test_workers_that_do_not_fit_the_budget_are_not_started(images, tmp_path):
 
 def test_maps_larger_than_the_budget_are_streamed_into_the_file(images, tmp_path, tiled_calls, monkeypatch):
     import featx.extract.engine
+    from featx.backbones.vgg.features import VGGFeatures
     from featx.extract.budget import stored_bytes
-    from featx.extractor import VGGFeatures
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from featx.extract import feature_path
-from featx.featfile import load_features
+from featx.io.featfile import load_features
 from featx_cli.main import cli
 
 TAPS = "relu1_1,relu2_1"
@@ -143,7 +143,7 @@ def test_a_fifo_named_like_an_image_is_ignored_with_a_record_and_never_opened(tm
     assert "featx: ignored: x.png: not a regular file (a FIFO); not read" in done.stderr
     assert json.loads((out / "summary.json").read_text())["ignored"] == 1
     from featx.errors import ImageDecodeError
-    from featx.images import load_image
+    from featx.io.images import load_image
 
     with pytest.raises(ImageDecodeError, match="not a regular file"):  # the decoder never opens it either
         load_image(folder / "x.png")
@@ -168,7 +168,7 @@ def test_truncated_images_that_pillow_still_decodes_are_refused(tmp_path, ckpt, 
     from PIL import ImageFile
 
     from featx.errors import ImageDecodeError
-    from featx.images import load_image
+    from featx.io.images import load_image
 
     rng = np.random.default_rng(0)
     array = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)

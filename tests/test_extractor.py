@@ -12,8 +12,8 @@ import torch
 import torchvision
 from torch import nn
 
-from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
-from featx.layers import ARCHS, POOLINGS, layer_names, layer_specs
+from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+from featx.backbones.vgg.layers import ARCHS, POOLINGS, layer_names, layer_specs
 
 pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 
@@ -319,8 +319,8 @@ def test_inputs_in_range_or_slightly_beyond_do_not_warn():
 
 def test_range_is_checked_on_the_first_calls_only():
     """A mismatch that first appears after the checked calls is not looked for (no host syncs)."""
+    from featx.backbones.vgg.features import _RANGE_CHECKED_CALLS
     from featx.errors import InputRangeWarning
-    from featx.extractor import _RANGE_CHECKED_CALLS
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

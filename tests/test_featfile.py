@@ -1,4 +1,4 @@
-"""Tests for featx.featfile: feature files (safetensors) written deterministically and read back.
+"""Tests for featx.io.featfile: feature files (safetensors) written deterministically and read back.
 
 References: files read back with the official ``safetensors`` reader; header bytes parsed by hand.
 """
@@ -11,7 +11,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from featx.featfile import load_features, read_feature_metadata, save_features
+from featx.io.featfile import load_features, read_feature_metadata, save_features
 
 
 def test_features_roundtrip_with_official_reader(tmp_path):

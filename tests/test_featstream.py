@@ -1,5 +1,5 @@
-"""Feature files written tile by tile (featx.featstream.FeatureFileStream). The reference is
-featx.featfile.save_features on the whole tensors: a streamed file must be byte-identical, and
+"""Feature files written tile by tile (featx.io.featstream.FeatureFileStream). The reference is
+featx.io.featfile.save_features on the whole tensors: a streamed file must be byte-identical, and
 any safetensors reader must read the same values."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from featx.atomic import is_temp_name
-from featx.featfile import save_features
-from featx.featstream import FeatureFileStream
+from featx.io.atomic import is_temp_name
+from featx.io.featfile import save_features
+from featx.io.featstream import FeatureFileStream
 
 META = {"arch": "vgg19", "source_key": "a.png"}
 
@@ -109,7 +109,7 @@ def test_a_full_disk_fails_before_any_tile_and_leaves_nothing(tmp_path, monkeypa
 
 
 def test_the_file_is_built_under_a_featx_temporary_name(tmp_path):
-    # a killed run leaves only this name, which the next run removes (featx.atomic.is_temp_name)
+    # a killed run leaves only this name, which the next run removes (featx.io.atomic.is_temp_name)
     stream = FeatureFileStream(tmp_path / "x.safetensors", {"a": (torch.float32, (1, 2, 2))}, {})
     (name,) = os.listdir(tmp_path)
     assert is_temp_name(name) and not name.endswith(".safetensors")

@@ -1,4 +1,4 @@
-"""Tests for featx.images: the decoding rules of load_image and the header checks of probe_image.
+"""Tests for featx.io.images: the decoding rules of load_image and the header checks of probe_image.
 
 References are computed independently: pixel values straight from numpy arrays we wrote (or
 from Pillow's raw decode without featx's rules), and orientation from Pillow's own ``transpose``.
@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from featx.errors import ImageDecodeError
-from featx.images import load_image, orient, probe_image
+from featx.io.images import load_image, orient, probe_image
 
 RNG = np.random.default_rng(0)
 
@@ -135,7 +135,7 @@ def test_rgb16_tiff_full_precision(tmp_path):
 
 
 # Upright pixels for each EXIF orientation, written out with numpy (EXIF 2.3 table), independent of
-# featx.images.orient: 3 = rotate 180, 5 = transpose, 6 = rotate 90 clockwise, 8 = rotate 90 counter-clockwise.
+# featx.io.images.orient: 3 = rotate 180, 5 = transpose, 6 = rotate 90 clockwise, 8 = rotate 90 counter-clockwise.
 UPRIGHT = {
     3: lambda a: a[::-1, ::-1],
     5: lambda a: a.transpose(1, 0, 2),
@@ -532,7 +532,7 @@ def pillow_jpegs() -> dict[str, bytes]:
 
 @pytest.mark.parametrize("source", [pillow_jpegs, libjpeg_turbo_jpegs])
 def test_valid_jpegs_are_never_refused_and_decode_as_pillow_does(tmp_path, source):
-    from featx._truncation import jpeg_missing_data
+    from featx.io._truncation import jpeg_missing_data
 
     files = source()
     assert len(files) >= 7
@@ -546,7 +546,7 @@ def test_valid_jpegs_are_never_refused_and_decode_as_pillow_does(tmp_path, sourc
 
 
 def test_jpeg_check_leaves_other_failures_to_the_decoder(tmp_path):
-    from featx._truncation import jpeg_missing_data
+    from featx.io._truncation import jpeg_missing_data
 
     # a colour space libjpeg-turbo's decoder cannot give as gray (CMYK) is read as CMYK, not refused
     (tmp_path / "cmyk.jpg").write_bytes(jpeg_bytes(photo(), mode="CMYK"))

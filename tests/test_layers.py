@@ -10,14 +10,14 @@ import torch
 import torchvision
 from click.testing import CliRunner
 
-from featx.head import ConvHead
-from featx.layers import ARCHS, layer_names, layer_specs
+from featx.backbones.table import layer_table
+from featx.backbones.taps import resolve_taps
+from featx.backbones.vgg.head import ConvHead
+from featx.backbones.vgg.layers import ARCHS, layer_names, layer_specs
 from featx.presets import PRESETS
-from featx.table import layer_table
-from featx.taps import resolve_taps
 from featx_cli.main import cli
 
-# DESIGN.md section 3: VGG19 `features` indices.
+# docs/design.md, "Backbones": VGG19 `features` indices.
 VGG19_INDICES = {
     "relu1_1": 1, "relu1_2": 3, "pool1": 4, "relu2_1": 6, "relu2_2": 8, "pool2": 9, "relu3_1": 11,
     "relu3_4": 17, "pool3": 18, "relu4_1": 20, "relu4_4": 26, "pool4": 27, "relu5_1": 29, "conv5_4": 34,

@@ -1,10 +1,13 @@
-"""The package's shape, checked from the source with ``ast`` (DESIGN.md section 2):
+"""The package's shape, checked from the source with ``ast`` (docs/api.md, "Layout"):
 
+- data flows one way: core helpers, then ``io`` and ``weights``, then ``backbones`` (and the
+  presets), then ``losses`` and ``metrics``, then ``extract`` and the tools, then the CLI; no module
+  imports one of a higher level;
 - no module over 500 lines;
 - no import cycle between featx modules, counting imports inside functions (lazy imports) and
   under ``TYPE_CHECKING``;
 - no module imports another module's private (``_underscore``) name, except from a private
-  module (``featx/_checks.py``, ``featx/_features.py``, ...), whose names are shared on purpose;
+  module (``featx/_checks.py``, ``featx/losses/_features.py``, ...), whose names are shared on purpose;
 - the CLI imports only public featx names.
 """
 
@@ -77,7 +80,58 @@ def internal_edges(module: str) -> set[str]:
 
 def test_the_walk_finds_the_package():
     # guards the checks below against passing on an empty module list
-    assert {"featx", "featx.extractor", "featx.functional", "featx_cli.main"} <= set(MODULES)
+    assert {"featx", "featx.backbones.vgg.features", "featx.losses.functional", "featx_cli.main"} <= set(MODULES)
+
+
+# Levels, lowest first: a module may import modules of its own level or below. The longest matching
+# prefix decides a module's level.
+LEVELS: dict[str, int] = {
+    "featx._checks": 0,
+    "featx._choices": 0,
+    "featx._lazy": 0,
+    "featx._version": 0,
+    "featx.errors": 0,
+    "featx.allocator": 0,
+    "featx.io": 1,
+    "featx.weights": 1,
+    "featx.backbones": 2,
+    "featx.presets": 2,
+    "featx.losses": 3,
+    "featx.metrics": 3,
+    "featx.functional": 3,
+    "featx.extract": 4,
+    "featx.show": 4,
+    "featx.integrations": 4,
+    "featx": 5,
+    "featx_cli": 6,
+}
+
+
+def level_of(module: str) -> int:
+    prefixes = [prefix for prefix in LEVELS if module == prefix or module.startswith(prefix + ".")]
+    if not prefixes:
+        raise AssertionError(f"{module} has no level in LEVELS; add its folder")
+    return LEVELS[max(prefixes, key=len)]
+
+
+def test_every_module_has_a_level():
+    for module in MODULES:
+        level_of(module)
+
+
+def test_data_flows_one_way():
+    upward = []
+    for module in MODULES:
+        for target in internal_edges(module):
+            if level_of(target) > level_of(module):
+                upward.append(f"{module} (level {level_of(module)}) imports {target} (level {level_of(target)})")
+    assert not upward, "imports against the flow:\n" + "\n".join(sorted(upward))
+
+
+def test_the_level_check_sees_an_upward_import():
+    # guards test_data_flows_one_way: a weights module importing a backbone is against the flow
+    assert level_of("featx.weights.registry") < level_of("featx.backbones.vgg.layers")
+    assert level_of("featx.extract.tiling") > level_of("featx.losses._features")
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from featx.extractor import VGGFeatures
+from featx.backbones.lte import LTE
+from featx.backbones.vgg.features import VGGFeatures
 from featx.functional import gram_matrix, perceptual_loss, style_loss
 from featx.losses import FeatureLoss, PerceptualLoss, StyleLoss, TextureLoss
-from featx.lte import LTE
-from featx.texture import contextual_loss, moment_loss, sliced_wasserstein_loss
-from featx.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
+from featx.losses.texture import contextual_loss, moment_loss, sliced_wasserstein_loss
+from featx.losses.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
 
 pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 

@@ -22,7 +22,7 @@ import torch
 
 import featx
 from featx.errors import HashMismatchError, UnverifiedWeightsWarning, WeightsLoadError, WeightsNotFoundError
-from featx.lpips import LPIPS, LPIPS_NETS
+from featx.metrics.lpips import LPIPS, LPIPS_NETS
 from featx.weights import MetricWeights
 
 SHIPPED = Path(lpips.__file__).parent / "weights" / "v0.1"
@@ -336,8 +336,8 @@ def test_bad_arguments_give_clear_errors():
 
 def test_lpips_scaling_is_imagenet_normalisation_in_minus_one_one_units():
     # (2 x01 - 1 - shift) / scale == (x01 - (1 + shift) / 2) / (scale / 2): ImageNet's mean and std
-    from featx.extractor import IMAGENET_MEAN, IMAGENET_STD
-    from featx.lpips import LPIPS_SCALE, LPIPS_SHIFT
+    from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD
+    from featx.metrics.lpips import LPIPS_SCALE, LPIPS_SHIFT
 
     assert [round((1 + t) / 2, 12) for t in LPIPS_SHIFT] == list(IMAGENET_MEAN)
     assert [round(s / 2, 12) for s in LPIPS_SCALE] == list(IMAGENET_STD)

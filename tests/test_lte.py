@@ -7,8 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
+from featx.backbones.lte import LTE
 from featx.errors import WeightsLoadError
-from featx.lte import LTE
 
 pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
 

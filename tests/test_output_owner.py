@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from featx.extract import feature_path
-from featx.featfile import load_features
+from featx.io.featfile import load_features
 from featx_cli.main import cli
 
 TAPS = "relu1_1,relu2_1"

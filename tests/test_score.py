@@ -1,4 +1,4 @@
-"""featx.score / `featx score`: pairing, the odd cases, and the numbers.
+"""featx.metrics.score / `featx score`: pairing, the odd cases, and the numbers.
 
 References: scikit-image's metrics on the raw integer pixels (``data_range = 2**bits - 1``,
 independent of featx's decoding), BasicSR 1.4.2's ``calculate_psnr(test_y_channel=True)`` on the
@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from featx.dists import DISTS
 from featx.errors import UnverifiedWeightsWarning
-from featx.images import load_image
-from featx.score import pair_folders, score_folders, write_scores
+from featx.io.images import load_image
+from featx.metrics.dists import DISTS
+from featx.metrics.score import pair_folders, score_folders, write_scores
 from featx_cli.main import cli
 
 RNG = np.random.default_rng(0)
@@ -210,7 +210,7 @@ def test_lpips_net_scores_equal_featx_lpips_and_the_lpips_package(clean, tmp_pat
 
     import lpips
 
-    from featx.lpips import LPIPS
+    from featx.metrics.lpips import LPIPS
 
     pred, ref = clean
     reference = _lpips_reference(net)
@@ -249,8 +249,8 @@ def test_lpips_net_scores_equal_featx_lpips_and_the_lpips_package(clean, tmp_pat
 
 def test_random_weights_are_labelled_and_reproducible(clean, tmp_path):
     import featx
-    from featx.dists import DISTS
-    from featx.lpips import LPIPS
+    from featx.metrics.dists import DISTS
+    from featx.metrics.lpips import LPIPS
 
     pred, ref = clean
     out = tmp_path / "r.csv"
@@ -321,7 +321,7 @@ def test_lpips_net_and_weights_arguments_are_checked(clean):
         score_folders(pred, ref, metrics=["lpips"], weights="random")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from featx.lpips import LPIPS
+        from featx.metrics.lpips import LPIPS
 
         alex = LPIPS("alex", weights=None, lin_weights={f"lin{k}.model.1.weight": torch.ones(1, c, 1, 1)
                                                        for k, c in enumerate((64, 192, 384, 256, 256))})  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from featx.extractor import VGGFeatures
+from featx.backbones.vgg.features import VGGFeatures
 from featx.show import figure_size, show_features, summarize_features
 from featx_cli.main import cli
 
@@ -182,7 +182,7 @@ def test_show_features_alpha_drop_equals_the_rgb_image(rgba_png):
 
 
 def test_cli_alpha_choices_are_the_library_constant():
-    from featx.images import ALPHA_MODES
+    from featx.io.images import ALPHA_MODES
     from featx_cli.main import cli
 
     (option,) = [param for param in cli.commands["show"].params if param.name == "alpha"]

@@ -1,4 +1,4 @@
-"""Tests for featx.texture: sliced Wasserstein, moment and contextual losses.
+"""Tests for featx.losses.texture: sliced Wasserstein, moment and contextual losses.
 
 References are independent float64 NumPy / plain-Python implementations of the formulas in the
 papers (Heitz et al. 2021; Huang & Belongie 2017; Mechrez et al. 2018, sec. 3).
@@ -14,7 +14,7 @@ import skimage.data
 import torch
 
 from featx.functional import style_loss
-from featx.texture import (
+from featx.losses.texture import (
     ContextualOnFeatures,
     MomentsOnFeatures,
     SlicedWassersteinOnFeatures,

@@ -1,4 +1,4 @@
-"""featx.tiling: tiled features equal one untiled pass of the same extractor.
+"""featx.extract.tiling: tiled features equal one untiled pass of the same extractor.
 
 The reference is the extractor itself run on the whole image (random weights; the same module,
 so only the tiling can differ). fp32 comparisons allow 1e-5 relative error (different input sizes
@@ -13,10 +13,10 @@ import warnings
 import pytest
 import torch
 
+from featx.backbones.vgg.features import VGGFeatures
+from featx.backbones.vgg.layers import POOLINGS
 from featx.extract.descriptors import reduce_features
-from featx.extractor import VGGFeatures
-from featx.layers import POOLINGS
-from featx.tiling import TileGeometry, tap_sizes, tile_geometry, tile_spans, tiled_features
+from featx.extract.tiling import TileGeometry, tap_sizes, tile_geometry, tile_spans, tiled_features
 
 # one tap in every VGG block
 TAPS = ["relu1_1", "relu2_1", "relu3_2", "relu4_2", "relu5_1"]
@@ -83,7 +83,7 @@ def test_descriptors_accumulated_over_tiles_equal_untiled(reduce):
 def test_a_halo_below_the_receptive_field_is_not_exact(monkeypatch):
     """The checks above can fail: in float64, where the full halo agrees to rounding, a halo below
     the receptive field changes the stitched features."""
-    import featx.tiling
+    import featx.extract.tiling
 
     vgg = extractor("vgg11", ["relu3_1"], dtype=torch.float64)
     x = image(80, 80, torch.float64)
@@ -94,7 +94,7 @@ def test_a_halo_below_the_receptive_field_is_not_exact(monkeypatch):
     # the halo that reaches the context of the core's last outputs is 7 here (the radius bound, 10,
     # counts the 2x2 pools' one-sided reach on both sides); one stride is too little
     short = dataclasses.replace(geometry, halo=geometry.stride)
-    monkeypatch.setattr(featx.tiling, "tile_geometry", lambda *args, **kwargs: short)
+    monkeypatch.setattr(featx.extract.tiling, "tile_geometry", lambda *args, **kwargs: short)
     assert rel_error(tiled_features(vgg, x, tile=16)["relu3_1"], expected) > 1e-9
 
 

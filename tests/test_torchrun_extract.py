@@ -22,7 +22,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from featx.extractor import VGGFeatures
+from featx.backbones.vgg.features import VGGFeatures
 from featx_cli.main import cli
 
 TAPS = "relu1_1,relu2_1"

@@ -21,8 +21,8 @@ import torch
 import torchvision
 from torchvision.models.vgg import cfgs, make_layers
 
+from featx.backbones.vgg.layers import ARCHS
 from featx.errors import RandomWeightsWarning, UnverifiedWeightsWarning, WeightsLoadError, WeightsNotFoundError
-from featx.layers import ARCHS
 from featx.weights import (
     LoadedWeights,
     VGGWeights,

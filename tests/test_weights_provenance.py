@@ -88,8 +88,8 @@ def test_mismatched_canonical_file_warns_at_every_load():
 
 
 def test_mismatched_canonical_file_is_not_recorded_under_the_official_id():
+    from featx.backbones.vgg.features import VGGFeatures
     from featx.extract.plan import common_metadata
-    from featx.extractor import VGGFeatures
     from featx.show import show_features
 
     state = tv_state()
@@ -131,7 +131,7 @@ def test_matching_canonical_file_is_verified(monkeypatch):
 
 
 def test_mismatch_can_be_an_error(monkeypatch):
-    from featx.extractor import VGGFeatures
+    from featx.backbones.vgg.features import VGGFeatures
 
     state = tv_state()
     path = canonical_file(state)

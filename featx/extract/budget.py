@@ -1,5 +1,5 @@
 """The memory budget of an extraction run: how many bytes an image costs, how many images fit in
-a batch, and which images must be tiled (:mod:`featx.tiling`) to fit at all.
+a batch, and which images must be tiled (:mod:`featx.extract.tiling`) to fit at all.
 
 The estimate models the forward pass under ``torch.inference_mode()``: at each layer the input
 and the output activation are alive, plus every tapped map computed so far (they are returned),
@@ -15,11 +15,11 @@ import re
 from typing import TYPE_CHECKING, Optional
 
 from featx._checks import check_int
+from featx.backbones.vgg.layers import layer_specs
 from featx.errors import FeatxValueError
-from featx.layers import layer_specs
 
 if TYPE_CHECKING:
-    from featx.extractor import VGGFeatures
+    from featx.backbones.vgg.features import VGGFeatures
 
 __all__ = [
     "CONV_WORKSPACE",
@@ -123,7 +123,7 @@ def default_budget(device_type: str) -> int:
 
 
 def _pooled(size: int, pooling: str) -> int:
-    from featx.tiling import pooled_size
+    from featx.extract.tiling import pooled_size
 
     return pooled_size(size, pooling)
 
@@ -154,7 +154,7 @@ def forward_bytes(extractor: VGGFeatures, height: int, width: int, *, element_by
 
 def stored_bytes(extractor: VGGFeatures, height: int, width: int, *, reduce: str, store_bytes: int = 4) -> int:
     """Bytes of one image's feature file: the maps (``store_bytes`` per value) or the descriptors."""
-    from featx.tiling import tap_sizes
+    from featx.extract.tiling import tap_sizes
 
     channels = {info.name: info.channels for info in extractor.feature_info}
     if reduce == "none":
@@ -194,7 +194,7 @@ def choose_tile(
 
     With a descriptor (``gap``, ``gmp``, ``gram``) that is the decoded image and the descriptors.
     With ``reduce="none"`` the tiles are streamed into the feature file as they are computed
-    (:class:`featx.featstream.FeatureFileStream`), so only the decoded image and one tile's maps
+    (:class:`featx.io.featstream.FeatureFileStream`), so only the decoded image and one tile's maps
     stay: the stored maps may be far larger than the budget.
 
     Raises:
@@ -202,7 +202,7 @@ def choose_tile(
 
     Example:
         >>> import warnings
-        >>> from featx.extractor import VGGFeatures
+        >>> from featx.backbones.vgg.features import VGGFeatures
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")
         ...     vgg = VGGFeatures("vgg19", "ttsr_lte", weights=None)
@@ -214,7 +214,7 @@ def choose_tile(
     whole = image_bytes(extractor, height, width, reduce=reduce, store_bytes=store_bytes)
     if whole <= budget:
         return None
-    from featx.tiling import tile_geometry
+    from featx.extract.tiling import tile_geometry
 
     geometry = tile_geometry(extractor.arch, extractor.taps[-1], pooling=extractor.pooling)
     streamed = reduce == "none"
@@ -249,7 +249,7 @@ def streamed_bytes(
 
     Example:
         >>> import warnings
-        >>> from featx.extractor import VGGFeatures
+        >>> from featx.backbones.vgg.features import VGGFeatures
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")
         ...     vgg = VGGFeatures("vgg19", ["relu1_1"], weights=None)
@@ -257,7 +257,7 @@ def streamed_bytes(
         >>> rows - tile == 64 * 102 * (4000 - 102) * 4  # the band's maps beyond one tile's (102 px with its halo)
         True
     """
-    from featx.tiling import tile_geometry
+    from featx.extract.tiling import tile_geometry
 
     halo = tile_geometry(extractor.arch, extractor.taps[-1], pooling=extractor.pooling).halo
     side_h, side_w = min(tile + 2 * halo, height), min(tile + 2 * halo, width)

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from featx.errors import ImageDecodeError
-from featx.images import load_image
+from featx.io.images import load_image
 
 __all__ = ["Decoded", "DecodeDataset", "collate_decoded", "decode_isolated", "is_worker_death"]
 

@@ -19,7 +19,7 @@ def reduce_features(feats: Mapping[str, torch.Tensor], reduce: str) -> dict[str,
     Args:
         feats: ``{tap: (B, C, H, W)}``.
         reduce: one of :data:`~featx.extract.options.DESCRIPTORS`: ``"none"``, ``"gap"`` (mean over
-            H, W), ``"gmp"`` (max over H, W) or ``"gram"`` (:func:`featx.functional.gram_matrix`,
+            H, W), ``"gmp"`` (max over H, W) or ``"gram"`` (:func:`featx.losses.functional.gram_matrix`,
             normalised by ``C H W``).
 
     Returns:
@@ -40,7 +40,7 @@ def reduce_features(feats: Mapping[str, torch.Tensor], reduce: str) -> dict[str,
     if reduce == "none":
         return dict(feats)
     if reduce == "gram":
-        from featx.functional import gram_matrix
+        from featx.losses.functional import gram_matrix
 
         return {name: gram_matrix(feat) for name, feat in feats.items()}
     if reduce == "gap":

@@ -3,7 +3,7 @@
 :func:`extract_features` turns folders of images into one safetensors feature file per image, mirroring
 the input tree, plus ``manifest.jsonl`` and ``summary.json``. It is built for 10^5-image datasets:
 
-- **Bad files never stop a run.** Decoding (by :mod:`featx.images`' rules) happens in DataLoader
+- **Bad files never stop a run.** Decoding (by :mod:`featx.io.images`' rules) happens in DataLoader
   workers that return an error record instead of raising; each failure is reported and listed in
   the manifest.
 - **Killed runs are safe.** Files are written to hidden temporary names and renamed atomically;
@@ -30,7 +30,6 @@ from typing import Any, Optional
 import torch
 from torch.utils.data import DataLoader
 
-from featx.discovery import ImageSource
 from featx.errors import (
     FeatxTypeError,
     FeatxValueError,
@@ -69,9 +68,10 @@ from featx.extract.plan import (
 )
 from featx.extract.streaming import stream_tiled
 from featx.extract.summary import ExtractSummary, dry_run_summary, finish_run
+from featx.extract.tiling import tile_geometry, tiled_features
 from featx.extract.writer import FeatureWriter
-from featx.featfile import serialize_features
-from featx.tiling import tile_geometry, tiled_features
+from featx.io.discovery import ImageSource
+from featx.io.featfile import serialize_features
 
 __all__ = ["RANDOM_WEIGHTS_SEED", "TORCH_DTYPES", "extract_features"]
 
@@ -86,7 +86,7 @@ _NOT_COMPUTED = ("error", "ignored")
 
 def _build_extractor(options: ExtractOptions) -> Any:
     """The extractor; random weights come from a fixed seed so every rank and rerun agrees."""
-    from featx.extractor import VGGFeatures
+    from featx.backbones.vgg.features import VGGFeatures
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
@@ -142,7 +142,7 @@ def extract_features(
     """Extract VGG features of every image under ``inputs`` into ``output``.
 
     Writes ``OUTPUT/KEY.safetensors`` per image (keys are paths relative to the inputs' common
-    root; see :func:`featx.discovery.find_images`), ``OUTPUT/manifest.jsonl`` (one line per image,
+    root; see :func:`featx.io.discovery.find_images`), ``OUTPUT/manifest.jsonl`` (one line per image,
     sorted by path: ``path``, ``source``, ``status`` ``ok``/``skipped``/``error``, ``output`` and
     ``shapes``, or ``error``) and ``OUTPUT/summary.json``. Feature files hold one tensor per tap
     (in ``options.dtype``) and string metadata: ``format``, ``featx_version``, ``torch_version``,
@@ -177,7 +177,7 @@ def extract_features(
     Example:
         >>> import tempfile, os, warnings
         >>> from PIL import Image
-        >>> from featx.featfile import load_features
+        >>> from featx.io.featfile import load_features
         >>> options = ExtractOptions(taps="relu1_1", weights=None, num_workers=0)
         >>> with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")  # random weights warn

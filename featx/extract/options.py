@@ -28,7 +28,7 @@ ManifestRecord = dict[str, Any]
 DESCRIPTORS: tuple[str, ...] = ("none", "gap", "gmp", "gram")
 """What is stored per tap (:attr:`ExtractOptions.reduce`, CLI ``--reduce``): the map ``(C, H, W)``,
 its global average ``(C,)``, global max ``(C,)``, or Gram matrix ``(C, C)`` (``F F^T / (C H W)``,
-:func:`featx.functional.gram_matrix`). Not to be confused with the *loss* reduction
+:func:`featx.losses.functional.gram_matrix`). Not to be confused with the *loss* reduction
 (:data:`featx.REDUCTIONS`: ``"mean"``, ``"sum"``, ``"none"`` over a batch of loss values)."""
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
@@ -65,7 +65,7 @@ class ExtractOptions:
     """
 
     files_from: Optional[PathLike] = None
-    """A text file listing images, one per line (added to the inputs); see :func:`featx.discovery.read_file_list`."""
+    """A text file listing images, one per line (added to the inputs); see :func:`featx.io.discovery.read_file_list`."""
     recursive: bool = True
     """Walk subfolders of folder inputs."""
     arch: str = "vgg19"
@@ -74,9 +74,9 @@ class ExtractOptions:
     """Preset name, tap name, ``"a,b"`` or a sequence of names (ignored with ``preset``); the default
     :data:`DEFAULT_TAPS` exists in every ``arch``. A sequence is stored as a tuple."""
     preset: Optional[str] = None
-    """Build the extractor with :meth:`featx.extractor.VGGFeatures.from_preset` (its arch, taps and pooling)."""
+    """Build the extractor with :meth:`featx.backbones.vgg.features.VGGFeatures.from_preset` (its arch, taps and pooling)."""
     weights: WeightsSpec = "DEFAULT"
-    """As for :class:`featx.extractor.VGGFeatures`; ``None`` gives random weights from a fixed seed (0),
+    """As for :class:`featx.backbones.vgg.features.VGGFeatures`; ``None`` gives random weights from a fixed seed (0),
     so reruns and ranks agree (a :class:`~featx.errors.RandomWeightsWarning` is issued)."""
     reduce: str = "none"
     """Per-tap descriptor, one of :data:`DESCRIPTORS` (see :func:`featx.extract.reduce_features`)."""
@@ -96,7 +96,7 @@ class ExtractOptions:
     Without it such a run is refused (:class:`~featx.errors.OutputOwnedError`); see
     :mod:`featx.extract.owner`."""
     alpha: str = "error"
-    """One of :data:`featx.images.ALPHA_MODES`: refuse images with an alpha channel, or drop alpha."""
+    """One of :data:`featx.io.images.ALPHA_MODES`: refuse images with an alpha channel, or drop alpha."""
     max_pixels: Optional[int] = None
     """Refuse images with more pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``, about 89.5 MP; a
     larger value lets Pillow open such files, e.g. ``100_000_000`` for a trusted 100-megapixel scan)."""
@@ -110,14 +110,14 @@ class ExtractOptions:
     tile: Union[str, int] = "auto"
     """``"auto"``: tile images whose single pass exceeds the budget; ``"off"``: never tile; a
     number of pixels: tile images larger than that, with tiles of that side (a multiple of the
-    deepest tap's stride). Tiled features equal one untiled pass (:func:`featx.tiling.tiled_features`)."""
+    deepest tap's stride). Tiled features equal one untiled pass (:func:`featx.extract.tiling.tiled_features`)."""
     fsync: bool = True
     """fsync each feature file before its atomic rename (durable across power loss). ``False`` keeps
     the atomic rename (a killed run never leaves partial files); the resume check recomputes files
     whose size does not match their header."""
     direct_io: bool = True
     """Write feature files from 1 MiB up with ``O_DIRECT`` where the system allows it (see
-    :mod:`featx.atomic`); ``False`` writes through the page cache. Same bytes either way."""
+    :mod:`featx.io.atomic`); ``False`` writes through the page cache. Same bytes either way."""
     dry_run: bool = False
     """Plan only: nothing is written; :attr:`ExtractSummary.planned` lists the actions."""
     progress: bool = False

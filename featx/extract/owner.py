@@ -2,7 +2,7 @@
 its files were made from and the configuration of the last run, so a run with other inputs never
 silently replaces them.
 
-Keys are paths relative to the root of a run's inputs (:func:`featx.discovery.discover`), so two runs
+Keys are paths relative to the root of a run's inputs (:func:`featx.io.discovery.discover`), so two runs
 with different roots can give the same key to different images (``train/0001.png`` and
 ``val/0001.png`` both become ``0001.png``). The record maps a key *prefix* to each root it accepted:
 the first root gets the empty prefix; a run whose root is not recorded is refused
@@ -21,9 +21,9 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from featx.atomic import write_atomic
-from featx.discovery import decode_name
 from featx.errors import OutputOwnedError
+from featx.io.atomic import write_atomic
+from featx.io.discovery import decode_name
 
 __all__ = ["OWNER", "OWNER_FORMAT", "claim_output", "read_owner"]
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from featx._checks import check_int
-from featx.discovery import IMAGE_EXTENSIONS, ImageSource, decode_name, discover, name_bytes, printable_name, read_file_list
 from featx.errors import ExtractionError, FeatxValueError, ImageDecodeError, InputNotFoundError
 from featx.extract.distributed import DistContext
 from featx.extract.options import ManifestRecord, PathLike
-from featx.featfile import FEATURE_SUFFIX
-from featx.images import probe_image
+from featx.io.discovery import IMAGE_EXTENSIONS, ImageSource, decode_name, discover, name_bytes, printable_name, read_file_list
+from featx.io.featfile import FEATURE_SUFFIX
+from featx.io.images import probe_image
 
 __all__ = [
     "FORMAT",
@@ -53,7 +53,7 @@ def feature_path(output: PathLike, key: str) -> Path:
 
     The image's full name is kept (``a/b.png`` -> ``a/b.png.safetensors``), so ``x.png`` and
     ``x.jpg`` in one folder never collide. A key that is not valid UTF-8 is named by its
-    :func:`featx.discovery.printable_name` (``caf\\xe9.png.safetensors``): every output name is
+    :func:`featx.io.discovery.printable_name` (``caf\\xe9.png.safetensors``): every output name is
     UTF-8, as safetensors requires of the paths it opens.
 
     Example:
@@ -103,7 +103,7 @@ def collect_sources(
     inputs: Sequence[PathLike], files_from: Optional[PathLike], recursive: bool
 ) -> tuple[list[ImageSource], str]:
     """The sorted images to process and the folder their keys are relative to (see
-    :func:`featx.discovery.discover`); missing positional inputs and lists are errors up front.
+    :func:`featx.io.discovery.discover`); missing positional inputs and lists are errors up front.
 
     Raises:
         FileNotFoundError: an input or ``files_from`` does not exist.
@@ -174,7 +174,7 @@ def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
 
 
 def source_metadata(source: ImageSource) -> dict[str, str]:
-    """``source_path`` and ``source_key`` as valid UTF-8 (:func:`featx.discovery.printable_name`),
+    """``source_path`` and ``source_key`` as valid UTF-8 (:func:`featx.io.discovery.printable_name`),
     plus ``source_path_b64`` / ``source_key_b64`` (their exact bytes) for names that are not UTF-8.
 
     Example:
@@ -374,7 +374,7 @@ def manifest_record(source: ImageSource, status: str, **extra: Any) -> ManifestR
     """A manifest line for ``source``: ``path`` (its key), ``source``, ``status``, ``output`` unless
     an error, plus ``extra`` (``shapes`` or ``error``).
 
-    Names are valid UTF-8 (:func:`featx.discovery.printable_name`); a key or path that is not
+    Names are valid UTF-8 (:func:`featx.io.discovery.printable_name`); a key or path that is not
     UTF-8 also has its exact bytes in ``path_b64`` / ``source_b64`` (the output file's name is the
     key's bytes followed by ``.safetensors``); :func:`record_source` reads them back.
 

@@ -7,9 +7,9 @@ import os
 import time
 from pathlib import Path
 
-from featx.atomic import write_atomic
 from featx.extract.distributed import env_rank
 from featx.extract.options import PathLike
+from featx.io.atomic import write_atomic
 
 __all__ = ["SAMPLE_IMAGES", "prepare_sample_images", "write_sample_images"]
 

@@ -1,6 +1,6 @@
 """Images whose feature maps do not fit the memory budget: computed in exact tiles
-(:func:`featx.tiling.tile_cores`) and streamed into their feature file tile by tile
-(:class:`featx.featstream.FeatureFileStream`), so a 100-megapixel image is extracted with
+(:func:`featx.extract.tiling.tile_cores`) and streamed into their feature file tile by tile
+(:class:`featx.io.featstream.FeatureFileStream`), so a 100-megapixel image is extracted with
 ``reduce="none"`` in the memory of one tile. The file is byte-for-byte what an untiled pass
 would write, up to the float rounding of tiling (relative error < 1e-5 in fp32)."""
 
@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-from featx.discovery import ImageSource
 from featx.extract.options import ManifestRecord
 from featx.extract.plan import manifest_record
+from featx.extract.tiling import tap_sizes, tile_cores
 from featx.extract.writer import write_failure
-from featx.featstream import FeatureFileStream
-from featx.tiling import tap_sizes, tile_cores
+from featx.io.discovery import ImageSource
+from featx.io.featstream import FeatureFileStream
 
 __all__ = ["stream_tiled"]
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from featx.atomic import is_temp_name, write_atomic
-from featx.discovery import ImageSource
 from featx.errors import ExtractionError, OutputWriteError
 from featx.extract.owner import earlier_records
 from featx.extract.plan import MANIFEST, ImagePlan, feature_path, record_source
+from featx.io.atomic import is_temp_name, write_atomic
+from featx.io.discovery import ImageSource
 
 __all__ = ["SUMMARY", "ExtractSummary", "dry_run_summary", "finish_run", "remove_stale_temps"]
 
@@ -179,7 +179,7 @@ def _write(path: Path, chunks: list[bytes], parts: int) -> None:
 
 
 def remove_stale_temps(output: Path, before: float) -> None:
-    """Delete featx's own temporary files (``.NAME.featx-PID.tmp``, :func:`featx.atomic.is_temp_name`)
+    """Delete featx's own temporary files (``.NAME.featx-PID.tmp``, :func:`featx.io.atomic.is_temp_name`)
     left by killed runs (modified before ``before - 1 s``); any other file, hidden or not, is left alone."""
     for folder, _, files in os.walk(output):
         for name in files:

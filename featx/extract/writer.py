@@ -1,6 +1,6 @@
 """The writer thread of an extraction run: feature files and manifest lines, in order, off the compute thread.
 
-The compute thread lays each file out (:func:`featx.featfile.serialize_features`) and queues it
+The compute thread lays each file out (:func:`featx.io.featfile.serialize_features`) and queues it
 with its manifest record; one background thread writes the file atomically, appends the record to
 this rank's manifest part, advances the progress bar and calls ``on_record``. The queue is
 bounded, so memory stays flat however many images a run has.
@@ -18,11 +18,11 @@ from typing import Any, Optional
 
 import torch
 
-from featx.atomic import write_atomic_buffer
-from featx.discovery import printable_name
 from featx.errors import ExtractionError
 from featx.extract.options import ManifestRecord
 from featx.extract.plan import record_source, remove_failed_output
+from featx.io.atomic import write_atomic_buffer
+from featx.io.discovery import printable_name
 
 __all__ = ["FeatureWriter", "write_failure"]
 

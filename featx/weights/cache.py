@@ -11,7 +11,7 @@ import safetensors
 import safetensors.torch
 from torch import Tensor
 
-from featx.atomic import write_atomic
+from featx.io.atomic import write_atomic
 from featx.weights.checkpoint import sha256_file
 from featx.weights.index import read_index, recorded_sha256, remember_sha256, stat_key
 from featx.weights.locations import cache_dir

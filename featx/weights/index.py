@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from featx.atomic import write_atomic
+from featx.io.atomic import write_atomic
 from featx.weights.checkpoint import sha256_file
 from featx.weights.locations import cache_dir
 

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
 from featx._checks import check_choice, closest
 from featx.errors import FeatxTypeError, FeatxValueError
-from featx.layers import ARCHS, check_arch
 
 __all__ = [
     "BACKBONE_ARCHS",
@@ -133,7 +132,7 @@ class VGGWeights(enum.Enum):
         Raises:
             ValueError: unknown ``arch``.
         """
-        check_arch(arch)
+        check_choice("arch", arch, tuple(member.arch for member in cls))
         return next(member for member in cls if member.arch == arch)
 
     @classmethod
@@ -191,7 +190,7 @@ KINDS: tuple[str, ...] = ("backbone", "lpips", "dists")
 the learned linear layers of LPIPS (``"lpips"``, keys ``lin{k}.model.1.weight``) or the learned
 alpha/beta of DISTS (``"dists"``, keys ``alpha`` and ``beta``)."""
 
-BACKBONE_ARCHS: tuple[str, ...] = (*ARCHS, "alexnet")
+BACKBONE_ARCHS: tuple[str, ...] = (*(member.arch for member in VGGWeights), "alexnet")
 """Every backbone architecture featx builds: the VGG family and AlexNet (LPIPS's default)."""
 
 _LPIPS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/"

@@ -2,7 +2,7 @@
 
 Each is a function on feature dicts plus a thin module holding its settings, named
 ``...OnFeatures`` because it takes feature dicts, not images; for losses on images (with a VGG
-backbone inside) use :class:`featx.losses.TextureLoss`.
+backbone inside) use :class:`featx.losses.modules.TextureLoss`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featx._checks import check_int, check_layer_weights, check_number
-from featx._features import (
+from featx.losses._features import (
     FeatureDict,
     LossResult,
     autocast_off,

@@ -1,7 +1,7 @@
 """Feature files: safetensors (no pickle) with one tensor per name and ``str -> str`` metadata.
 
 :func:`serialize_features` lays a file out byte-deterministically (sorted header) in one
-page-aligned buffer; :func:`save_features` then writes it with :mod:`featx.atomic` (hidden
+page-aligned buffer; :func:`save_features` then writes it with :mod:`featx.io.atomic` (hidden
 temporary name in the target folder, fsync, atomic rename; ``O_DIRECT`` from 1 MiB up).
 :func:`load_features` and :func:`read_feature_metadata` read files back.
 """
@@ -18,8 +18,8 @@ from typing import Any, Union
 
 import torch
 
-from featx.atomic import aligned_buffer, write_atomic_buffer
 from featx.errors import FeatxTypeError, FeatxValueError, InputNotFoundError
+from featx.io.atomic import aligned_buffer, write_atomic_buffer
 
 __all__ = [
     "FEATURE_SUFFIX",
@@ -71,7 +71,7 @@ def feature_file_layout(
 
     Tensors are ordered by decreasing element size, then name; the JSON header has sorted keys and
     is padded with spaces so tensor data starts 8-byte aligned. :func:`serialize_features` and
-    :class:`featx.featstream.FeatureFileStream` share it, so a file written whole and one written
+    :class:`featx.io.featstream.FeatureFileStream` share it, so a file written whole and one written
     piece by piece are byte-identical.
 
     Args:
@@ -121,7 +121,7 @@ def serialize_features(tensors: Mapping[str, torch.Tensor], metadata: Mapping[st
         metadata: ``{str: str}`` stored in the header's ``__metadata__``.
 
     Returns:
-        ``(buffer, nbytes)``: a ``uint8`` CPU tensor from :func:`featx.atomic.aligned_buffer`
+        ``(buffer, nbytes)``: a ``uint8`` CPU tensor from :func:`featx.io.atomic.aligned_buffer`
         whose first ``nbytes`` are the file.
 
     Raises:
@@ -160,7 +160,7 @@ def save_features(
     """Write tensors and metadata as a safetensors file, deterministically and atomically.
 
     The bytes are laid out by :func:`serialize_features` (sorted header: equal inputs give
-    byte-identical files) and written by :func:`featx.atomic.write_atomic_buffer`: a hidden
+    byte-identical files) and written by :func:`featx.io.atomic.write_atomic_buffer`: a hidden
     temporary name in the same folder, fsync, rename; files from 1 MiB up bypass the page cache
     (``O_DIRECT``) where the system allows it. Any safetensors reader opens the file.
 

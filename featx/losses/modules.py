@@ -1,8 +1,8 @@
-"""Loss modules on images: they own (or share) a :class:`~featx.extractor.VGGFeatures` and call
-:mod:`featx.functional` / :mod:`featx.texture` on its feature dicts.
+"""Loss modules on images: they own (or share) a :class:`~featx.backbones.vgg.features.VGGFeatures` and call
+:mod:`featx.losses.functional` / :mod:`featx.losses.texture` on its feature dicts.
 
 Every module here takes images (``forward(pred, target, *, return_terms=False)``); the modules on
-feature dicts are the ``...OnFeatures`` classes of :mod:`featx.texture`.
+feature dicts are the ``...OnFeatures`` classes of :mod:`featx.losses.texture`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from featx._checks import InputRange
-from featx._image_loss import (
+from featx.backbones.vgg.features import VGGFeatures
+from featx.errors import FeatxValueError
+from featx.losses._image_loss import (
     TEXTURE_KINDS,
     Backbone,
     ImageLoss,
@@ -23,8 +25,6 @@ from featx._image_loss import (
     style_weights_of,
     texture_term,
 )
-from featx.errors import FeatxValueError
-from featx.extractor import VGGFeatures
 
 if TYPE_CHECKING:
     from featx.weights import WeightsSpec
@@ -41,7 +41,7 @@ class PerceptualLoss(ImageLoss):
     r"""Perceptual (feature) loss on images: :math:`\sum_l w_l D(\phi_l(\hat y), \phi_l(y))`.
 
     Builds a frozen :class:`VGGFeatures` with exactly the taps in ``layer_weights`` (or shares
-    ``extractor``) and calls :func:`featx.functional.perceptual_loss`. With neither
+    ``extractor``) and calls :func:`featx.losses.functional.perceptual_loss`. With neither
     ``layer_weights`` nor ``preset``, the ``esrgan`` preset is used (conv5_4, L1).
 
     Args:
@@ -51,7 +51,7 @@ class PerceptualLoss(ImageLoss):
             normalisation; explicit ``layer_weights``/``criterion``/``normalize_channels`` win.
         arch: VGG architecture (default ``vgg19``).
         weights: backbone weights (see :class:`VGGFeatures`); ``None`` for random (warns).
-        criterion: one of :data:`featx.functional.CRITERIA` (default ``l1``).
+        criterion: one of :data:`featx.losses.functional.CRITERIA` (default ``l1``).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         input_range: value range of the images (default ``(0, 1)``).
         normalize_channels: unit-normalise feature vectors over channels (LPIPS).
@@ -113,7 +113,7 @@ class PerceptualLoss(ImageLoss):
 class StyleLoss(ImageLoss):
     r"""Gram-matrix style loss on images: :math:`\sum_l w_l D(G(\phi_l(\hat y)), G(\phi_l(y)))`.
 
-    Calls :func:`featx.functional.style_loss`. Use :meth:`set_target` with a style image to
+    Calls :func:`featx.losses.functional.style_loss`. Use :meth:`set_target` with a style image to
     compute its Gram matrices once. With neither ``layer_weights`` nor ``preset`` the ``gatys``
     preset is used (relu1_1..relu5_1, 0.2 each, average pooling). A preset without Gram layers
     (e.g. ``esrgan``) lends its feature layers, as BasicSR's ``style_weight`` does.
@@ -165,8 +165,8 @@ class StyleLoss(ImageLoss):
 class TextureLoss(ImageLoss):
     """Texture loss on images: sliced Wasserstein, moments, contextual or Gram statistics.
 
-    ``kind`` picks :func:`featx.texture.sliced_wasserstein_loss`, :func:`featx.texture.moment_loss`,
-    :func:`featx.texture.contextual_loss` or :func:`featx.functional.style_loss` (``"gram"``);
+    ``kind`` picks :func:`featx.losses.texture.sliced_wasserstein_loss`, :func:`featx.losses.texture.moment_loss`,
+    :func:`featx.losses.texture.contextual_loss` or :func:`featx.losses.functional.style_loss` (``"gram"``);
     ``**options`` go to that function (e.g. ``num_projections=``, ``seed=``, ``band_width=``,
     ``max_positions=``; for ``"gram"``: ``criterion=``, ``normalize=``, ``eps=``). Layers default as
     for :class:`StyleLoss`. All kinds ignore positions, so pred and target sizes may differ.

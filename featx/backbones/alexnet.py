@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from featx._checks import InputRange, check_bool, check_choice, check_input_range
-from featx._frozen import register_frozen_hooks
+from featx.backbones._frozen import register_frozen_hooks
+from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD
 from featx.errors import FeatxTypeError, FeatxValueError
-from featx.extractor import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
     from featx.weights import WeightsSpec

@@ -1,6 +1,6 @@
-"""State-dict hooks shared by the frozen-by-default modules outside :mod:`featx.extractor`
-(:class:`~featx.alexnet.AlexNetFeatures`, :class:`~featx.lpips.LPIPS`): what a parent's
-``state_dict`` holds is decided at construction, as for ``VGGFeatures`` (DESIGN.md section 3).
+"""State-dict hooks shared by the frozen-by-default modules outside :mod:`featx.backbones.vgg.features`
+(:class:`~featx.backbones.alexnet.AlexNetFeatures`, :class:`~featx.metrics.lpips.LPIPS`): what a parent's
+``state_dict`` holds is decided at construction, as for ``VGGFeatures`` (docs/design.md, "Backbones").
 
 A module built frozen (``learnable`` false) adds no entries to a parent's state dict, and a parent
 checkpoint without its entries loads strictly and keeps the module's weights. Private to featx.

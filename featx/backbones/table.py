@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from featx._checks import check_choice, check_int
+from featx.backbones.vgg.layers import POOLINGS, layer_specs
 from featx.errors import FeatxValueError
-from featx.layers import POOLINGS, layer_specs
 
 __all__ = ["CLASSIFIER", "HEADS", "LayerRow", "format_layer_table", "layer_table"]
 
@@ -37,7 +37,7 @@ class LayerRow:
 CLASSIFIER: tuple[tuple[str, int, int], ...] = (("fc6", 7, 4096), ("fc7", 1, 4096), ("fc8", 1, 1000))
 """VGG's classifier layers: ``(name, kernel size in the fully convolutional form, outputs)``; fc6
 reads the 512 x 7 x 7 pool5 map (Simonyan & Zisserman 2015, sec. 3.2). The one source of these
-shapes for :func:`layer_table` and :class:`featx.head.ConvHead`."""
+shapes for :func:`layer_table` and :class:`featx.backbones.vgg.head.ConvHead`."""
 
 HEADS: tuple[str, ...] = ("none", "fc", "conv")
 """Classifier heads for :func:`layer_table`: none, fc (torchvision's), conv (fully convolutional)."""
@@ -59,7 +59,7 @@ def layer_table(
         height: input height.
         width: input width.
         head: one of :data:`HEADS`.
-        pooling: one of :data:`featx.layers.POOLINGS`.
+        pooling: one of :data:`featx.backbones.vgg.layers.POOLINGS`.
 
     Returns:
         One :class:`LayerRow` per layer.

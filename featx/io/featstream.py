@@ -1,13 +1,13 @@
 """A feature file written piece by piece: maps too large to hold in memory go to disk tile by tile.
 
 The safetensors header depends only on the names, dtypes and shapes of the tensors
-(:func:`featx.featfile.feature_file_layout`), so it is written first and every tile of every map
+(:func:`featx.io.featfile.feature_file_layout`), so it is written first and every tile of every map
 is then written straight into its place (``C x H x W`` order: one write per channel and row of
 the tile, or per channel when the tile spans the full width). The file is built under featx's
-hidden temporary name (:func:`featx.atomic.temp_name`) and renamed only once every value of every
+hidden temporary name (:func:`featx.io.atomic.temp_name`) and renamed only once every value of every
 tensor has been written: a reader never sees a partial file, and a killed run leaves only a
 temporary that the next run removes. The bytes equal those of
-:func:`featx.featfile.save_features` for the same tensors.
+:func:`featx.io.featfile.save_features` for the same tensors.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Optional, Union
 
 import torch
 
-from featx.atomic import temp_name
 from featx.errors import FeatxTypeError, FeatxValueError
-from featx.featfile import feature_file_layout
+from featx.io.atomic import temp_name
+from featx.io.featfile import feature_file_layout
 
 __all__ = ["FeatureFileStream"]
 
@@ -38,7 +38,7 @@ class FeatureFileStream:
         path: the destination; its folder must exist.
         specs: ``{name: (dtype, (C, H, W))}`` of every tensor the file will hold.
         metadata: ``{str: str}`` for the header's ``__metadata__``.
-        fsync: flush the data to disk before the rename (as :func:`featx.featfile.save_features`).
+        fsync: flush the data to disk before the rename (as :func:`featx.io.featfile.save_features`).
 
     Raises:
         TypeError: a shape that is not ``(C, H, W)``, or an unsupported dtype.
@@ -46,7 +46,7 @@ class FeatureFileStream:
 
     Example:
         >>> import tempfile, os
-        >>> from featx.featfile import load_features
+        >>> from featx.io.featfile import load_features
         >>> maps = torch.arange(24.0).view(2, 3, 4)
         >>> with tempfile.TemporaryDirectory() as d:
         ...     path = os.path.join(d, "x.safetensors")

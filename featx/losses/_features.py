@@ -1,8 +1,8 @@
 """Shared machinery of the loss functions on feature dicts: lookups and shape checks with clear
 messages, the compute dtype and autocast rules, the batch reduction and the per-layer loop.
 
-Private to featx: :mod:`featx.functional`, :mod:`featx.texture`, :mod:`featx.transferal` and
-:mod:`featx.losses` build on it.
+Private to featx: :mod:`featx.losses.functional`, :mod:`featx.losses.texture`, :mod:`featx.losses.transferal` and
+:mod:`featx.losses.modules` build on it.
 """
 
 from __future__ import annotations

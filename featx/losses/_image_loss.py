@@ -1,7 +1,7 @@
-"""The machinery behind the image-taking loss modules of :mod:`featx.losses`: loss terms, the
+"""The machinery behind the image-taking loss modules of :mod:`featx.losses.modules`: loss terms, the
 shared or owned extractor, one pass per image, target caching, and the term builders.
 
-Private to featx; the public classes live in :mod:`featx.losses`.
+Private to featx; the public classes live in :mod:`featx.losses.modules`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import torch
 from torch import nn
 
 from featx._checks import InputRange, check_choice, check_layer_weights, check_number
-from featx._features import LossResult, check_finite, check_reduction
+from featx.backbones.vgg.features import VGGFeatures
 from featx.errors import FeatxTypeError, FeatxValueError
-from featx.extractor import VGGFeatures
-from featx.functional import CRITERIA, GRAM_NORMALIZATIONS, gram_matrices, perceptual_loss, style_loss
-from featx.presets import Preset, get_preset
-from featx.texture import (
+from featx.losses._features import LossResult, check_finite, check_reduction
+from featx.losses.functional import CRITERIA, GRAM_NORMALIZATIONS, gram_matrices, perceptual_loss, style_loss
+from featx.losses.texture import (
     ContextualOnFeatures,
     MomentsOnFeatures,
     SlicedWassersteinOnFeatures,
@@ -28,6 +27,7 @@ from featx.texture import (
     moment_loss,
     sliced_wasserstein_loss,
 )
+from featx.presets import Preset, get_preset
 
 if TYPE_CHECKING:
     from featx.weights import WeightsSpec

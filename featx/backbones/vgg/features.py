@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from featx._checks import InputRange, check_bool, check_choice, check_input_range, range_problem
+from featx.backbones.pooling import make_pool
+from featx.backbones.taps import TapInfo, resolve_taps
+from featx.backbones.vgg.layers import POOLINGS, LayerSpec, check_arch, layer_specs, min_input_size
 from featx.errors import FeatxTypeError, FeatxValueError, FeatxWarning, InputRangeWarning
-from featx.layers import POOLINGS, LayerSpec, check_arch, layer_specs, min_input_size
-from featx.pooling import make_pool
 from featx.presets import PRESETS, get_preset
-from featx.taps import TapInfo, resolve_taps
 
 if TYPE_CHECKING:
     from featx.weights import WeightsSpec
@@ -181,7 +181,7 @@ class VGGFeatures(nn.Module):
             or ``"normalized"`` for inputs already ImageNet-normalised.
         gray: ``"repeat"`` accepts 1-channel inputs by repeating them to RGB; ``"error"`` refuses them.
         pooling: ``"max"``, ``"avg"``, ``"blur"`` (kornia MaxBlurPool2D), ``"l2"`` (DISTS' L2
-            pooling, :class:`featx.pooling.L2Pool2d`), ``"conv"`` (learnable 3x3
+            pooling, :class:`featx.backbones.pooling.L2Pool2d`), ``"conv"`` (learnable 3x3
             stride-2 convolutions; needs ``requires_grad=True``) or ``"none"``. Default: the
             preset's pooling when ``taps`` names a preset (``gatys``: ``"avg"``), else ``"max"``.
         requires_grad: make the backbone learnable.

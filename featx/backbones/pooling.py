@@ -1,5 +1,5 @@
 """The pooling layers a VGG backbone can use in place of torchvision's 2x2 max pool
-(:data:`featx.layers.POOLINGS`), and the L2 pooling of DISTS."""
+(:data:`featx.backbones.vgg.layers.POOLINGS`), and the L2 pooling of DISTS."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featx._checks import check_choice, check_int
-from featx.layers import POOLINGS
+from featx.backbones.vgg.layers import POOLINGS
 
 __all__ = ["L2Pool2d", "make_pool"]
 

@@ -1,7 +1,7 @@
 """Scoring SR outputs against references, folder against folder (the engine of ``featx score``).
 
 Images are paired by relative path (or by path without extension), decoded by
-:mod:`featx.images`' rules (8/16-bit, EXIF orientation, alpha policy) to ``[0, 1]``, and scored:
+:mod:`featx.io.images`' rules (8/16-bit, EXIF orientation, alpha policy) to ``[0, 1]``, and scored:
 
 - ``psnr``: :func:`skimage.metrics.peak_signal_noise_ratio` with ``data_range=1`` on the decoded
   values, the same number as on the integer pixels with ``data_range = 2**bits - 1``;
@@ -37,10 +37,10 @@ import torch
 
 from featx._checks import check_bool, check_choice, check_int
 from featx._choices import ALPHA_MODES, METRICS, PAIR_BY
-from featx.atomic import write_atomic
-from featx.discovery import find_images
 from featx.errors import FeatxValueError, ImageDecodeError, InputNotFoundError
-from featx.images import load_image
+from featx.io.atomic import write_atomic
+from featx.io.discovery import find_images
+from featx.io.images import load_image
 
 __all__ = [
     "METRICS",
@@ -217,10 +217,10 @@ def default_metric(
     0) and unit learned layers (all ones: every channel weighs the same)."""
     import warnings
 
-    from featx.dists import DISTS, DISTS_CHANNELS
     from featx.errors import RandomWeightsWarning
-    from featx.lpips import LPIPS
-    from featx.lpips import LPIPS_NETS as NETS
+    from featx.metrics.dists import DISTS, DISTS_CHANNELS
+    from featx.metrics.lpips import LPIPS
+    from featx.metrics.lpips import LPIPS_NETS as NETS
 
     module: torch.nn.Module
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
@@ -304,7 +304,7 @@ def score_folders(
     if batch_size is None:
         batch_size = 1 if torch_device.type == "cpu" else 8
     check_int("batch_size", batch_size)
-    from featx.lpips import LPIPS_NETS
+    from featx.metrics.lpips import LPIPS_NETS
 
     check_choice("lpips_net", lpips_net, tuple(LPIPS_NETS))
     if weights is not None and weights != "DEFAULT":

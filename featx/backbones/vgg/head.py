@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from featx._checks import check_int
-from featx.table import CLASSIFIER
+from featx.backbones.table import CLASSIFIER
 
 __all__ = ["ConvHead"]
 

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from featx._checks import InputRange, check_input_range
-from featx._features import autocast_off, check_reduction, reduce_batch
+from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
 from featx.errors import FeatxValueError
-from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+from featx.losses._features import autocast_off, check_reduction, reduce_batch
 
 if TYPE_CHECKING:
     from featx.weights import LoadedWeights, WeightsSpec
@@ -91,7 +91,7 @@ class DISTS(nn.Module):
 
     Args:
         weights: VGG16 backbone weights (``"DEFAULT"``: torchvision's ImageNet VGG16 file, from the
-            local cache), see :class:`~featx.extractor.VGGFeatures`; ``None`` for random weights.
+            local cache), see :class:`~featx.backbones.vgg.features.VGGFeatures`; ``None`` for random weights.
         dists_weights: the learned alpha/beta (see :func:`load_dists_weights`).
         input_range: value range of the images (default ``(0, 1)``, DISTS' own).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (one value per sample).

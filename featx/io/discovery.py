@@ -2,7 +2,7 @@
 
 Folders are walked for :data:`IMAGE_EXTENSIONS` (any letter case), hidden names skipped, symlinked
 folders followed once; every image gets a key relative to the common root of the inputs, which
-names its outputs (see :func:`find_images`). How a file is decoded is :mod:`featx.images`' job.
+names its outputs (see :func:`find_images`). How a file is decoded is :mod:`featx.io.images`' job.
 Nothing here imports torch.
 """
 

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from featx._checks import InputRange, check_bool, check_choice, check_input_range, range_problem
-from featx._features import autocast_off, check_reduction, compute_dtype, reduce_batch
-from featx._frozen import register_frozen_hooks
-from featx.alexnet import AlexNetFeatures
+from featx.backbones._frozen import register_frozen_hooks
+from featx.backbones.alexnet import AlexNetFeatures
+from featx.backbones.vgg.features import VGGFeatures
 from featx.errors import FeatxTypeError, FeatxValueError, InputRangeWarning
-from featx.extractor import VGGFeatures
+from featx.losses._features import autocast_off, check_reduction, compute_dtype, reduce_batch
 
 if TYPE_CHECKING:
     from featx.weights import WeightsSpec

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from featx._checks import check_bool, check_choice
-from featx._features import LossResult, autocast_off, check_4d, check_reduction, compute_dtype
 from featx.errors import FeatxValueError
-from featx.functional import feature_distance, gram_matrix
+from featx.losses._features import LossResult, autocast_off, check_4d, check_reduction, compute_dtype
+from featx.losses.functional import feature_distance, gram_matrix
 
 __all__ = ["TPL_CRITERIA", "TransferalPerceptualOnFeatures", "transferal_perceptual_loss"]
 
@@ -66,7 +66,7 @@ def transferal_perceptual_loss(
         texture_levels: ``(T_lv1, T_lv2, T_lv3)``, same shapes.
         soft_attention: ``S`` or ``None``.
         criterion: one of :data:`TPL_CRITERIA`.
-        reduction: one of :data:`featx.functional.REDUCTIONS` (per level, as in :func:`feature_distance`).
+        reduction: one of :data:`featx.losses.functional.REDUCTIONS` (per level, as in :func:`feature_distance`).
         return_terms: also return ``{"lv1": ..., "lv2": ..., "lv3": ...}`` (each already divided by 3).
 
     Returns:
@@ -138,7 +138,7 @@ def transferal_perceptual_loss(
 
 class TransferalPerceptualOnFeatures(nn.Module):
     r"""TTSR's transferal perceptual loss as a module (see
-    :func:`featx.functional.transferal_perceptual_loss` for the formula).
+    :func:`featx.losses.functional.transferal_perceptual_loss` for the formula).
 
     Holds no network: TTSR applies a *frozen copy* of its learnable LTE to the SR output, synced
     every step with ``lte_copy.load_state_dict(lte.state_dict())``, and passes those levels here

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Union
 import torch
 from torch import nn
 
+from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
 from featx.errors import FeatxValueError
-from featx.extractor import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
 
 if TYPE_CHECKING:
     from featx.weights import WeightsSpec

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from featx._checks import check_choice, check_int
-from featx._features import autocast_off
+from featx.backbones.vgg.layers import layer_specs
 from featx.errors import FeatxValueError
-from featx.layers import layer_specs
+from featx.losses._features import autocast_off
 
 if TYPE_CHECKING:
-    from featx.extractor import VGGFeatures
+    from featx.backbones.vgg.features import VGGFeatures
 
 __all__ = [
     "TILE_DESCRIPTORS",
@@ -134,7 +134,7 @@ def tiled_features(
     ``reduce="none"``) or only the descriptors (``gap``, ``gmp``, ``gram``, accumulated in float32).
 
     Args:
-        extractor: a :class:`~featx.extractor.VGGFeatures` in eval mode (batch norm in training
+        extractor: a :class:`~featx.backbones.vgg.features.VGGFeatures` in eval mode (batch norm in training
             mode uses batch statistics, which tiles cannot reproduce).
         image: ``(1, 3, H, W)`` in the extractor's input range.
         tile: core tile side in input pixels, a multiple of the deepest tap's stride.
@@ -150,7 +150,7 @@ def tiled_features(
 
     Example:
         >>> import warnings
-        >>> from featx.extractor import VGGFeatures
+        >>> from featx.backbones.vgg.features import VGGFeatures
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")
         ...     vgg = VGGFeatures("vgg11", ["relu2_1"], weights=None)
@@ -183,7 +183,7 @@ def tile_cores(
     computed, so only one tile's activations are alive at a time.
 
     Args:
-        extractor: a :class:`~featx.extractor.VGGFeatures` in eval mode.
+        extractor: a :class:`~featx.backbones.vgg.features.VGGFeatures` in eval mode.
         image: ``(1, 3, H, W)`` in the extractor's input range.
         tile: core tile side in input pixels, a multiple of the deepest tap's stride.
 
@@ -196,7 +196,7 @@ def tile_cores(
 
     Example:
         >>> import warnings
-        >>> from featx.extractor import VGGFeatures
+        >>> from featx.backbones.vgg.features import VGGFeatures
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")
         ...     vgg = VGGFeatures("vgg11", ["relu1_1"], weights=None)

@@ -2,7 +2,7 @@
 
 The rules, the same for the library, ``featx extract`` and ``featx show``:
 
-- Formats: anything Pillow opens (which files folder discovery keeps is :mod:`featx.discovery`'s
+- Formats: anything Pillow opens (which files folder discovery keeps is :mod:`featx.io.discovery`'s
   job). Multi-frame files (TIFF pages, animated WebP) use the first frame.
 - EXIF orientation is applied (``PIL.ImageOps.exif_transpose``; the TIFF orientation tag for
   16-bit colour TIFFs), so the tensor is upright as a viewer shows it.
@@ -25,7 +25,7 @@ The rules, the same for the library, ``featx extract`` and ``featx show``:
   off whatever another library set it to, a PNG whose compressed rows end early (which Pillow
   decodes with black rows) is caught by counting its pixel data against its header, and a JPEG
   whose compressed data ends early or is corrupt (which Pillow decodes with grey blocks) by
-  libjpeg-turbo's data warnings (:func:`featx._truncation.jpeg_missing_data`).
+  libjpeg-turbo's data warnings (:func:`featx.io._truncation.jpeg_missing_data`).
 - Every failure raises :class:`~featx.errors.ImageDecodeError` (a ``ValueError``) with a one-line reason.
 """
 
@@ -45,8 +45,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx._checks import check_choice, check_int
 from featx._choices import ALPHA_MODES
-from featx._truncation import jpeg_missing_data, png_missing_rows, strict_loading
 from featx.errors import ImageDecodeError
+from featx.io._truncation import jpeg_missing_data, png_missing_rows, strict_loading
 
 __all__ = ["ALPHA_MODES", "load_image", "orient", "probe_image"]
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Union
 
 from featx._checks import check_choice
+from featx.backbones.vgg.layers import layer_specs
 from featx.errors import FeatxTypeError, FeatxValueError
-from featx.layers import layer_specs
 from featx.presets import PRESETS
 
 __all__ = ["TapInfo", "resolve_taps"]
@@ -35,7 +35,7 @@ def resolve_taps(arch: str, taps: Union[str, Iterable[str]], *, pooling: str = "
     """Validate tap names, drop duplicates and order them by depth.
 
     Args:
-        arch: one of :data:`featx.layers.ARCHS`.
+        arch: one of :data:`featx.backbones.vgg.layers.ARCHS`.
         taps: a preset name (``"ttsr_lte"``), one tap (``"relu3_1"``), a comma-separated string
             (``"relu1_1,relu2_1"``) or an iterable of tap names.
         pooling: pooling variant (changes the strides only).

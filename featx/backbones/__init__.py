@@ -1,0 +1,74 @@
+"""Feature extractors with canonical tap names, cut after the deepest tap, frozen by default.
+
+One module (or folder) per family: :mod:`~featx.backbones.vgg` (layers, extractor, fully
+convolutional head), :mod:`~featx.backbones.alexnet`, :mod:`~featx.backbones.lte` (TTSR); shared
+parts: :mod:`~featx.backbones.taps`, :mod:`~featx.backbones.pooling`, :mod:`~featx.backbones.table`.
+
+Names are imported on first use (PEP 562), so importing the package does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from featx._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from featx.backbones.alexnet import ALEXNET_LAYERS as ALEXNET_LAYERS
+    from featx.backbones.alexnet import AlexNetFeatures as AlexNetFeatures
+    from featx.backbones.alexnet import AlexNetLayer as AlexNetLayer
+    from featx.backbones.alexnet import alexnet_min_input_size as alexnet_min_input_size
+    from featx.backbones.lte import LTE as LTE
+    from featx.backbones.pooling import L2Pool2d as L2Pool2d
+    from featx.backbones.pooling import make_pool as make_pool
+    from featx.backbones.table import CLASSIFIER as CLASSIFIER
+    from featx.backbones.table import HEADS as HEADS
+    from featx.backbones.table import LayerRow as LayerRow
+    from featx.backbones.table import format_layer_table as format_layer_table
+    from featx.backbones.table import layer_table as layer_table
+    from featx.backbones.taps import TapInfo as TapInfo
+    from featx.backbones.taps import resolve_taps as resolve_taps
+    from featx.backbones.vgg.features import IMAGENET_MEAN as IMAGENET_MEAN
+    from featx.backbones.vgg.features import IMAGENET_STD as IMAGENET_STD
+    from featx.backbones.vgg.features import VGGFeatures as VGGFeatures
+    from featx.backbones.vgg.head import ConvHead as ConvHead
+    from featx.backbones.vgg.layers import ARCHS as ARCHS
+    from featx.backbones.vgg.layers import POOLINGS as POOLINGS
+    from featx.backbones.vgg.layers import LayerSpec as LayerSpec
+    from featx.backbones.vgg.layers import check_arch as check_arch
+    from featx.backbones.vgg.layers import layer_names as layer_names
+    from featx.backbones.vgg.layers import layer_specs as layer_specs
+    from featx.backbones.vgg.layers import min_input_size as min_input_size
+
+# public name -> defining module
+_EXPORTS = {
+    "ALEXNET_LAYERS": "featx.backbones.alexnet",
+    "ARCHS": "featx.backbones.vgg.layers",
+    "AlexNetFeatures": "featx.backbones.alexnet",
+    "AlexNetLayer": "featx.backbones.alexnet",
+    "CLASSIFIER": "featx.backbones.table",
+    "ConvHead": "featx.backbones.vgg.head",
+    "HEADS": "featx.backbones.table",
+    "IMAGENET_MEAN": "featx.backbones.vgg.features",
+    "IMAGENET_STD": "featx.backbones.vgg.features",
+    "L2Pool2d": "featx.backbones.pooling",
+    "LTE": "featx.backbones.lte",
+    "LayerRow": "featx.backbones.table",
+    "LayerSpec": "featx.backbones.vgg.layers",
+    "POOLINGS": "featx.backbones.vgg.layers",
+    "TapInfo": "featx.backbones.taps",
+    "VGGFeatures": "featx.backbones.vgg.features",
+    "alexnet_min_input_size": "featx.backbones.alexnet",
+    "check_arch": "featx.backbones.vgg.layers",
+    "format_layer_table": "featx.backbones.table",
+    "layer_names": "featx.backbones.vgg.layers",
+    "layer_specs": "featx.backbones.vgg.layers",
+    "layer_table": "featx.backbones.table",
+    "make_pool": "featx.backbones.pooling",
+    "min_input_size": "featx.backbones.vgg.layers",
+    "resolve_taps": "featx.backbones.taps",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
