@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from featx._checks import InputRange, check_input_range
-from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+from featx.backbones.base import IMAGENET_MEAN, IMAGENET_STD
+from featx.backbones.vgg.features import VGGFeatures
 from featx.errors import FeatxValueError
 from featx.losses._features import autocast_off, check_reduction, reduce_batch
 

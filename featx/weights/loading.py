@@ -29,7 +29,7 @@ from featx.weights.cache import cache_file, read_cached, write_cache
 from featx.weights.checkpoint import read_checkpoint
 from featx.weights.index import indexed_sha256, remember_sha256
 from featx.weights.locations import cache_dir, locate
-from featx.weights.matching import Wanted, dict_view, parse_expected, safetensors_view, select_tensors
+from featx.weights.matching import FEATURE_KEY, KeyLayout, Wanted, dict_view, parse_expected, safetensors_view, select_tensors
 from featx.weights.registry import (
     BACKBONE_ARCHS,
     KnownCheckpoint,
@@ -143,7 +143,12 @@ def _resolve_name(weights: WeightsSpec, arch: str) -> Union[KnownCheckpoint, Non
 
 
 def load_weights(
-    weights: WeightsSpec, *, arch: str, expected: Mapping[str, Any], verify: Optional[str] = None
+    weights: WeightsSpec,
+    *,
+    arch: str,
+    expected: Mapping[str, Any],
+    layout: Optional[KeyLayout] = None,
+    verify: Optional[str] = None,
 ) -> Union[LoadedWeights, None]:
     """Resolve a ``weights`` argument and strictly load the tensors the truncated extractor needs.
 
@@ -160,8 +165,10 @@ def load_weights(
             weights: warns :class:`RandomWeightsWarning` and returns ``None``).
         arch: the architecture being built (one of :data:`~featx.weights.registry.BACKBONE_ARCHS`).
         expected: every key the truncated extractor needs (``"features.0.weight"``, ...) -> shape.
-            Checkpoint keys may be ``features.{i}.*`` or bare ``{i}.*``; ``classifier.*`` and
-            layers deeper than the deepest expected index are ignored; anything else must match.
+        layout: how the family's checkpoint keys map onto the module (:class:`KeyLayout`): which
+            keys are the head or deeper layers (ignored) and how key variants are written. Default:
+            a torchvision ``features`` Sequential up to the deepest expected index (VGG, AlexNet):
+            keys ``features.{i}.*`` or bare ``{i}.*``, ``classifier.*`` ignored.
         verify: what a file at a known checkpoint's name (or loaded by that name) whose sha256 does
             not match does: ``"warn"`` (:class:`UnverifiedWeightsWarning` at every load; the weights
             are recorded as ``"unverified:<name>"`` with their real sha256 and ``verified=False``) or
@@ -190,7 +197,9 @@ def load_weights(
         (['features.0.bias', 'features.0.weight'], 'state_dict', None)
     """
     check_choice("arch", arch, BACKBONE_ARCHS)
-    wanted = parse_expected(expected)
+    if layout is None:
+        layout = _sequential_layout(expected, arch)
+    wanted = parse_expected(expected, layout)
     mode = verify_mode(verify)
     if weights is None:
         warnings.warn(
@@ -205,7 +214,7 @@ def load_weights(
         bad = [key for key, value in weights.items() if not (isinstance(key, str) and isinstance(value, Tensor))]
         if bad:
             raise FeatxTypeError(f"a state dict must map str keys to tensors; entries {sorted(map(str, bad))[:10]} do not")
-        state = select_tensors(dict_view(weights), wanted, "the in-memory state dict", arch)
+        state = select_tensors(dict_view(weights), wanted, "the in-memory state dict", arch, layout)
         return LoadedWeights(state, "state_dict", None, None)
     if not isinstance(weights, (str, os.PathLike, enum.Enum)):
         raise FeatxTypeError(
@@ -214,7 +223,7 @@ def load_weights(
         )
     member = _resolve_name(weights, arch)
     if member is not None:
-        return _load_file(locate(member), wanted, arch, member, mode)
+        return _load_file(locate(member), wanted, arch, layout, member, mode)
     if isinstance(weights, enum.Enum):  # _resolve_name returns a member for every enum it accepts
         raise FeatxTypeError(f"weights={weights!r} is not a checkpoint featx knows")
     path = Path(weights).expanduser()
@@ -226,7 +235,7 @@ def load_weights(
             path=str(path),
         )
     path = path.resolve()
-    return _load_file(path, wanted, arch, None, mode)
+    return _load_file(path, wanted, arch, layout, None, mode)
 
 
 def check_known_hash(path: Path, sha256: str, member: Optional[KnownCheckpoint], mode: str) -> Optional[bool]:
@@ -269,7 +278,19 @@ def check_known_hash(path: Path, sha256: str, member: Optional[KnownCheckpoint],
     return False
 
 
-def _load_file(path: Path, wanted: Wanted, arch: str, member: Optional[KnownCheckpoint], mode: str) -> LoadedWeights:
+def _sequential_layout(expected: Mapping[str, Any], arch: str) -> KeyLayout:
+    """The default layout: a ``features`` Sequential up to the deepest index ``expected`` names."""
+    indices = [FEATURE_KEY.fullmatch(key) if isinstance(key, str) else None for key in expected]
+    if not indices or any(match is None for match in indices):
+        raise FeatxValueError(
+            f"expected keys look like 'features.0.weight' unless a layout is given, got {sorted(map(str, expected))[:5]}"
+        )
+    return KeyLayout.sequential(max(int(match[1]) for match in indices if match is not None), arch)
+
+
+def _load_file(
+    path: Path, wanted: Wanted, arch: str, layout: KeyLayout, member: Optional[KnownCheckpoint], mode: str
+) -> LoadedWeights:
     """Load from a file: safetensors lazily, torch files through the features cache."""
     try:
         sha256, fresh = indexed_sha256(path)
@@ -300,22 +321,22 @@ def _load_file(path: Path, wanted: Wanted, arch: str, member: Optional[KnownChec
     if path.suffix.lower() == ".safetensors":
         try:
             with safetensors.safe_open(path, framework="pt") as handle:
-                state = select_tensors(safetensors_view(handle), wanted, str(path), arch)
+                state = select_tensors(safetensors_view(handle), wanted, str(path), arch, layout)
         except safetensors.SafetensorError as error:
             raise WeightsLoadError(f"cannot read safetensors file {path}: {error}", path=str(path)) from error
     else:
-        cache = cache_file(path, sha256)
+        cache = cache_file(path, sha256, layout)
         cached = None
         try:
-            cached = read_cached(cache, sha256, wanted, f"{path} (via features cache {cache.name})", arch)
+            cached = read_cached(cache, sha256, wanted, f"{path} (via features cache {cache.name})", arch, layout)
         except OSError as error:
             problems.append(f"{type(error).__name__}: {error}")
         if cached is not None:
             state = cached
         else:
             full = read_checkpoint(path)
-            state = select_tensors(dict_view(full), wanted, str(path), arch)
-            attempt(lambda: write_cache(cache, full, path, sha256))
+            state = select_tensors(dict_view(full), wanted, str(path), arch, layout)
+            attempt(lambda: write_cache(cache, full, path, sha256, layout))
     if problems:
         warnings.warn(
             f"featx weights cache {cache_dir()} is not usable ({'; '.join(problems)}); loaded {path.name} without "
