@@ -16,7 +16,7 @@ from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD
 from featx.errors import FeatxTypeError, FeatxValueError
 
 if TYPE_CHECKING:
-    from featx.weights import WeightsSpec
+    from featx.weights import Verification, WeightsSpec
 
 __all__ = ["ALEXNET_LAYERS", "AlexNetFeatures", "AlexNetLayer", "alexnet_min_input_size"]
 
@@ -148,7 +148,7 @@ class AlexNetFeatures(nn.Module):
         verify_weights: Optional[str] = None,
     ) -> None:
         super().__init__()
-        from featx.weights import load_weights
+        from featx.weights import Verification, load_weights
 
         self.arch = "alexnet"
         tapped = _resolve(taps)
@@ -181,6 +181,7 @@ class AlexNetFeatures(nn.Module):
         expected = {f"features.{key}": value.shape for key, value in self.features.state_dict().items()}
         loaded = load_weights(weights, arch="alexnet", expected=expected, verify=verify_weights)
         self.weights_verified: Optional[bool] = None if loaded is None else loaded.verified
+        self.weights_verification: Verification = Verification.UNKNOWN if loaded is None else loaded.verification
         self.weights_id: str = "random" if loaded is None else loaded.weights_id
         self.weights_sha256: Optional[str] = None if loaded is None else loaded.sha256
         if loaded is not None:

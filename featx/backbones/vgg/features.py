@@ -17,7 +17,7 @@ from featx.errors import FeatxTypeError, FeatxValueError, FeatxWarning, InputRan
 from featx.presets import PRESETS, get_preset
 
 if TYPE_CHECKING:
-    from featx.weights import WeightsSpec
+    from featx.weights import Verification, WeightsSpec
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VGGFeatures"]
 
@@ -185,18 +185,22 @@ class VGGFeatures(nn.Module):
             stride-2 convolutions; needs ``requires_grad=True``) or ``"none"``. Default: the
             preset's pooling when ``taps`` names a preset (``gatys``: ``"avg"``), else ``"max"``.
         requires_grad: make the backbone learnable.
-        verify_weights: ``"warn"`` or ``"error"``: what a file at a known checkpoint's name whose
-            sha256 does not match does (see :func:`featx.weights.load_weights`). ``None``
+        verify_weights: ``"warn"`` or ``"error"``: what a known checkpoint's file that is not fully
+            verified does (see :func:`featx.weights.load_weights`). ``None``
             (default): ``"error"`` when ``FEATX_REQUIRE_VERIFIED=1``, else ``"warn"``. Mismatched
             files are never recorded under the checkpoint's name: :attr:`weights_id` is
             ``"unverified:<name>"`` and :attr:`weights_verified` is ``False``.
 
     Attributes:
-        weights_id: where the weights came from: a checkpoint name (sha256 verified),
-            ``"unverified:<name>"``, ``"file:<path>"``, ``"state_dict"`` or ``"random"``.
+        weights_id: where the weights came from: a checkpoint name (full sha256 verified),
+            ``"prefix-verified:<name>"``, ``"unverified:<name>"``, ``"file:<path>"``,
+            ``"state_dict"`` or ``"random"``.
         weights_sha256: full sha256 of the weights file (``None`` without a file).
-        weights_verified: ``True`` when the file's sha256 matched its known checkpoint, ``False``
-            when it did not, ``None`` when there was nothing to check against.
+        weights_verified: ``True`` only when the file's size and full sha256 matched its known
+            checkpoint, ``False`` when they did not, ``None`` otherwise (a prefix-only match, or
+            nothing to check against).
+        weights_verification: the same as a :class:`~featx.weights.Verification` (``"sha256"``,
+            ``"prefix"``, ``"mismatch"``, ``"unknown"``).
 
     Raises:
         ValueError: unknown arch, tap, pooling, gray mode or bad input range; ``pooling="conv"``
@@ -239,7 +243,7 @@ class VGGFeatures(nn.Module):
         verify_weights: Optional[str] = None,
     ) -> None:
         super().__init__()
-        from featx.weights import load_weights
+        from featx.weights import Verification, load_weights
 
         self.arch = check_arch(arch)
         if pooling is None:  # a preset's taps come with its pooling (gatys: avg), anything else max
@@ -278,6 +282,7 @@ class VGGFeatures(nn.Module):
         }
         loaded = load_weights(weights, arch=arch, expected=expected, verify=verify_weights)
         self.weights_verified: Optional[bool] = None if loaded is None else loaded.verified
+        self.weights_verification: Verification = Verification.UNKNOWN if loaded is None else loaded.verification
         if loaded is None:
             self.weights_id, self.weights_sha256 = "random", None
         else:
