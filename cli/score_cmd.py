@@ -98,9 +98,12 @@ def score(
                 weights=None if random_weights else "DEFAULT", progress=not quiet,
             )  # fmt: skip
     except WeightsNotFoundError as error:
+        from featx.weights import missing_message
+
+        message = missing_message(error.missing, cli_flags={}, command="featx score") if error.missing else str(error)
         raise ScoreSetupError(
-            f"{error}\n  - CLI: FEATX_HOME=DIR featx score ... to search DIR (a folder holding the file), or "
-            "--weights random to try featx score without trained weights (the numbers are then not LPIPS/DISTS)"
+            f"{message}\n  - or --weights random to try featx score without trained weights (the numbers are then "
+            "not LPIPS/DISTS)"
         ) from None
     except (FileNotFoundError, ValueError, TypeError, RuntimeError) as error:
         raise ScoreSetupError(str(error)) from None

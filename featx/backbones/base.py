@@ -16,7 +16,7 @@ from featx.backbones.taps import TapInfo
 from featx.errors import FeatxTypeError, FeatxValueError, InputRangeWarning
 
 if TYPE_CHECKING:
-    from featx.weights import WeightsSpec
+    from featx.weights import Verification, WeightsSpec
     from featx.weights.matching import KeyLayout
 
 __all__ = [
@@ -161,11 +161,15 @@ class BackboneFeatures(nn.Module):
         feature_info: per tap, its name, index, channels and stride (timm's ``feature_info``).
         min_input_size: smallest height and width the deepest tap needs.
         input_range: ``(lo, hi)`` or ``"normalized"``.
-        weights_id: where the weights came from: a checkpoint name (sha256 verified),
-            ``"unverified:<name>"``, ``"file:<path>"``, ``"state_dict"`` or ``"random"``.
+        weights_id: where the weights came from: a checkpoint name (full sha256 verified),
+            ``"prefix-verified:<name>"``, ``"unverified:<name>"``, ``"file:<path>"``,
+            ``"state_dict"`` or ``"random"``.
         weights_sha256: full sha256 of the weights file (``None`` without a file).
-        weights_verified: ``True`` when the file matched its known checkpoint, ``False`` when it did
-            not, ``None`` when there was nothing to check against.
+        weights_verified: ``True`` only when the file's size and full sha256 matched its known
+            checkpoint, ``False`` when they did not, ``None`` otherwise (a prefix-only match, or
+            nothing to check against).
+        weights_verification: how far the file was checked, a :class:`~featx.weights.Verification`
+            (``"sha256"``, ``"prefix"``, ``"mismatch"``, ``"unknown"``).
         learnable: built with ``requires_grad=True`` (decides what parents' state dicts hold).
     """
 
@@ -174,6 +178,7 @@ class BackboneFeatures(nn.Module):
     weights_id: str
     weights_sha256: Optional[str]
     weights_verified: Optional[bool]
+    weights_verification: Verification
 
     def __init__(
         self,
@@ -199,7 +204,10 @@ class BackboneFeatures(nn.Module):
         scale, shift = (torch.tensor(values).view(1, -1, 1, 1) for values in self._affine64)
         self.register_buffer("input_scale", scale, persistent=False)
         self.register_buffer("input_shift", shift, persistent=False)
+        from featx.weights.info import Verification
+
         self.weights_id, self.weights_sha256, self.weights_verified = "random", None, None
+        self.weights_verification = Verification.UNKNOWN
         self.learnable = False
         self.warned_not_saved = False  # the drop-on-save warning is given once
 
@@ -238,7 +246,7 @@ class BackboneFeatures(nn.Module):
                     target = self.get_parameter(key) if key.endswith(("weight", "bias")) else self.get_buffer(key)
                     target.copy_(value)
             self.weights_id, self.weights_sha256 = loaded.weights_id, loaded.sha256
-            self.weights_verified = loaded.verified
+            self.weights_verified, self.weights_verification = loaded.verified, loaded.verification
         self.learnable = requires_grad  # decides, once, whether parents' state dicts hold the weights
         self.requires_grad_(requires_grad)
         self.train(requires_grad)

@@ -339,8 +339,18 @@ def score_folders(
             net = getattr(nets[name], "net", lpips_net)
             if name == "lpips" and net != lpips_net:
                 raise FeatxValueError(f"modules['lpips'] is LPIPS net={net!r} but lpips_net={lpips_net!r}")
-        else:
-            nets[name] = default_metric(name, torch_device, lpips_net=lpips_net, random_weights=random_weights)
+    from functools import partial
+
+    from featx.weights import gather_missing
+
+    builders = {
+        name: partial(default_metric, name, torch_device, lpips_net=lpips_net, random_weights=random_weights)
+        for name in deep
+        if name not in nets
+    }
+    built = dict(zip(builders, gather_missing(*builders.values()), strict=True))  # all missing files in one error
+    nets = {name: nets[name] if name in nets else built[name] for name in deep}
+    for name in deep:
         described[name] = _describe(name, nets[name], name in randomised, name in given)
     from tqdm.auto import tqdm
 
