@@ -28,6 +28,7 @@ __all__ = [
     "ImageDecodeError",
     "InputNotFoundError",
     "InputRangeWarning",
+    "IntegrationImportError",
     "OutputInUseError",
     "OutputOwnedError",
     "OutputWriteError",
@@ -256,3 +257,8 @@ class OutputWriteError(FeatxError, OSError):
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+class IntegrationImportError(FeatxError, ImportError):
+    """A framework that a ``featx.integrations`` module plugs into cannot be imported (it is not
+    installed, or it fails on import); nothing was registered. The message gives the reason and the fix."""
