@@ -3,22 +3,25 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Optional, Union, cast
 
 import torch
 from torch import nn
 
-from featx._checks import InputRange, check_bool, check_choice, check_input_range
+from featx._checks import InputRange, check_bool, check_choice, check_input_range, range_warning
 from featx.backbones._frozen import register_frozen_hooks
 from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD
-from featx.errors import FeatxTypeError, FeatxValueError
+from featx.errors import FeatxTypeError, FeatxValueError, InputRangeWarning
 
 if TYPE_CHECKING:
     from featx.weights import WeightsSpec
 
 __all__ = ["ALEXNET_LAYERS", "AlexNetFeatures", "AlexNetLayer", "alexnet_min_input_size"]
+
+_RANGE_CHECKED_CALLS = 4  # forward calls whose input min/max are checked against input_range, as VGGFeatures
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,9 @@ class AlexNetFeatures(nn.Module):
     ``alexnet-owt-7be5be79.pth`` (``features.*`` keys; ``weights="DEFAULT"`` is
     ``MetricWeights.ALEXNET_IMAGENET1K_V1``, found offline in :func:`~featx.weights.search_dirs`),
     ``conv*`` taps are true pre-activation outputs, inputs are mapped from ``input_range`` and
-    ImageNet-normalised, and a frozen module (the default) stays in eval mode and adds nothing to a
-    parent's ``state_dict``.
+    ImageNet-normalised, inputs of the first calls that look like another range warn
+    :class:`~featx.InputRangeWarning` once, and a frozen module (the default) stays in eval mode and
+    adds nothing to a parent's ``state_dict``.
 
     Args:
         taps: a layer name (``"relu5"``), ``"relu1,relu2"`` or a list; names are those of
@@ -156,6 +160,7 @@ class AlexNetFeatures(nn.Module):
         self.input_range = check_input_range(input_range)
         check_bool("requires_grad", requires_grad)
         self.min_input_size = alexnet_min_input_size(self.taps[-1])
+        self._range_checks_left = 0 if self.input_range == "normalized" else _RANGE_CHECKED_CALLS
         self._tap_at = {layer.index: layer.name for layer in tapped}
         kept = ALEXNET_LAYERS[: tapped[-1].index + 1]
         modules: list[nn.Module] = []
@@ -201,6 +206,15 @@ class AlexNetFeatures(nn.Module):
         """Set train/eval mode; a frozen extractor always stays in eval mode."""
         return super().train(mode and not self.frozen)
 
+    def _check_range(self, x: torch.Tensor) -> None:
+        """Warn once if one of the first inputs looks like another value range (one host sync a call)."""
+        self._range_checks_left -= 1
+        low, high = torch.stack([x.detach().min(), x.detach().max()]).float().tolist()
+        message = range_warning(low, high, cast(tuple[float, float], self.input_range))
+        if message is not None:
+            self._range_checks_left = 0
+            warnings.warn(message, InputRangeWarning, stacklevel=5)  # the caller of the module (nn.Module.__call__)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run the truncated backbone and return the tapped feature maps, shallowest first.
 
@@ -224,6 +238,8 @@ class AlexNetFeatures(nn.Module):
                 f"input dtype {x.dtype} does not match the extractor's dtype {dtype}; cast one of them "
                 "or run under torch.autocast"
             )
+        if self._range_checks_left > 0 and not torch.compiler.is_compiling():
+            self._check_range(x)
         if self.input_range != "normalized":
             if x.dtype == torch.float64:
                 scale, shift = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) for v in self._affine64)

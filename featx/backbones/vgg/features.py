@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union, cast
 import torch
 from torch import nn
 
-from featx._checks import InputRange, check_bool, check_choice, check_input_range, range_problem
+from featx._checks import InputRange, check_bool, check_choice, check_input_range, range_warning
 from featx.backbones.pooling import make_pool
 from featx.backbones.taps import TapInfo, resolve_taps
 from featx.backbones.vgg.layers import POOLINGS, LayerSpec, check_arch, layer_specs, min_input_size
@@ -351,18 +351,10 @@ class VGGFeatures(nn.Module):
         low, high = torch.stack([x.detach().min(), x.detach().max()]).float().tolist()
         if isinstance(self.input_range, str):  # "normalized" inputs are not checked
             return
-        problem = range_problem(low, high, self.input_range)
-        if problem is not None:
+        message = range_warning(low, high, self.input_range)
+        if message is not None:
             self._range_checks_left = 0
-            lo, hi = self.input_range
-            warnings.warn(
-                f"input values span [{low:.3g}, {high:.3g}], which {problem} input_range=({lo:g}, {hi:g}); "
-                "pass the range your data uses, e.g. input_range=(-1, 1) for tanh outputs or (0, 255). "
-                "(checked on the first calls only; silence with "
-                "warnings.filterwarnings('ignore', category=featx.InputRangeWarning))",
-                InputRangeWarning,
-                stacklevel=5,  # the caller of the module (through nn.Module.__call__)
-            )
+            warnings.warn(message, InputRangeWarning, stacklevel=5)  # the caller of the module (nn.Module.__call__)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run the truncated backbone and return the tapped feature maps in depth order.
