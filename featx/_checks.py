@@ -237,10 +237,10 @@ def _likely_range(low: float, high: float) -> str:
         return "(0, 1)"
     if -1.05 <= low and high <= 1.05:
         return "(-1, 1), as for tanh outputs or lpips-style images"
-    if -1.0 <= low and 1.05 < high <= 255 * 1.05:
-        return "(0, 255), as for 8-bit values"
     if _IMAGENET_BOUNDS[0] <= low and high <= _IMAGENET_BOUNDS[1]:
         return "'normalized', as for ImageNet-normalised images"
+    if -1.0 <= low and high <= 255 * 1.05:
+        return "(0, 255), as for 8-bit values"
     return "(lo, hi) with the bounds your images use"
 
 
