@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
     from featx.losses.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
     from featx.metrics.dists import DISTS
     from featx.metrics.lpips import LPIPS
+    from featx.metrics.objects import DISTSMetric, LPIPSMetric, PerSampleMetric
     from featx.presets import PRESETS
     from featx.show import TapSummary, show_features, summarize_features
     from featx.weights import LoadedWeights, MetricWeights, VGGWeights, featx_home, load_weights, read_checkpoint
@@ -73,6 +74,7 @@ _EXPORTS = {
     "ContextualOnFeatures": "featx.losses.texture",
     "ConvHead": "featx.backbones.vgg.head",
     "DISTS": "featx.metrics.dists",
+    "DISTSMetric": "featx.metrics.objects",
     "ExtractOptions": "featx.extract",
     "ExtractSummary": "featx.extract",
     "FeatureLoss": "featx.losses.modules",
@@ -82,12 +84,14 @@ _EXPORTS = {
     "ImageDecodeError": "featx.errors",
     "InputRangeWarning": "featx.errors",
     "LPIPS": "featx.metrics.lpips",
+    "LPIPSMetric": "featx.metrics.objects",
     "LTE": "featx.backbones.lte",
     "LoadedWeights": "featx.weights",
     "MetricWeights": "featx.weights",
     "MomentsOnFeatures": "featx.losses.texture",
     "OutputNotWritableError": "featx.errors",
     "PRESETS": "featx.presets",
+    "PerSampleMetric": "featx.metrics.objects",
     "PerceptualLoss": "featx.losses.modules",
     "REDUCTIONS": "featx.losses.functional",
     "RandomWeightsWarning": "featx.errors",
@@ -135,6 +139,7 @@ __all__ = [
     "ContextualOnFeatures",
     "ConvHead",
     "DISTS",
+    "DISTSMetric",
     "ExtractOptions",
     "ExtractSummary",
     "FeatureLoss",
@@ -144,12 +149,14 @@ __all__ = [
     "ImageDecodeError",
     "InputRangeWarning",
     "LPIPS",
+    "LPIPSMetric",
     "LTE",
     "LoadedWeights",
     "MetricWeights",
     "MomentsOnFeatures",
     "OutputNotWritableError",
     "PRESETS",
+    "PerSampleMetric",
     "PerceptualLoss",
     "REDUCTIONS",
     "RandomWeightsWarning",
