@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
     from featx.losses.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
     from featx.metrics.dists import DISTS
     from featx.metrics.lpips import LPIPS
+    from featx.metrics.objects import DISTSMetric, LPIPSMetric, PerSampleMetric
     from featx.presets import PRESETS
     from featx.show import TapSummary, show_features, summarize_features
     from featx.weights import (
@@ -88,6 +89,7 @@ _EXPORTS = {
     "ConvNeXtWeights": "featx.weights",
     "DINOv2Weights": "featx.weights",
     "DISTS": "featx.metrics.dists",
+    "DISTSMetric": "featx.metrics.objects",
     "ExtractOptions": "featx.extract",
     "ExtractSummary": "featx.extract",
     "FeatureLoss": "featx.losses.modules",
@@ -97,12 +99,14 @@ _EXPORTS = {
     "ImageDecodeError": "featx.errors",
     "InputRangeWarning": "featx.errors",
     "LPIPS": "featx.metrics.lpips",
+    "LPIPSMetric": "featx.metrics.objects",
     "LTE": "featx.backbones.lte",
     "LoadedWeights": "featx.weights",
     "MetricWeights": "featx.weights",
     "MomentsOnFeatures": "featx.losses.texture",
     "OutputNotWritableError": "featx.errors",
     "PRESETS": "featx.presets",
+    "PerSampleMetric": "featx.metrics.objects",
     "PerceptualLoss": "featx.losses.modules",
     "REDUCTIONS": "featx.losses.functional",
     "RandomWeightsWarning": "featx.errors",
@@ -155,6 +159,7 @@ __all__ = [
     "ConvNeXtWeights",
     "DINOv2Weights",
     "DISTS",
+    "DISTSMetric",
     "ExtractOptions",
     "ExtractSummary",
     "FeatureLoss",
@@ -164,12 +169,14 @@ __all__ = [
     "ImageDecodeError",
     "InputRangeWarning",
     "LPIPS",
+    "LPIPSMetric",
     "LTE",
     "LoadedWeights",
     "MetricWeights",
     "MomentsOnFeatures",
     "OutputNotWritableError",
     "PRESETS",
+    "PerSampleMetric",
     "PerceptualLoss",
     "REDUCTIONS",
     "RandomWeightsWarning",

@@ -22,6 +22,7 @@ __all__ = [
     "check_number",
     "closest",
     "range_problem",
+    "range_warning",
 ]
 
 T = TypeVar("T")
@@ -194,20 +195,85 @@ def check_input_range(input_range: object) -> InputRange:
 def range_problem(low: float, high: float, input_range: tuple[float, float]) -> Union[str, None]:
     """Why inputs spanning ``[low, high]`` look like another value range than ``input_range``, or ``None``.
 
-    "Clearly outside" means beyond half the range's span on either side (an SR network's output
-    that overshoots ``[0, 1]``, as an untrained one does, is fine; tanh outputs in ``[-1, 1]`` or
-    ``[0, 255]`` images fed to ``(0, 1)`` are not); a range of 100 or more (``(0, 255)``) fed values that all lie in
-    ``[-1.5, 1.5]`` looks like ``[0, 1]`` or ``[-1, 1]`` data. The rule of the first-call check of
-    ``VGGFeatures`` and ``LPIPS`` (``InputRangeWarning``).
+    With ``span = hi - lo``, ``width = high - low`` and ``beyond`` how far the values pass the
+    nearer end of the range (``max(lo - low, high - hi)``), the inputs look wrong when
+
+    - ``beyond > 2 span``: far outside (``[0, 255]`` images or ImageNet-normalised values fed to
+      ``(0, 1)``);
+    - ``beyond > span / 2`` and ``width > 1.5 span``: outside and wider than the range itself, as
+      images in ``[-1, 1]`` fed to ``(0, 1)`` are (a real picture uses most of its range);
+    - ``span >= 100`` and every value lies in ``[-1.5, 1.5]`` (``[0, 1]`` or ``[-1, 1]`` images fed
+      to ``(0, 255)``).
+
+    An untrained SR network's first outputs pass: they overshoot ``[0, 1]`` a little but stay
+    narrow (measured ``[-0.52, 0.33]`` at step 0: width 0.85), and so does a trained network's
+    overshoot (``[-0.3, 1.3]``). Check each image batch on its own: a prediction and its target
+    taken together are wider than either. The rule of the first-call check of every extractor,
+    ``LPIPS`` and ``DISTS`` (``InputRangeWarning``); :func:`range_warning` words the warning.
 
     Example:
-        >>> range_problem(-1.0, 1.0, (0.0, 1.0)), range_problem(-0.1, 1.2, (0.0, 1.0))
+        >>> range_problem(-1.0, 1.0, (0.0, 1.0)), range_problem(-0.52, 0.33, (0.0, 1.0))
         ('lies clearly outside', None)
+        >>> range_problem(0.0, 255.0, (0.0, 1.0)), range_problem(0.0, 1.0, (0.0, 255.0))
+        ('lies clearly outside', 'uses a tiny part (as [0, 1] or [-1, 1] data would) of')
     """
     lo, hi = input_range
     span = hi - lo
-    if low < lo - span / 2 or high > hi + span / 2:
+    width = high - low
+    beyond = max(lo - low, high - hi)
+    if beyond > 2 * span or (beyond > span / 2 and width > 1.5 * span):
         return "lies clearly outside"
-    if span >= 100 and -1.5 <= low < high <= 1.5:
+    if span >= 100 and -1.5 <= low <= high <= 1.5:
         return "uses a tiny part (as [0, 1] or [-1, 1] data would) of"
     return None
+
+
+_IMAGENET_BOUNDS = (-2.2, 2.7)  # [0, 1] images after ImageNet's mean/std: (0 - 0.485) / 0.229, (1 - 0.406) / 0.225
+
+
+def _likely_range(low: float, high: float) -> str:
+    """The ``input_range`` argument that fits values spanning ``[low, high]``, as text."""
+    if -0.05 <= low and high <= 1.05:
+        return "(0, 1)"
+    if -1.05 <= low and high <= 1.05:
+        return "(-1, 1), as for tanh outputs or lpips-style images"
+    if _IMAGENET_BOUNDS[0] <= low and high <= _IMAGENET_BOUNDS[1]:
+        return "'normalized', as for ImageNet-normalised images"
+    if -1.0 <= low and high <= 255 * 1.05:
+        return "(0, 255), as for 8-bit values"
+    return "(lo, hi) with the bounds your images use"
+
+
+def range_warning(
+    low: float, high: float, input_range: tuple[float, float], *, subject: str = "input values"
+) -> Union[str, None]:
+    """The ``InputRangeWarning`` message for values spanning ``[low, high]``, or ``None`` if they fit.
+
+    The message names the observed span, the declared range, and the ``input_range`` that fits
+    the values (see :func:`range_problem` for when values do not fit).
+
+    Args:
+        low: the smallest value of the batch.
+        high: the largest value.
+        input_range: the declared ``(lo, hi)``.
+        subject: what the values are, for the message (``"input values"``, ``"LPIPS pred"``).
+
+    Returns:
+        The warning text, or ``None``.
+
+    Example:
+        >>> print(range_warning(-1.0, 1.0, (0.0, 1.0)))  # doctest: +ELLIPSIS
+        input values span [-1, 1], which lies clearly outside input_range=(0, 1); they look like input_range=(-1, 1), ...
+        >>> range_warning(-0.52, 0.33, (0.0, 1.0)) is None  # an untrained SR network's first output
+        True
+    """
+    problem = range_problem(low, high, input_range)
+    if problem is None:
+        return None
+    lo, hi = input_range
+    return (
+        f"{subject} span [{low:.3g}, {high:.3g}], which {problem} input_range=({lo:g}, {hi:g}); they look like "
+        f"input_range={_likely_range(low, high)}. Pass the range your images use "
+        "(checked on the first calls only; silence with "
+        "warnings.filterwarnings('ignore', category=featx.InputRangeWarning))"
+    )

@@ -34,6 +34,7 @@ DATA = {
     "output", "weights", "name", "deepest_tap", "ctx", "extractor",
     "net",  # LPIPS(net): the backbone variant, the counterpart of VGGFeatures' arch
     "options",  # extract_features(inputs, output, options): one ExtractOptions object holding every option
+    "per_sample",  # PerSampleMetric(per_sample): the function whose values the metric object accumulates
 }  # fmt: skip
 
 

@@ -308,8 +308,8 @@ def test_bad_arguments_give_clear_errors():
         LPIPS("alexnet", weights=state, lin_weights=lin)
     with pytest.raises(ValueError, match="unknown reduction 'avg'"):
         LPIPS("alex", weights=state, lin_weights=lin, reduction="avg")
-    with pytest.raises(ValueError, match="not 'normalized'"):
-        LPIPS("alex", weights=state, lin_weights=lin, input_range="normalized")
+    with pytest.raises(ValueError, match="unknown gray 'rgb'"):
+        LPIPS("alex", weights=state, lin_weights=lin, gray="rgb")
     with pytest.raises(TypeError, match="spatial must be a bool"):
         LPIPS("alex", weights=state, lin_weights=lin, spatial=1)
     with pytest.raises(TypeError, match="lin_weights=None"):
@@ -324,7 +324,7 @@ def test_bad_arguments_give_clear_errors():
         LPIPS("alex", weights="VGG16_IMAGENET1K_V1", lin_weights=lin)
     metric = LPIPS("alex", weights=state, lin_weights=lin)
     x = torch.rand(2, 3, 64, 64)
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match=r"pred of shape \(2, 3, 64, 64\) and target of shape \(2, 3, 64, 48\)"):
         metric(x, torch.rand(2, 3, 64, 48))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         metric(x[:, :2], x[:, :2])
@@ -392,3 +392,51 @@ def test_missing_default_lin_weights_name_the_lin_weights_argument(monkeypatch, 
     assert "\n  - lin_weights=PATH to a local copy" in message and "\n  - weights=PATH" not in message
     with pytest.raises(WeightsNotFoundError, match=r"alexnet-owt-7be5be79\.pth(?s:.*)\n  - weights=PATH to a local copy"):
         LPIPS("alex", lin_weights=lin_state("alex"))  # the backbone: weights=PATH is right there
+
+
+# ---------------------------------------------------------------------------------------------
+# The metrics' grammar (docs/api.md, "Metrics"), each point against lpips
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_normalized_inputs_are_scored_as_lpips_scores_the_images(net):
+    """``input_range="normalized"``: ImageNet-normalised images; lpips' scaling layer is ImageNet's
+    normalisation, so their LPIPS is lpips' on the ``[0, 1]`` images."""
+    from featx.backbones.base import IMAGENET_MEAN, IMAGENET_STD
+
+    ref = reference(net)
+    x, y = images(net, batch=2)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    metric = ours(net, ref, input_range="normalized", reduction="none")
+    got = metric((x - mean) / std, (y - mean) / std)
+    expected = ref(x, y, normalize=True).flatten()
+    assert float(((got - expected).abs() / expected).max()) < 1e-5
+
+
+def test_gray_repeat_is_lpips_of_the_repeated_image():
+    ref = reference("alex")
+    x, y = images("alex", batch=2)
+    x1, y1 = x[:, :1], y[:, :1]
+    got = ours("alex", ref, gray="repeat", reduction="none")(x1, y1)
+    expected = ref(x1.expand(-1, 3, -1, -1), y1.expand(-1, 3, -1, -1), normalize=True).flatten()
+    assert float(((got - expected).abs() / expected).max()) < 1e-5
+    with pytest.raises(ValueError, match=r"LPIPS pred must have shape \(B, 3, H, W\).*Pass gray='repeat'"):
+        ours("alex", ref)(x1, y1)
+
+
+def test_pred_batch_of_one_is_never_broadcast_over_the_target():
+    metric = ours("alex", reference("alex"), reduction="none")
+    x, y = images("alex", batch=3)
+    with pytest.raises(ValueError, match=r"LPIPS: pred of shape \(1, 3, 64, 64\) and target of shape \(3, 3, 64, 64\)"):
+        metric(x[:1], y)
+
+
+def test_min_input_size_is_the_smallest_accepted_size():
+    for net, size in (("alex", 31), ("vgg", 16)):
+        metric = ours(net, reference(net))
+        assert metric.min_input_size == size
+        x = torch.rand(1, 3, size, size)
+        assert metric(x, x).shape == ()
+        with pytest.raises(ValueError, match=rf"LPIPS needs images of at least {size}x{size}, got {size}x{size - 1}"):
+            metric(x[..., :-1], x[..., :-1])

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 from torch import nn
 
-from featx._checks import InputRange, check_bool, check_choice, check_input_range, range_problem
+from featx._checks import InputRange, check_bool, check_choice, check_input_range, range_warning
 from featx.backbones._frozen import register_frozen_hooks
 from featx.backbones.taps import TapInfo
 from featx.errors import FeatxTypeError, FeatxValueError, InputRangeWarning
@@ -297,18 +297,10 @@ class BackboneFeatures(nn.Module):
         low, high = torch.stack([x.detach().min(), x.detach().max()]).float().tolist()
         if isinstance(self.input_range, str):  # "normalized" inputs are not checked
             return
-        problem = range_problem(low, high, self.input_range)
-        if problem is not None:
+        message = range_warning(low, high, self.input_range)
+        if message is not None:
             self._range_checks_left = 0
-            lo, hi = self.input_range
-            warnings.warn(
-                f"input values span [{low:.3g}, {high:.3g}], which {problem} input_range=({lo:g}, {hi:g}); "
-                "pass the range your data uses, e.g. input_range=(-1, 1) for tanh outputs or (0, 255). "
-                "(checked on the first calls only; silence with "
-                "warnings.filterwarnings('ignore', category=featx.InputRangeWarning))",
-                InputRangeWarning,
-                stacklevel=5,  # the caller of the module (through nn.Module.__call__)
-            )
+            warnings.warn(message, InputRangeWarning, stacklevel=5)  # the caller of the module (nn.Module.__call__)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Check the input, map it from ``input_range`` and return the tapped maps in depth order.

@@ -81,7 +81,8 @@ def check_finite(value: torch.Tensor, layer: str, role: str) -> None:
 
 
 def match_batch(pred: torch.Tensor, target: torch.Tensor, layer: str, *, same_size: bool) -> torch.Tensor:
-    """Check shapes; a target batch of 1 broadcasts over the pred batch. Returns the (expanded) target."""
+    """Check shapes; a target batch of 1 broadcasts over the pred batch, a pred batch is never
+    broadcast over a larger target batch. Returns the (expanded) target."""
     p, t = tuple(pred.shape), tuple(target.shape)
     ok_batch = t[0] in (p[0], 1)
     ok_rest = t[1:] == p[1:] if same_size else t[1] == p[1]
@@ -89,7 +90,7 @@ def match_batch(pred: torch.Tensor, target: torch.Tensor, layer: str, *, same_si
         need = "the same shape" if same_size else "the same channels"
         raise FeatxValueError(
             f"layer {layer!r}: pred shape {p} and target shape {t} differ; they need {need} "
-            "(a target batch of 1 broadcasts)"
+            "(a target batch of 1 broadcasts; a pred batch never does)"
         )
     if t[0] != p[0]:
         target = target.expand(p[0], *t[1:])

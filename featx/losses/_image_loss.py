@@ -145,6 +145,18 @@ class ImageLoss(nn.Module):
         else:
             self.extractor = self._check_extractor(extractor, needed, backbone)
         self._target: Optional[list[dict[str, torch.Tensor]]] = None
+        self._target_shape: tuple[int, ...] = ()
+
+    @staticmethod
+    def _check_batches(pred: object, target_shape: tuple[int, ...], target_name: str) -> None:
+        """A target has the batch of ``pred`` or a batch of 1; a pred batch is never broadcast."""
+        if not isinstance(pred, torch.Tensor) or pred.ndim != 4 or len(target_shape) != 4:
+            return  # the extractor says what is wrong with such inputs
+        if target_shape[0] not in (1, pred.shape[0]):
+            raise FeatxValueError(
+                f"pred of shape {tuple(pred.shape)} and {target_name} of shape {target_shape} do not fit: they "
+                "need the same batch, or a target batch of 1 (a pred batch is never broadcast)"
+            )
 
     @staticmethod
     def _check_extractor(extractor: VGGFeatures, needed: list[str], backbone: Backbone) -> VGGFeatures:
@@ -203,6 +215,7 @@ class ImageLoss(nn.Module):
             target: images ``(B, 3, H, W)`` in the extractor's ``input_range``.
         """
         self._target = self._target_features(target)
+        self._target_shape = tuple(target.shape)
 
     def clear_target(self) -> None:
         """Drop the cached target."""
@@ -256,13 +269,17 @@ class ImageLoss(nn.Module):
             The loss (a scalar, or ``(B,)`` with ``reduction="none"``), or ``(loss, terms)``.
 
         Raises:
-            ValueError: no target given and none cached; bad images (see :class:`VGGFeatures`).
+            ValueError: no target given and none cached; a target batch other than the pred batch
+                or 1 (the message shows both shapes); bad images (see :class:`VGGFeatures`).
         """
         if target is None:
             if self._target is None:
                 raise FeatxValueError("no target: pass target= or cache one with set_target(image) first")
+            self._check_batches(pred, self._target_shape, "the target cached by set_target")
             prepared = [{k: v.to(pred.device) for k, v in part.items()} for part in self._target]
         else:
+            if isinstance(target, torch.Tensor):
+                self._check_batches(pred, tuple(target.shape), "target")
             prepared = self._target_features(target)
         pred_feats = self.extractor(pred)
         total: Optional[torch.Tensor] = None

@@ -1,6 +1,7 @@
 """Perceptual and fidelity metrics: :mod:`~featx.metrics.lpips` (LPIPS), :mod:`~featx.metrics.dists`
-(DISTS) and :mod:`~featx.metrics.score` (folders of SR outputs against references, behind
-``featx score``).
+(DISTS), :mod:`~featx.metrics.objects` (metric objects for validation loops and DDP, with the
+``metrics`` extra) and :mod:`~featx.metrics.score` (folders of SR outputs against references,
+behind ``featx score``).
 
 Names are imported on first use (PEP 562), so importing the package does not import torch.
 """
@@ -14,12 +15,16 @@ from featx._lazy import lazy_exports
 if TYPE_CHECKING:
     from featx.metrics.dists import DISTS as DISTS
     from featx.metrics.dists import DISTS_CHANNELS as DISTS_CHANNELS
+    from featx.metrics.dists import DISTS_LEVELS as DISTS_LEVELS
     from featx.metrics.dists import DISTS_TAPS as DISTS_TAPS
     from featx.metrics.dists import load_dists_weights as load_dists_weights
     from featx.metrics.lpips import LPIPS as LPIPS
     from featx.metrics.lpips import LPIPS_NETS as LPIPS_NETS
     from featx.metrics.lpips import LPIPS_SCALE as LPIPS_SCALE
     from featx.metrics.lpips import LPIPS_SHIFT as LPIPS_SHIFT
+    from featx.metrics.objects import DISTSMetric as DISTSMetric
+    from featx.metrics.objects import LPIPSMetric as LPIPSMetric
+    from featx.metrics.objects import PerSampleMetric as PerSampleMetric
     from featx.metrics.score import METRICS as METRICS
     from featx.metrics.score import PAIR_BY as PAIR_BY
     from featx.metrics.score import ScoredPair as ScoredPair
@@ -33,13 +38,17 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "DISTS": "featx.metrics.dists",
     "DISTS_CHANNELS": "featx.metrics.dists",
+    "DISTS_LEVELS": "featx.metrics.dists",
+    "DISTSMetric": "featx.metrics.objects",
     "DISTS_TAPS": "featx.metrics.dists",
     "LPIPS": "featx.metrics.lpips",
     "LPIPS_NETS": "featx.metrics.lpips",
     "LPIPS_SCALE": "featx.metrics.lpips",
     "LPIPS_SHIFT": "featx.metrics.lpips",
+    "LPIPSMetric": "featx.metrics.objects",
     "METRICS": "featx.metrics.score",
     "PAIR_BY": "featx.metrics.score",
+    "PerSampleMetric": "featx.metrics.objects",
     "ScoreSummary": "featx.metrics.score",
     "ScoredPair": "featx.metrics.score",
     "load_dists_weights": "featx.metrics.dists",

@@ -18,25 +18,27 @@ with population variances and covariance over positions and the learned weights
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Literal, Optional, Union, overload
 
 import torch
-from torch import nn
 
-from featx._checks import InputRange, check_input_range
+from featx._checks import InputRange
 from featx.backbones.base import IMAGENET_MEAN, IMAGENET_STD
 from featx.backbones.vgg.features import VGGFeatures
-from featx.errors import FeatxValueError
 from featx.losses._features import autocast_off, check_reduction, reduce_batch
+from featx.metrics._pair import PairMetric
 
 if TYPE_CHECKING:
     from featx.weights import LoadedWeights, WeightsSpec
     from featx.weights.learned import LearnedSpec
 
-__all__ = ["DISTS", "DISTS_CHANNELS", "DISTS_TAPS", "load_dists_weights"]
+__all__ = ["DISTS", "DISTS_CHANNELS", "DISTS_LEVELS", "DISTS_TAPS", "load_dists_weights"]
 
 DISTS_TAPS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 """The VGG16 levels DISTS compares (DISTS_pytorch ``forward_once``), after the input itself."""
+
+DISTS_LEVELS: tuple[str, ...] = ("input", *DISTS_TAPS)
+"""Names of levels 0-5 (the keys of ``return_terms``): the image in ``[0, 1]``, then the taps."""
 
 DISTS_CHANNELS: tuple[int, ...] = (3, 64, 128, 256, 512, 512)
 """Channels of levels 0-5: the weights hold ``sum = 1475`` values each for alpha and beta."""
@@ -45,7 +47,7 @@ _C1 = _C2 = 1e-6
 
 
 def load_dists_weights(
-    dists_weights: LearnedSpec = "DEFAULT", *, verify: Optional[str] = None
+    dists_weights: LearnedSpec = "DEFAULT", *, verify_weights: Optional[str] = None
 ) -> tuple[torch.Tensor, torch.Tensor, LoadedWeights]:
     """The learned ``alpha`` and ``beta`` of DISTS, each ``(1475,)`` in float32, and their provenance.
 
@@ -54,8 +56,8 @@ def load_dists_weights(
             project's ``weights.pt``, found in :func:`featx.weights.search_dirs` and checked
             against its sha256 at every load), a path to a file with ``alpha`` and ``beta`` of
             shape ``(1, 1475, 1, 1)``, or such a mapping.
-        verify: what a mismatched ``DISTS_VGG16`` file does (``"warn"``/``"error"``), as in
-            :func:`featx.weights.load_weights`.
+        verify_weights: what a mismatched ``DISTS_VGG16`` file does (``"warn"``/``"error"``; ``None``:
+            ``FEATX_REQUIRE_VERIFIED`` decides), as the modules' ``verify_weights``.
 
     Raises:
         WeightsNotFoundError: the file is not on disk (the message names ``featx weights download DISTS_VGG16``).
@@ -75,36 +77,50 @@ def load_dists_weights(
         dists_weights,
         default=MetricWeights.DISTS_VGG16,
         expected={"alpha": shape, "beta": shape},
-        verify=verify,
+        verify=verify_weights,
         argument="dists_weights",
     )
     alpha, beta = (loaded.state_dict[key].detach().reshape(-1).float() for key in ("alpha", "beta"))
     return alpha, beta, loaded
 
 
-class DISTS(nn.Module):
+class DISTS(PairMetric):
     """DISTS between images, per sample (lower is more similar; 0 for identical images).
 
-    A frozen module: no parameter requires grad, the backbone stays in eval mode, and nothing is
-    added to a parent's ``state_dict``. Gradients reach the prediction, so it also works as a
-    training loss; the target branch runs under ``torch.no_grad()``. Statistics are computed in
-    float32 (float64 for float64 inputs) with autocast off.
+    It follows the metrics' grammar (docs/api.md, "Metrics"): a frozen module (no parameter
+    requires grad, always in eval mode, nothing added to a parent's ``state_dict``) that gives
+    gradients to both inputs, as DISTS_pytorch's ``require_grad=True`` does, so it also works as a
+    training loss. Statistics are computed in float32 (float64 for float64 inputs) with autocast
+    off. Level 0 is the image mapped to ``[0, 1]``; the backbone gets it ImageNet-normalised.
 
     Args:
-        weights: VGG16 backbone weights (``"DEFAULT"``: torchvision's ImageNet VGG16 file, from the
-            local cache), see :class:`~featx.backbones.vgg.features.VGGFeatures`; ``None`` for random weights.
+        weights: VGG16 backbone weights: ``"DEFAULT"`` (torchvision's ImageNet VGG16 file, from the
+            local cache), a registry member or name, torchvision's enum name, a path, a state dict,
+            or ``None`` for random weights (warns), as for :class:`~featx.VGGFeatures`.
         dists_weights: the learned alpha/beta (see :func:`load_dists_weights`).
-        input_range: value range of the images (default ``(0, 1)``, DISTS' own).
+        input_range: value range of the images (default ``(0, 1)``, DISTS' own), any ``(lo, hi)``,
+            or ``"normalized"`` for ImageNet-normalised images. Inputs of the first calls that
+            look like another range warn :class:`~featx.InputRangeWarning` once.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (one value per sample).
+        gray: ``"repeat"`` accepts 1-channel images (repeated to RGB, level 0 included);
+            ``"error"`` refuses them.
         verify_weights: what a known file with the wrong sha256 does (``"warn"``/``"error"``;
-            ``None``: the ``FEATX_REQUIRE_VERIFIED`` environment variable decides).
+            ``None``: the ``FEATX_REQUIRE_VERIFIED`` environment variable decides), for the
+            backbone and the alpha/beta.
 
     Attributes:
-        dists_weights_id, dists_weights_sha256, dists_weights_verified: the alpha/beta provenance
-            (the backbone's is on :attr:`extractor`).
+        weights_id, weights_sha256, weights_verified: the backbone's provenance.
+        dists_weights_id, dists_weights_sha256, dists_weights_verified: the alpha/beta provenance.
+        min_input_size: 1: L2 pooling never empties a map, so any size works (as in DISTS_pytorch).
+
+    Raises:
+        ValueError: unknown ``reduction`` or ``gray``, a bad ``input_range``.
+        featx.errors.WeightsNotFoundError: a ``"DEFAULT"`` or named file is not on disk.
+        featx.errors.WeightsLoadError: a file whose keys or shapes do not fit.
 
     Shape:
-        ``pred``, ``target``: ``(B, 3, H, W)`` (a target batch of 1 broadcasts); output ``()`` or ``(B,)``.
+        ``pred`` ``(B, 3, H, W)``, ``target`` ``(B, 3, H, W)`` or ``(1, 3, H, W)`` (``(., 1, H, W)``
+        with ``gray="repeat"``); output ``()`` or ``(B,)``.
 
     Example:
         >>> import warnings
@@ -115,8 +131,12 @@ class DISTS(nn.Module):
         >>> x = torch.rand(2, 3, 64, 64)
         >>> metric(x, x).abs().max() < 1e-6
         tensor(True)
+        >>> value, terms = metric(x, torch.rand(2, 3, 64, 64), return_terms=True)
+        >>> list(terms) == list(DISTS_LEVELS), torch.allclose(sum(terms.values()), value)
+        (True, True)
     """
 
+    metric_name = "DISTS"
     alpha: torch.Tensor
     beta: torch.Tensor
 
@@ -127,19 +147,24 @@ class DISTS(nn.Module):
         dists_weights: LearnedSpec = "DEFAULT",
         input_range: InputRange = (0.0, 1.0),
         reduction: str = "mean",
+        gray: str = "error",
         verify_weights: Optional[str] = None,
     ) -> None:
         super().__init__()
+        self.setup_inputs(input_range, gray)
         self.reduction = check_reduction(reduction)
-        self.input_range = check_input_range(input_range)
         from featx.weights import gather_missing
 
         self.extractor, (alpha, beta, loaded) = gather_missing(  # every missing file in one error
             lambda: VGGFeatures(
-                "vgg16", DISTS_TAPS, weights=weights, input_range=input_range, pooling="l2", verify_weights=verify_weights
+                "vgg16", DISTS_TAPS, weights=weights, input_range="normalized", pooling="l2", verify_weights=verify_weights
             ),
-            lambda: load_dists_weights(dists_weights, verify=verify_weights),
+            lambda: load_dists_weights(dists_weights, verify_weights=verify_weights),
         )
+        self.weights_id, self.weights_sha256 = self.extractor.weights_id, self.extractor.weights_sha256
+        self.weights_verified = self.extractor.weights_verified
+        self.weights_verification = self.extractor.weights_verification
+        self.min_input_size = self.extractor.min_input_size
         self.dists_weights_id, self.dists_weights_sha256 = loaded.weights_id, loaded.sha256
         self.dists_weights_verified, self.dists_weights_verification = loaded.verified, loaded.verification
         self.register_buffer("alpha", alpha, persistent=False)  # normalised in forward, in its dtype
@@ -147,33 +172,55 @@ class DISTS(nn.Module):
 
     def _levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Level 0 (the image in ``[0, 1]``) and the five VGG16 levels."""
-        feats = self.extractor(x)
-        if isinstance(self.input_range, str):  # ImageNet-normalised inputs: undo the normalisation
-            mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            image = x * std + mean
+        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        if isinstance(self.input_range, str):  # ImageNet-normalised inputs: undo the normalisation for level 0
+            image, normalized = x * std + mean, x
         else:
             lo, hi = self.input_range
             image = (x - lo) / (hi - lo)
+            normalized = (image - mean) / std  # as DISTS_pytorch's forward_once
+        feats = self.extractor(normalized)
         return [image, *(feats[name] for name in DISTS_TAPS)]
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """DISTS of ``pred`` against ``target`` (see the module docstring for the formula)."""
-        pred_levels = self._levels(pred)
-        with torch.no_grad():
-            target_levels = self._levels(target)
+    @overload
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, *, return_terms: Literal[False] = ...) -> torch.Tensor: ...
+
+    @overload
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, *, return_terms: Literal[True]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, *, return_terms: bool = False
+    ) -> Union[torch.Tensor, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """DISTS of ``pred`` against ``target`` (see the module docstring for the formula).
+
+        Args:
+            pred: images in ``input_range``; gradients reach them.
+            target: images in ``input_range`` (the batch of ``pred``, or 1 for one reference);
+                gradients reach them too.
+            return_terms: also return ``{level: term}`` for the levels of :data:`DISTS_LEVELS`:
+                ``sum_i (alpha_i (1 - l_i) + beta_i (1 - s_i)) / sum(alpha + beta)`` over the
+                level's channels, reduced the same way; they add up to the distance.
+
+        Returns:
+            The distance (``()`` or ``(B,)``), or ``(distance, terms)``.
+
+        Raises:
+            TypeError: not floating point tensors, or a dtype other than the module's outside autocast.
+            ValueError: bad shapes or batches that do not fit (both shapes are shown).
+        """
+        pred, target = self.check_inputs(pred, target)
+        pred_levels, target_levels = self._levels(pred), self._levels(target)
         dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
         score = torch.zeros((), dtype=dtype, device=pred.device)
+        terms: dict[str, torch.Tensor] = {}
         with autocast_off(pred.device):
             offsets = torch.cumsum(torch.tensor((0, *DISTS_CHANNELS)), 0).tolist()
             total = self.alpha.to(dtype).sum() + self.beta.to(dtype).sum()
             for level, (a, b) in enumerate(zip(pred_levels, target_levels, strict=True)):
                 a, b = a.to(dtype).flatten(2), b.to(dtype).flatten(2)
-                if b.shape[0] == 1 and a.shape[0] > 1:
-                    b = b.expand(a.shape[0], -1, -1)
-                if a.shape != b.shape:
-                    shapes = f"{tuple(a.shape)} vs {tuple(b.shape)}"
-                    raise FeatxValueError(f"pred and target differ in shape at DISTS level {level}: {shapes}")
                 mu_a, mu_b = a.mean(dim=2), b.mean(dim=2)
                 var_a = (a - mu_a[..., None]).pow(2).mean(dim=2)
                 var_b = (b - mu_b[..., None]).pow(2).mean(dim=2)
@@ -182,5 +229,17 @@ class DISTS(nn.Module):
                 texture = (2 * cov + _C2) / (var_a + var_b + _C2)
                 weights = slice(offsets[level], offsets[level + 1])
                 alpha, beta = self.alpha[weights].to(dtype) / total, self.beta[weights].to(dtype) / total
-                score = score + (structure * alpha).sum(dim=1) + (texture * beta).sum(dim=1)
-        return reduce_batch(1 - score, self.reduction)
+                similarity = (structure * alpha).sum(dim=1) + (texture * beta).sum(dim=1)
+                score = score + similarity
+                if return_terms:
+                    terms[DISTS_LEVELS[level]] = alpha.sum() + beta.sum() - similarity
+        result = reduce_batch(1 - score, self.reduction)
+        if return_terms:
+            return result, {level: reduce_batch(term, self.reduction) for level, term in terms.items()}
+        return result
+
+    def extra_repr(self) -> str:
+        return (
+            f"input_range={self.input_range}, reduction={self.reduction!r}, gray={self.gray!r}, "
+            f"weights={self.weights_id!r}, dists_weights={self.dists_weights_id!r}"
+        )

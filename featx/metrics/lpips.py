@@ -3,18 +3,17 @@ v0.1 weights) on a VGG16 or AlexNet backbone, as a frozen module usable as a tra
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Literal, Optional, Union, overload
 
 import torch
 from torch import nn
 
-from featx._checks import InputRange, check_bool, check_choice, check_input_range, range_problem
+from featx._checks import InputRange, check_bool, check_choice
 from featx.backbones._frozen import register_frozen_hooks
 from featx.backbones.alexnet import AlexNetFeatures
 from featx.backbones.vgg.features import VGGFeatures
-from featx.errors import FeatxTypeError, FeatxValueError, InputRangeWarning
 from featx.losses._features import autocast_off, check_reduction, compute_dtype, reduce_batch
+from featx.metrics._pair import PairMetric
 
 if TYPE_CHECKING:
     from featx.weights import WeightsSpec
@@ -38,18 +37,23 @@ lpips' constants itself (fused with the ``input_range`` mapping) and runs the ba
 ``input_range="normalized"``."""
 
 _EPS = 1e-10  # lpips normalize_tensor: f / (||f||_2 over channels + eps)
-_RANGE_CHECKED_CALLS = 4  # forward calls whose input min/max are checked against input_range, as VGGFeatures
 
 
-def _lpips_affine(input_range: tuple[float, float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``scale, shift`` with ``x * scale + shift == (2 (x - lo) / (hi - lo) - 1 - SHIFT) / SCALE``."""
+def _lpips_affine(input_range: InputRange) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``scale, shift`` with ``x * scale + shift == (2 (x - lo) / (hi - lo) - 1 - SHIFT) / SCALE``.
+
+    ``"normalized"`` (ImageNet-normalised) inputs need no mapping: lpips' scaling is ImageNet's
+    mean and std written in ``[-1, 1]`` units, so it equals ImageNet normalisation (identity).
+    """
+    if isinstance(input_range, str):
+        return (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
     lo, hi = input_range
     scale = tuple(2.0 / ((hi - lo) * s) for s in LPIPS_SCALE)
     shift = tuple((-2.0 * lo / (hi - lo) - 1.0 - t) / s for t, s in zip(LPIPS_SHIFT, LPIPS_SCALE, strict=True))
     return scale, shift
 
 
-class LPIPS(nn.Module):
+class LPIPS(PairMetric):
     """LPIPS distance between two image batches, equal to the ``lpips`` package (v0.1) on the same weights.
 
     For each tap ``l`` (AlexNet ``relu1..relu5`` or VGG16 ``relu1_2..relu5_3``) the features of
@@ -61,42 +65,48 @@ class LPIPS(nn.Module):
 
     Inputs are mapped from ``input_range`` to ``[-1, 1]`` and through LPIPS's own scaling layer
     (:data:`LPIPS_SHIFT`, :data:`LPIPS_SCALE`, not ImageNet's mean/std) in one fused affine. The
-    module is frozen (no parameter requires grad, always in eval mode, nothing in a parent's
-    ``state_dict``) but differentiable with respect to both inputs, so it works as a training loss.
-    Under autocast the backbone runs in low precision and the normalisation, differences, linear
-    layers and means run in float32 (float64 stays float64).
+    module follows the metrics' grammar (docs/api.md, "Metrics"): frozen (no parameter requires
+    grad, always in eval mode, nothing in a parent's ``state_dict``) but differentiable with
+    respect to both inputs, as lpips is, so it works as a training loss. Under autocast the
+    backbone runs in low precision and the normalisation, differences, linear layers and means
+    run in float32 (float64 stays float64).
 
     Args:
         net: ``"alex"`` (LPIPS's default, the number most SR papers report) or ``"vgg"``.
         weights: the backbone: ``"DEFAULT"`` (``ALEXNET_IMAGENET1K_V1`` / ``VGG16_IMAGENET1K_V1``
-            from the local cache), a checkpoint name, a path, a state dict or ``None`` (random;
-            warns), as for :class:`~featx.VGGFeatures`.
+            from the local cache), a registry member or name, torchvision's enum name, a path, a
+            state dict or ``None`` (random; warns), as for :class:`~featx.VGGFeatures`.
         lin_weights: the linear layers: ``"DEFAULT"`` (``LPIPS_ALEX_V0_1`` / ``LPIPS_VGG_V0_1``
             from the local cache; ``featx weights download NAME`` fetches them), a
             :class:`~featx.weights.MetricWeights` name, a path to a file in the lpips format (keys
             ``lin0.model.1.weight`` ... ``lin4.model.1.weight``, shape ``(1, C, 1, 1)``), or a
             state dict with those keys.
         input_range: ``(lo, hi)`` of the input values: ``(0, 1)`` is lpips' ``normalize=True``,
-            ``(-1, 1)`` its default. Inputs of the first calls that look like another range (lpips'
-            ``[-1, 1]`` fed to the default ``(0, 1)``) warn :class:`~featx.InputRangeWarning` once.
+            ``(-1, 1)`` its default; ``"normalized"`` for ImageNet-normalised inputs (lpips'
+            scaling layer is ImageNet's normalisation, so they go to the backbone unchanged).
+            Inputs of the first calls that look like another range (lpips' ``[-1, 1]`` fed to the
+            default ``(0, 1)``) warn :class:`~featx.InputRangeWarning` once.
         reduction: ``"mean"``, ``"sum"`` (over the batch) or ``"none"`` (one value per sample).
         spatial: return the distance map (each layer's map upsampled bilinearly to the input size,
             as lpips ``spatial=True``) instead of its spatial mean.
+        gray: ``"repeat"`` accepts 1-channel images (repeated to RGB); ``"error"`` refuses them.
         verify_weights: ``"warn"``/``"error"``/``None``: what a file at a known name with another
-            sha256 does (both the backbone and the linear layers).
+            sha256 does (both the backbone and the linear layers; ``None``: ``FEATX_REQUIRE_VERIFIED``
+            decides).
 
     Attributes:
         weights_id, weights_sha256, weights_verified: the backbone's provenance.
         lin_weights_id, lin_weights_sha256, lin_weights_verified: the linear layers' provenance.
+        min_input_size: the smallest height and width (31 for ``"alex"``, 16 for ``"vgg"``).
 
     Raises:
-        ValueError: unknown ``net`` or ``reduction``, ``input_range="normalized"``.
+        ValueError: unknown ``net``, ``reduction`` or ``gray``; a bad ``input_range``.
         featx.errors.WeightsNotFoundError: a ``"DEFAULT"`` or named file is not on disk.
         featx.errors.WeightsLoadError: a file whose keys or shapes do not fit.
 
     Shape:
-        - Inputs: ``pred`` and ``target`` ``(B, 3, H, W)`` (``target`` may have batch 1), at least
-          31x31 for ``"alex"`` and 16x16 for ``"vgg"``.
+        - Inputs: ``pred`` ``(B, 3, H, W)`` and ``target`` ``(B, 3, H, W)`` or ``(1, 3, H, W)``
+          (``(., 1, H, W)`` with ``gray="repeat"``), at least :attr:`min_input_size`.
         - Output: ``()`` for ``"mean"``/``"sum"``, ``(B,)`` for ``"none"``; with ``spatial=True``
           ``(B, 1, H, W)`` for ``"none"`` and the batch mean/sum ``(1, H, W)`` otherwise.
 
@@ -109,9 +119,11 @@ class LPIPS(nn.Module):
         >>> x = torch.rand(2, 3, 64, 64)
         >>> metric(x, torch.rand(2, 3, 64, 64)).shape, metric(x, x).tolist()
         (torch.Size([2]), [0.0, 0.0])
-        >>> metric.lin_weights_id
-        'state_dict'
+        >>> metric.lin_weights_id, metric.min_input_size
+        ('state_dict', 31)
     """
+
+    metric_name = "LPIPS"
 
     def __init__(
         self,
@@ -122,6 +134,7 @@ class LPIPS(nn.Module):
         input_range: InputRange = (0.0, 1.0),
         reduction: str = "mean",
         spatial: bool = False,
+        gray: str = "error",
         verify_weights: Optional[str] = None,
     ) -> None:
         super().__init__()
@@ -129,13 +142,7 @@ class LPIPS(nn.Module):
 
         self.net = check_choice("net", net, tuple(LPIPS_NETS))
         arch, taps, channels = LPIPS_NETS[self.net]
-        checked_range = check_input_range(input_range)
-        if isinstance(checked_range, str):
-            raise FeatxValueError(
-                "LPIPS maps its inputs itself (to [-1, 1], then through lpips' scaling layer), so it needs the "
-                "value range of the images: pass input_range=(lo, hi), e.g. (0, 1) or (-1, 1), not 'normalized'"
-            )
-        self.input_range: tuple[float, float] = checked_range
+        self.setup_inputs(input_range, gray)
         self.reduction = check_reduction(reduction)
         self.spatial = check_bool("spatial", spatial)
         self.taps = taps
@@ -161,54 +168,14 @@ class LPIPS(nn.Module):
         self.lin_weights_id, self.lin_weights_sha256 = loaded.weights_id, loaded.sha256
         self.lin_weights_verified, self.lin_weights_verification = loaded.verified, loaded.verification
         self._affine64 = _lpips_affine(self.input_range)
-        self._range_checks_left = _RANGE_CHECKED_CALLS
         self.learnable = False
         self.requires_grad_(False)
         self.eval()
         register_frozen_hooks(self)
 
-    def train(self, mode: bool = True) -> LPIPS:
-        """LPIPS is frozen: it stays in eval mode whatever a parent asks."""
-        return super().train(False)
-
-    @staticmethod
-    def _check_images(role: str, value: object) -> torch.Tensor:
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            got = f"dtype {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
-            raise FeatxTypeError(f"{role} must be a floating point tensor of shape (B, 3, H, W), got {got}")
-        if value.ndim != 4 or value.shape[1] != 3 or value.shape[0] == 0:
-            raise FeatxValueError(f"{role} must have shape (B, 3, H, W) with B >= 1, got {tuple(value.shape)}")
-        return value
-
-    def _check(self, pred: object, target: object) -> tuple[torch.Tensor, torch.Tensor]:
-        pred, target = self._check_images("pred", pred), self._check_images("target", target)
-        if pred.shape[1:] != target.shape[1:] or target.shape[0] not in (1, pred.shape[0]):
-            raise FeatxValueError(
-                f"pred and target must have the same shape (target may have batch 1), got {tuple(pred.shape)} "
-                f"and {tuple(target.shape)}"
-            )
-        return pred, target
-
-    def _check_range(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Warn once if one of the first inputs looks like another value range (one host sync a call)."""
-        self._range_checks_left -= 1
-        bounds = [t.detach().float() for t in (pred.min(), pred.max(), target.min(), target.max())]
-        values = torch.stack(bounds).tolist()
-        low, high = min(values), max(values)
-        problem = range_problem(low, high, self.input_range)
-        if problem is not None:
-            self._range_checks_left = 0
-            lo, hi = self.input_range
-            warnings.warn(
-                f"LPIPS inputs span [{low:.3g}, {high:.3g}], which {problem} input_range=({lo:g}, {hi:g}); pass the "
-                "range your images use, e.g. input_range=(-1, 1) for lpips-style [-1, 1] inputs or tanh outputs. "
-                "(checked on the first calls only; silence with "
-                "warnings.filterwarnings('ignore', category=featx.InputRangeWarning))",
-                InputRangeWarning,
-                stacklevel=5,  # the caller of the module (through nn.Module.__call__)
-            )
-
     def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.input_range, str):  # ImageNet-normalised already: lpips' scaling is the identity
+            return x
         scale, shift = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) for v in self._affine64)
         return x * scale + shift
 
@@ -227,15 +194,18 @@ class LPIPS(nn.Module):
 
         Args:
             pred: images in ``input_range``.
-            target: images in ``input_range`` (same shape; batch 1 is broadcast).
+            target: images in ``input_range`` (the batch of ``pred``, or 1 for one reference).
             return_terms: also return each tap's contribution (reduced the same way; they add up).
 
         Returns:
             The distance (see Shape), or ``(distance, {tap: term})``.
+
+        Raises:
+            TypeError: not floating point tensors, or a dtype other than the module's outside autocast.
+            ValueError: bad shapes, batches that do not fit (both shapes are shown), images
+                smaller than :attr:`min_input_size`.
         """
-        pred, target = self._check(pred, target)
-        if self._range_checks_left > 0 and not torch.compiler.is_compiling():
-            self._check_range(pred, target)
+        pred, target = self.check_inputs(pred, target)
         pred_feats = self.backbone(self._scale(pred))
         target_feats = self.backbone(self._scale(target))
         terms: dict[str, torch.Tensor] = {}
@@ -271,5 +241,5 @@ class LPIPS(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"net={self.net!r}, input_range={self.input_range}, reduction={self.reduction!r}, spatial={self.spatial}, "
-            f"weights={self.weights_id!r}, lin_weights={self.lin_weights_id!r}"
+            f"gray={self.gray!r}, weights={self.weights_id!r}, lin_weights={self.lin_weights_id!r}"
         )

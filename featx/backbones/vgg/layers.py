@@ -136,11 +136,13 @@ def min_input_size(arch: str, deepest_tap: str, *, pooling: str = "max") -> int:
     """Smallest height/width that still gives a non-empty map at ``deepest_tap``.
 
     Each 2x2 pooling layer at or before the tap halves the size (rounding down), so the
-    minimum is ``2 ** pools``; with ``pooling="none"`` it is 1.
+    minimum is ``2 ** pools``. L2 pooling (DISTS: a 3x3 filter at stride 2 with zero padding 1)
+    gives ``ceil(size / 2)`` positions, never 0, so with ``pooling="l2"``, as with ``"none"``, any
+    size from 1 works (DISTS_pytorch scores 1x1 images too).
 
     Example:
-        >>> min_input_size("vgg19", "relu5_1")
-        16
+        >>> min_input_size("vgg19", "relu5_1"), min_input_size("vgg16", "relu5_3", pooling="l2")
+        (16, 1)
     """
     spec = {s.name: s for s in layer_specs(arch, pooling=pooling)}[deepest_tap]
-    return 1 if pooling == "none" else 2**spec.pools_before
+    return 1 if pooling in ("none", "l2") else 2**spec.pools_before
