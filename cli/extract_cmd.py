@@ -19,11 +19,12 @@ from featx.extract.distributed import env_rank
 from featx.extract.options import DEFAULT_TAPS, DESCRIPTORS, DTYPES, ExtractOptions, ManifestRecord
 from featx.io.discovery import printable_name
 
-EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class RunError(click.ClickException):
-    """The run started but could not finish (manifest or summary not written, writer failed): exit 1."""
+    """The run started but could not finish (a manifest, summary or manifest part not written, the
+    lock lost to another run, the writer failed, another error of the output folder): exit 1."""
 
     exit_code = EXIT_FAILED
 
@@ -103,6 +104,19 @@ def _split_paths(
     if len(paths) == 1 and files_from is None:
         raise click.UsageError(f"missing OUTPUT folder: got only {paths[0]!r}; usage: featx extract INPUT... OUTPUT")
     return list(paths[:-1]), paths[-1]
+
+
+def _interrupted(summary: Any) -> None:
+    """Ctrl-C: one line on stderr saying what was kept, then exit 130 (as a shell does for SIGINT)."""
+    if summary is None:
+        _err("featx extract: interrupted (Ctrl-C); files already written are complete, rerun to finish")
+    else:
+        _err(
+            f"featx extract: interrupted (Ctrl-C): {summary.ok} extracted, {summary.skipped} skipped, "
+            f"{summary.errors} failed, {summary.pending} not reached; {summary.manifest} and summary.json "
+            "list them; rerun the same command to finish"
+        )
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _weights_arg(weights: str) -> Any:
@@ -266,8 +280,10 @@ def extract(
     One OUTPUT/<path>.safetensors per image (mirroring the input tree), plus manifest.jsonl and
     summary.json. Reruns skip up-to-date outputs; bad images are reported and skipped.
     Under torchrun, ranks share the work. Exit codes: 0 all images done, 1 some failed
-    (0 with --skip-errors), 2 usage or setup error (bad option, missing input or weights,
-    no images, unwritable OUTPUT).
+    (0 with --skip-errors) or the run stopped on an error writing OUTPUT (earlier outputs kept),
+    2 usage or setup error (bad option, missing input or weights, no images, OUTPUT not
+    writable, in use or on a filesystem without locks; nothing written), 130 Ctrl-C (summary
+    written).
 
     \b
     Examples:
@@ -275,6 +291,40 @@ def extract(
       featx extract images/ feats/ --taps relu1_1,relu2_1 --reduce gram
       torchrun --nproc-per-node 4 $(which featx) extract images/ feats/
     """
+    try:
+        _extract(**locals())
+    except KeyboardInterrupt as interrupt:
+        _interrupted(getattr(interrupt, "summary", None))
+
+
+def _extract(
+    paths: tuple[str, ...],
+    files_from: Optional[str],
+    recursive: bool,
+    arch: Optional[str],
+    taps: Optional[str],
+    preset: Optional[str],
+    weights: str,
+    reduce: str,
+    dtype: str,
+    batch_size: int,
+    workers: int,
+    device: str,
+    resume: bool,
+    add_inputs: bool,
+    alpha: str,
+    max_pixels: Optional[int],
+    max_memory: Optional[str],
+    tile: str,
+    fsync: bool,
+    direct_io: bool,
+    malloc_tuning: bool,
+    skip_errors: bool,
+    quiet: bool,
+    dry_run: bool,
+    sample_images: Optional[str],
+) -> None:
+    """The body of :func:`extract`; errors become one line and an exit code (see docs/cli.md)."""
     import warnings
 
     with _forgiving_streams():
@@ -283,7 +333,9 @@ def extract(
             raise click.UsageError("--preset sets the arch and taps itself; do not combine it with --arch or --taps")
 
         from featx.errors import (
+            ExtractionError,
             OutputInUseError,
+            OutputLockError,
             OutputNotWritableError,
             OutputWriteError,
             RandomWeightsWarning,
@@ -348,10 +400,14 @@ def extract(
             flags = {"weights": "--weights PATH"}
             message = missing_message(error.missing, cli_flags=flags, command="featx extract") if error.missing else error
             raise SetupError(f"{message}\n  - or --weights random to try featx without trained weights") from None
-        except OutputWriteError as error:  # an OSError, but not a setup error: the run did its work
+        except (OutputWriteError, ExtractionError) as error:  # not a setup error: the run did work
             raise RunError(str(error)) from None
-        except (FileNotFoundError, OutputNotWritableError, OutputInUseError, ValueError, TypeError) as error:
+        except (
+            FileNotFoundError, OutputNotWritableError, OutputInUseError, OutputLockError, ValueError, TypeError
+        ) as error:  # fmt: skip
             raise SetupError(str(error)) from None
+        except OSError as error:  # any other error of the filesystem: one line, earlier outputs kept
+            raise RunError(f"{error}; files already written are complete, rerun to finish") from None
 
         if dry_run:
             if rank0:

@@ -25,15 +25,18 @@ __all__ = [
     "HashMismatchError",
     "DownloadError",
     "ExtractionError",
+    "ExtractionInterrupted",
     "ImageDecodeError",
     "InputNotFoundError",
     "InputRangeWarning",
     "IntegrationImportError",
     "OutputInUseError",
+    "OutputLockError",
     "OutputOwnedError",
     "OutputWriteError",
     "OutputNotWritableError",
     "RandomWeightsWarning",
+    "UnsafeFileError",
     "UnverifiableWeightsError",
     "UnverifiedWeightsWarning",
     "WeightsLoadError",
@@ -212,8 +215,9 @@ class InputNotFoundError(FeatxError, FileNotFoundError):
 
 
 class ExtractionError(FeatxError, RuntimeError):
-    """A feature extraction run cannot finish: its writer thread failed, or the ranks of a
-    distributed run disagree about the work (the message says which); finished files stay valid."""
+    """A feature extraction run cannot finish: its writer thread failed, its output folder's lock
+    file was deleted or replaced and another run took the folder, or the ranks of a distributed
+    run disagree about the work (the message says which); finished files stay valid."""
 
 
 class OutputNotWritableError(FeatxError, OSError):
@@ -230,6 +234,35 @@ class OutputInUseError(FeatxError, OSError):
     def __init__(self, message: str, *, holder: Optional[dict[str, Any]] = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class OutputLockError(FeatxError, OSError):
+    """The output folder's lock cannot be taken: its filesystem provides no working ``flock`` (NFS
+    without its lock daemon, Lustre mounted without flock; the message names the filesystem and the
+    way out), or ``featx.lock`` is a symlink or not a regular file. Raised before anything is
+    written (a lock lost during a run is an :class:`ExtractionError`)."""
+
+
+class UnsafeFileError(FeatxError, OSError):
+    """A file featx keeps in a folder others may write to (an output folder, ``FEATX_HOME``) is a
+    symbolic link or not a regular file: featx neither follows nor opens it. ``errno`` is ``ELOOP``
+    for a link; the message names the file."""
+
+
+class ExtractionInterrupted(KeyboardInterrupt):
+    """An extraction run stopped by Ctrl-C (``SIGINT``) after writing its summary.
+
+    A ``KeyboardInterrupt``, so code that catches ``Exception`` still stops; unlike the other
+    exceptions here it is not a :class:`FeatxError` for that reason.
+
+    Attributes:
+        summary: the run's :class:`~featx.extract.summary.ExtractSummary` (``interrupted=True``), or
+            ``None`` where it could not be made (a rank other than 0 under torchrun).
+    """
+
+    def __init__(self, message: str, *, summary: Any = None) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 class OutputOwnedError(FeatxError, ValueError):

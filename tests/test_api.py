@@ -164,6 +164,8 @@ def test_every_exception_and_warning_has_the_featx_base():
     for cls in classes:
         if issubclass(cls, Warning):
             assert issubclass(cls, featx.errors.FeatxWarning), cls
+        elif cls is featx.errors.ExtractionInterrupted:  # Ctrl-C: a KeyboardInterrupt, never caught as an error
+            assert issubclass(cls, KeyboardInterrupt) and not issubclass(cls, Exception)
         else:
             assert issubclass(cls, featx.errors.FeatxError), cls
     # the builtin bases code catches today are kept

@@ -51,69 +51,75 @@ def test_write_atomic_buffer_writes_exactly_the_first_nbytes(tmp_path, nbytes):
     assert os.listdir(tmp_path) == ["out.bin"]  # no temporary file left
 
 
+def direct_spy(monkeypatch, *, refuse: str = "") -> list[tuple]:
+    """Record (and optionally refuse) the switch to O_DIRECT and the writes of featx.io.atomic.
+
+    ``refuse="fcntl"`` answers EINVAL to turning O_DIRECT on (a filesystem without it, such as
+    FUSE), ``refuse="write"`` to writes made while it is on (an alignment the device refuses).
+    """
+    import fcntl
+
+    events: list[tuple] = []
+    direct_fds: set[int] = set()
+    real_fcntl, real_pwrite = fcntl.fcntl, os.pwrite
+
+    def spy_fcntl(fd, command, *args):
+        if command == fcntl.F_SETFL:
+            on = bool(args[0] & os.O_DIRECT)
+            if on and refuse == "fcntl":
+                events.append(("refused", fd))
+                raise OSError(errno.EINVAL, "Invalid argument")
+            (direct_fds.add if on else direct_fds.discard)(fd)
+            events.append(("direct" if on else "buffered", fd))
+        return real_fcntl(fd, command, *args)
+
+    def spy_pwrite(fd, data, offset):
+        if fd in direct_fds and refuse == "write":
+            events.append(("refused", fd))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        events.append(("pwrite", fd, fd in direct_fds))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(fcntl, "fcntl", spy_fcntl)
+    monkeypatch.setattr(atomic.os, "pwrite", spy_pwrite)
+    return events
+
+
 def test_large_buffers_use_o_direct_and_small_ones_the_page_cache(tmp_path, monkeypatch):
     if not HAS_DIRECT:
         pytest.skip("no O_DIRECT on this platform: every write is buffered")
-    flags_seen = []
-    real_open = os.open
-
-    def spy(path, flags, *args, **kwargs):
-        flags_seen.append(flags)
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(atomic.os, "open", spy)
+    events = direct_spy(monkeypatch)
     write_atomic_buffer(tmp_path / "small.bin", filled(100), 100)
-    assert not flags_seen[-1] & os.O_DIRECT
+    assert [event[0] for event in events] == ["pwrite"] and not events[0][2]
+    events.clear()
     write_atomic_buffer(tmp_path / "large.bin", filled(DIRECT_MIN_BYTES), DIRECT_MIN_BYTES)
-    assert flags_seen[-1] & os.O_DIRECT
+    if ("direct", events[0][1]) != events[0]:
+        pytest.skip("the filesystem of tmp_path refused O_DIRECT")
+    assert all(event[2] for event in events if event[0] == "pwrite")  # every write bypassed the cache
 
 
-@pytest.mark.parametrize("where", ["open", "write"])
+@pytest.mark.parametrize("where", ["fcntl", "write"])
 def test_o_direct_refused_falls_back_to_identical_buffered_bytes(tmp_path, monkeypatch, where):
     if not HAS_DIRECT:
         pytest.skip("no O_DIRECT on this platform")
-    real_open, real_write = os.open, os.write
-    direct_fds: set[int] = set()
-    refused = []
-
-    def fake_open(path, flags, *args, **kwargs):
-        if flags & os.O_DIRECT and where == "open":
-            refused.append(path)
-            raise OSError(errno.EINVAL, "Invalid argument")  # what e.g. a FUSE filesystem answers
-        fd = real_open(path, flags, *args, **kwargs)
-        if flags & os.O_DIRECT:
-            direct_fds.add(fd)
-        return fd
-
-    def fake_write(fd, data):
-        if fd in direct_fds:
-            refused.append(fd)
-            raise OSError(errno.EINVAL, "Invalid argument")  # alignment the device refuses
-        return real_write(fd, data)
-
-    monkeypatch.setattr(atomic.os, "open", fake_open)
-    monkeypatch.setattr(atomic.os, "write", fake_write)
+    events = direct_spy(monkeypatch, refuse=where)
     nbytes = DIRECT_MIN_BYTES + 77
     buffer = filled(nbytes, seed=1)
     write_atomic_buffer(tmp_path / "out.bin", buffer, nbytes)
-    assert refused, "the O_DIRECT path was not tried"
+    assert ("refused", events[0][1]) in events, "the O_DIRECT path was not tried"
+    assert events[-1][0] == "pwrite" and not events[-1][2]  # the fallback wrote through the page cache
     assert (tmp_path / "out.bin").read_bytes() == buffer[:nbytes].numpy().tobytes()
     assert os.listdir(tmp_path) == ["out.bin"]
 
 
 @pytest.mark.parametrize("fsync", [True, False])
 def test_o_direct_path_fsyncs_its_file_before_the_rename(tmp_path, monkeypatch, fsync):
-    # Catches the mutation "_write_direct skips os.fsync", which every other test passed: the
-    # O_DIRECT path must flush the same descriptor it wrote, before the rename publishes the name.
+    # Catches the mutation "the O_DIRECT path skips os.fsync", which every other test passed: the
+    # descriptor written with O_DIRECT must be flushed, then closed, before the rename publishes it.
     if not HAS_DIRECT:
         pytest.skip("no O_DIRECT on this platform: every write is buffered")
-    events: list[tuple] = []
-    real_open, real_fsync, real_close, real_replace = os.open, os.fsync, os.close, os.replace
-
-    def spy_open(path, flags, *args, **kwargs):
-        fd = real_open(path, flags, *args, **kwargs)  # a refusal (EINVAL) propagates unrecorded
-        events.append(("open", fd, bool(flags & os.O_DIRECT)))
-        return fd
+    events = direct_spy(monkeypatch)
+    real_fsync, real_close, real_replace = os.fsync, os.close, os.replace
 
     def spy_fsync(fd):
         events.append(("fsync", fd))
@@ -129,39 +135,37 @@ def test_o_direct_path_fsyncs_its_file_before_the_rename(tmp_path, monkeypatch, 
 
     nbytes = DIRECT_MIN_BYTES + 4096 + 123  # >= 1 MiB; the aligned buffer is a whole number of pages
     buffer = filled(nbytes, seed=2)
-    monkeypatch.setattr(atomic.os, "open", spy_open)
     monkeypatch.setattr(atomic.os, "fsync", spy_fsync)
     monkeypatch.setattr(atomic.os, "close", spy_close)
     monkeypatch.setattr(atomic.os, "replace", spy_replace)
     write_atomic_buffer(tmp_path / "out.bin", buffer, nbytes, fsync=fsync, direct=True)
     monkeypatch.undo()
 
-    opens = [event for event in events if event[0] == "open"]
-    if not opens or not opens[0][2] or len(opens) > 1:
+    if events[0][0] != "direct":
         pytest.skip("the filesystem of tmp_path refused O_DIRECT: the buffered fallback was taken")
     assert (tmp_path / "out.bin").read_bytes() == buffer[:nbytes].numpy().tobytes()
-    fd = opens[0][1]
+    fd = events[0][1]
+    written = max(i for i, event in enumerate(events) if event[0] == "pwrite")
+    closed, renamed = events.index(("close", fd)), events.index(("replace",))
     if fsync:
-        opened = events.index(opens[0])
-        assert ("fsync", fd) in events[opened:], "the file written with O_DIRECT was not fsynced"
-        synced, closed = events.index(("fsync", fd), opened), events.index(("close", fd), opened)
-        renamed = events.index(("replace",), opened)
-        assert opened < synced < closed < renamed  # the O_DIRECT descriptor, flushed, then closed, then renamed
+        synced = events.index(("fsync", fd))
+        assert written < synced < closed < renamed  # written with O_DIRECT, flushed, closed, then renamed
     else:
         assert not [event for event in events if event[0] == "fsync"]
+        assert written < closed < renamed
 
 
 def test_other_write_errors_propagate_and_leave_nothing(tmp_path, monkeypatch):
-    real_write = os.write
+    real_pwrite = os.pwrite
 
-    def full_disk(fd, data):
+    def full_disk(fd, data, offset):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(atomic.os, "write", full_disk)
+    monkeypatch.setattr(atomic.os, "pwrite", full_disk)
     (tmp_path / "out.bin").write_bytes(b"old")
     with pytest.raises(OSError, match="No space left"):
         write_atomic_buffer(tmp_path / "out.bin", filled(DIRECT_MIN_BYTES), DIRECT_MIN_BYTES)
-    monkeypatch.setattr(atomic.os, "write", real_write)
+    monkeypatch.setattr(atomic.os, "pwrite", real_pwrite)
     assert (tmp_path / "out.bin").read_bytes() == b"old"  # the old file is untouched
     assert os.listdir(tmp_path) == ["out.bin"]  # and the temporary file is gone
 

@@ -354,18 +354,18 @@ def test_write_sample_images(tmp_path):
 
 
 def test_direct_io_and_page_cache_writes_give_the_same_files(tmp_path, ckpt, monkeypatch):
-    from featx.io import atomic
+    import fcntl
 
     paths = make_images(tmp_path / "in", [(72, 64)] * 2)  # relu1_1 alone is 64*72*64*4 bytes > 1 MiB
     direct_opens = []
-    real_open = os.open
+    real_fcntl = fcntl.fcntl
 
-    def spy(path, flags, *args, **kwargs):
-        if flags & getattr(os, "O_DIRECT", 0):
-            direct_opens.append(path)
-        return real_open(path, flags, *args, **kwargs)
+    def spy(fd, command, *args):  # featx.io.atomic turns O_DIRECT on for the file it created
+        if command == fcntl.F_SETFL and args[0] & getattr(os, "O_DIRECT", 0):
+            direct_opens.append(fd)
+        return real_fcntl(fd, command, *args)
 
-    monkeypatch.setattr(atomic.os, "open", spy)
+    monkeypatch.setattr(fcntl, "fcntl", spy)
     run([tmp_path / "in"], tmp_path / "direct", ckpt)
     opened = len(direct_opens)
     run([tmp_path / "in"], tmp_path / "cached", ckpt, direct_io=False)

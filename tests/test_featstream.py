@@ -63,16 +63,46 @@ def test_incomplete_or_doubly_written_maps_are_never_published(tmp_path):
     specs = {"a": (torch.float32, (2, 4, 4))}
     stream = FeatureFileStream(tmp_path / "x.safetensors", specs, {})
     stream.write_region("a", torch.ones(2, 2, 4), top=0, left=0)
-    with pytest.raises(ValueError, match=r"values of \['a'\] were not written exactly once \(a: 16 values missing"):
+    with pytest.raises(ValueError, match=r"do not cover the maps of \['a'\] \(a: 8 of 16 positions never written\)"):
         stream.commit()
     assert os.listdir(tmp_path) == []  # neither the file nor its temporary
     stream = FeatureFileStream(tmp_path / "x.safetensors", specs, {})
-    stream.write_region("a", torch.ones(2, 2, 4), top=0, left=0)
-    for _ in range(2):  # the lower half twice
-        stream.write_region("a", torch.ones(2, 2, 4), top=2, left=0)
-    with pytest.raises(ValueError, match=r"\(a: -16 values missing; negative when written twice\)"):
+    stream.write_region("a", torch.ones(2, 2, 4), top=2, left=0)
+    with pytest.raises(ValueError, match=r"'a' rows 2:4, columns 0:4 overlap a region written before"):
+        stream.write_region("a", torch.ones(2, 2, 4), top=2, left=0)  # the lower half twice
+    assert os.listdir(tmp_path) == []  # aborted at once
+    with pytest.raises(ValueError, match="already committed or aborted"):
+        stream.commit()
+
+
+def test_rows_written_twice_and_others_never_are_not_published(tmp_path):
+    # Fails on the code before the change, which counted values: rows 0-1 twice and rows 2-3 never
+    # balanced out, and the file was published with rows 2-3 left as zeros.
+    specs = {"a": (torch.float32, (1, 4, 3))}
+    stream = FeatureFileStream(tmp_path / "x.safetensors", specs, {})
+    stream.write_region("a", torch.ones(1, 2, 3), top=0, left=0)
+    with pytest.raises(ValueError, match=r"rows 0:2, columns 0:3 overlap a region written before"):
+        stream.write_region("a", torch.ones(1, 2, 3), top=0, left=0)
+    with pytest.raises(ValueError, match="already committed or aborted"):
         stream.commit()
     assert os.listdir(tmp_path) == []
+    # partial overlaps are caught too: columns 1:3 of rows 1:3 against the first 2x2 block
+    stream = FeatureFileStream(tmp_path / "x.safetensors", specs, {})
+    stream.write_region("a", torch.ones(1, 2, 2), top=0, left=0)
+    with pytest.raises(ValueError, match=r"rows 1:3, columns 1:3 overlap"):
+        stream.write_region("a", torch.ones(1, 2, 2), top=1, left=1)
+    assert os.listdir(tmp_path) == []
+
+
+def test_empty_pieces_are_accepted_and_change_nothing(tmp_path):
+    value = torch.arange(12.0).view(1, 3, 4)
+    with FeatureFileStream(tmp_path / "x.safetensors", {"a": (torch.float32, (1, 3, 4))}, {}) as stream:
+        stream.write_region("a", value[:, :0], top=3, left=0)  # a tile's empty share of a deep map
+        stream.write_region("a", value[:, :, :0], top=0, left=4)
+        stream.write_region("a", value, top=0, left=0)
+        stream.write_region("a", value[:, :0], top=1, left=0)  # inside written rows: still nothing
+        stream.commit()
+    assert torch.equal(load_file(tmp_path / "x.safetensors")["a"], value)
 
 
 def test_bad_regions_are_refused_with_what_was_expected(tmp_path):

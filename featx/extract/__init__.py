@@ -5,7 +5,8 @@ One job per module: :mod:`~featx.extract.options` (:class:`ExtractOptions` and t
 torch-free), :mod:`~featx.extract.plan` (sources, up-to-date checks, batches, manifest records),
 :mod:`~featx.extract.writer` (the writer thread), :mod:`~featx.extract.decoding` (decoder
 workers and their isolated retry), :mod:`~featx.extract.lock` and :mod:`~featx.extract.owner`
-(the output folder's lock and ownership record), :mod:`~featx.extract.distributed` (torchrun
+(the output folder's lock and ownership record), :mod:`~featx.extract.outfolder` (the output
+folder's setup, undone when refused), :mod:`~featx.extract.distributed` (torchrun
 ranks), :mod:`~featx.extract.descriptors` (per-tap descriptors), :mod:`~featx.extract.engine`
 (:func:`extract_features`), :mod:`~featx.extract.summary` (:class:`ExtractSummary`, the merged
 manifest) and :mod:`~featx.extract.samples` (the scikit-image demo pictures).

@@ -30,14 +30,7 @@ from typing import Any, Optional
 import torch
 from torch.utils.data import DataLoader
 
-from featx.errors import (
-    FeatxTypeError,
-    FeatxValueError,
-    FeatxWarning,
-    OutputInUseError,
-    OutputNotWritableError,
-    OutputOwnedError,
-)
+from featx.errors import ExtractionInterrupted, FeatxTypeError, FeatxValueError, FeatxWarning
 from featx.extract.budget import (
     MIN_WORK_BYTES,
     WORKER_BYTES,
@@ -55,7 +48,7 @@ from featx.extract.descriptors import reduce_features
 from featx.extract.distributed import DistContext
 from featx.extract.lock import OutputLock
 from featx.extract.options import ExtractOptions, PathLike
-from featx.extract.owner import claim_output
+from featx.extract.outfolder import OutputSetup
 from featx.extract.plan import (
     ImagePlan,
     RunContext,
@@ -121,21 +114,6 @@ def _resolve_device(device: str, local_rank: int) -> torch.device:
     return resolved
 
 
-def _check_output(output: Path) -> None:
-    """Create the output folder and prove it is writable with a probe file."""
-    probe = output / f".featx-probe-{os.getpid()}"
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        with open(probe, "wb") as handle:
-            handle.write(b"probe")
-        probe.unlink()
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise OutputNotWritableError(
-            f"output folder {output} is not writable ({reason}); choose another folder with write access"
-        ) from None
-
-
 def extract_features(
     inputs: Sequence[PathLike], output: PathLike, options: Optional[ExtractOptions] = None
 ) -> ExtractSummary:
@@ -168,8 +146,16 @@ def extract_features(
         FileNotFoundError: an input or ``files_from`` does not exist.
         ValueError: no images found, unknown arch/tap/preset, bad device.
         TypeError: ``options`` is not an ``ExtractOptions``.
-        OutputNotWritableError: ``output`` cannot be created or written.
+        OutputNotWritableError: ``output`` cannot be created or written (also a full disk when
+            the ownership record is written: nothing else was written).
         featx.errors.OutputInUseError: another run holds ``output``'s lock (``OUTPUT/featx.lock``).
+        featx.errors.OutputLockError: ``output``'s filesystem cannot lock.
+        featx.errors.ExtractionError: the lock was lost to another run, or the writer failed.
+        featx.errors.OutputWriteError: the run stopped because a manifest or summary could not
+            be written; earlier outputs and the previous manifest are kept.
+        featx.errors.ExtractionInterrupted: Ctrl-C (``SIGINT``) after the setup; the summary of
+            what was done is written first (single-process runs). A refused setup (any error or
+            Ctrl-C before work starts) leaves ``output`` as it was.
         featx.errors.OutputOwnedError: ``output`` was made from other inputs
             (``OUTPUT/featx-owner.json``) and ``options.add_inputs`` is false.
         featx.errors.WeightsNotFoundError: the requested weights are not on disk.
@@ -196,13 +182,13 @@ def extract_features(
     output = Path(output).absolute()
     dist = DistContext()
     lock = OutputLock(output)
+    setup = OutputSetup(output, lock, dist)
     try:
         sources, root = collect_sources(inputs, options.files_from, options.recursive)
         torch_device = _resolve_device(options.device, dist.local_rank)
         extractor = _build_extractor(options).to(torch_device)
         if not options.dry_run:
-            _check_output(output)
-            _lock_output(lock, dist)
+            setup.prepare()
         ctx = RunContext(
             output=output,
             resume=options.resume,
@@ -213,7 +199,7 @@ def extract_features(
             alpha=options.alpha,
         )
         config = {**ctx.common, "alpha": options.alpha, "max_pixels": str(options.max_pixels or "default")}
-        prefix = _claim_output(output, root, config, options, dist)
+        prefix = setup.claim(root, config, add_inputs=options.add_inputs)
         if prefix:
             sources = [ImageSource(source.path, f"{prefix}/{source.key}") for source in sources]
         bar_enabled = options.progress and dist.rank == 0
@@ -226,6 +212,7 @@ def extract_features(
         memory = dist.broadcast(_memory_plan(plans, extractor, options, torch_device) if dist.rank == 0 else None)
         batches = make_batches([plan.size for plan in plans], options.batch_size, limits=memory.per_batch)
         mine = batches[dist.rank :: dist.world]
+        setup.commit(root, config, add_inputs=options.add_inputs)
         planned_errors = [i for i in range(dist.rank, len(plans), dist.world) if plans[i].state in _NOT_COMPUTED]
         part = output / f"manifest.rank{dist.rank}.jsonl"
         total = sum(map(len, mine)) + len(planned_errors)
@@ -238,13 +225,19 @@ def extract_features(
             fsync=options.fsync,
             direct_io=options.direct_io,
             output=output,
+            watch=lock.verify,
         )
+        interrupted = False
         try:
             for index in planned_errors:
                 state, reason = plans[index].state, plans[index].reason
                 field = "error" if state == "error" else "reason"
                 writer.put(manifest_record(sources[index], state, **{field: reason}))
             _compute(sources, plans, mine, ctx, extractor, torch_device, options, writer, memory)
+        except KeyboardInterrupt:
+            if dist.world > 1:  # ranks cannot meet at a barrier now: each stops, files kept
+                raise
+            interrupted = True  # Ctrl-C: finish what is queued, then write the summary
         finally:
             writer.close()
             if bar is not None:
@@ -252,47 +245,22 @@ def extract_features(
         dist.barrier()  # every rank's files and manifest part are complete
         result = None
         if dist.rank == 0:
+            lock.verify()  # never publish a manifest into a folder another run has taken
             weights_id = str(extractor.weights_id)
             result = finish_run(
-                output, dist.world, len(sources), ctx.common, weights_id, start, wall_start, prefix=prefix
-            )
+                output, dist.world, len(sources), ctx.common, weights_id, start, wall_start, prefix=prefix,
+                interrupted_sources=sources if interrupted else None,
+            )  # fmt: skip
         summary: ExtractSummary = dist.broadcast(result)
+        if interrupted:
+            raise ExtractionInterrupted(f"extraction into {output} interrupted", summary=summary)
         return summary
+    except BaseException:
+        setup.undo()  # a refused setup leaves the output folder as it was; a started run keeps its work
+        raise
     finally:
         lock.release()
         dist.close()
-
-
-def _claim_output(output: Path, root: str, config: dict[str, str], options: ExtractOptions, dist: DistContext) -> str:
-    """Rank 0 checks (and, unless a dry run, updates) the ownership record; every rank gets the key
-    prefix, or fails alike."""
-    answer: tuple[str, Any] = ("", None)
-    if dist.rank == 0:
-        try:
-            exists = output.is_dir()
-            write = not options.dry_run
-            prefix = claim_output(output, root, config, add_inputs=options.add_inputs, write=write) if exists else ""
-            answer = (prefix, None)
-        except OutputOwnedError as error:
-            answer = ("", (str(error), error.recorded, error.root))
-    answer = dist.broadcast(answer)
-    if answer[1] is not None:
-        message, recorded, refused_root = answer[1]
-        raise OutputOwnedError(message, recorded=recorded, root=refused_root)
-    return str(answer[0])
-
-
-def _lock_output(lock: OutputLock, dist: DistContext) -> None:
-    """Rank 0 takes the output folder's lock for the whole job; every rank fails alike if it is held."""
-    refusal = None
-    if dist.rank == 0:
-        try:
-            lock.acquire()
-        except OutputInUseError as error:
-            refusal = (str(error), error.holder)
-    refusal = dist.broadcast(refusal)
-    if refusal is not None:
-        raise OutputInUseError(refusal[0], holder=refusal[1])
 
 
 def _progress_bar(total: int, enabled: bool, dist: DistContext) -> Any:

@@ -11,7 +11,8 @@ records the root under a prefix of its own (its folder name, made unique), so it
 distinct. A later run with a recorded root uses that root's prefix again.
 
 Nothing here imports torch. The record is read and written by one process (rank 0, holding the
-output folder's lock).
+output folder's lock), never through a symlink (:func:`featx.io.atomic.read_no_follow`,
+:func:`featx.io.atomic.write_atomic`); a record that would not change is not rewritten.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from featx.errors import OutputOwnedError
-from featx.io.atomic import write_atomic
+from featx.errors import OutputNotWritableError, OutputOwnedError
+from featx.io.atomic import read_no_follow, write_atomic
 from featx.io.discovery import decode_name
 
 __all__ = ["OWNER", "OWNER_FORMAT", "claim_output", "read_owner"]
@@ -38,17 +39,21 @@ def read_owner(output: os.PathLike[str] | str) -> Optional[dict[str, Any]]:
     """The folder's ownership record (``format``, ``roots``: prefix -> root, ``config``), or ``None``.
 
     Raises:
-        OutputOwnedError: the record exists but cannot be read as one.
+        OutputOwnedError: the record exists but cannot be read as one (corrupt, a symlink, not a
+            regular file): it is never taken for "no record".
     """
     path = Path(output, OWNER)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_no_follow(path)
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise OutputOwnedError(f"cannot read the ownership record {path} ({error.strerror})") from None
+        raise OutputOwnedError(
+            f"cannot read the ownership record {path} ({error.strerror or error}); move it away or write to "
+            "another output folder"
+        ) from None
     try:
-        record = json.loads(text)
+        record = json.loads(text.decode("utf-8"))
     except ValueError:
         record = None
     roots = record.get("roots") if isinstance(record, dict) else None
@@ -81,11 +86,14 @@ def claim_output(
     A folder without a record is claimed for ``root`` (prefix ``""``). A recorded root gets its
     prefix back. Another root is refused unless ``add_inputs``, which records it under a new prefix
     (its folder name; ``-2``, ``-3``... if taken or if ``output`` already has an entry of that name).
-    With ``write`` the record is (re)written with ``config`` as the last run's configuration.
+    With ``write`` the record is (re)written with ``config`` as the last run's configuration
+    (atomically, and only if it changes).
 
     Raises:
         OutputOwnedError: ``root`` is not recorded and ``add_inputs`` is false (the message says
             what to do), or the record is unreadable.
+        featx.errors.OutputNotWritableError: the record cannot be written (a full disk, a file
+            size limit, permissions); the previous record is kept.
 
     Example:
         >>> import tempfile
@@ -118,12 +126,25 @@ def claim_output(
         roots[prefix] = root
     if write:
         payload = {"format": OWNER_FORMAT, "roots": dict(sorted(roots.items())), "config": dict(sorted(config.items()))}
-        write_atomic(output / OWNER, [(json.dumps(payload, indent=2) + "\n").encode("utf-8")])
+        data = (json.dumps(payload, indent=2) + "\n").encode("utf-8")
+        if record is None or json.dumps(record, sort_keys=True) != json.dumps(payload, sort_keys=True):
+            try:
+                write_atomic(output / OWNER, [data])
+            except OSError as error:
+                kept = "the previous record is kept" if record is not None else "nothing was written"
+                raise OutputNotWritableError(
+                    f"output folder {output} is not writable: cannot write {output / OWNER} "
+                    f"({error.strerror or error}); {kept}. Free space (or fix the permissions) and rerun"
+                ) from None
     return prefix
 
 
 def earlier_records(
-    output: os.PathLike[str] | str, manifest: str, this_run: set[tuple[str, Optional[str]]], prefix: str
+    output: os.PathLike[str] | str,
+    manifest: str,
+    this_run: set[tuple[str, Optional[str]]],
+    prefix: str,
+    pending: frozenset[tuple[str, Optional[str]]] = frozenset(),
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Sort the previous manifest's lines for keys this run did not process.
 
@@ -132,17 +153,19 @@ def earlier_records(
         manifest: the manifest's file name in it (read before it is replaced).
         this_run: the keys of this run's images, as ``(path, path_b64)`` of their manifest lines.
         prefix: this run's key prefix (:func:`claim_output`).
+        pending: keys of this run's images it did not reach (an interrupted run): their previous
+            lines are kept while their output is still there.
 
     Returns:
-        ``(kept, stale)``: the lines of images under the folder's *other* input roots (kept in the
-        new manifest, so it still lists every image of the folder), and ``(key, reason)`` of each
-        output of *this* root whose image is gone or was not among this run's inputs (left on disk
-        and listed in ``summary.json`` as ``stale``).
+        ``(kept, stale)``: the lines of images under the folder's *other* input roots and of
+        ``pending`` images (kept in the new manifest, so it still lists every image of the folder),
+        and ``(key, reason)`` of each output of *this* root whose image is gone or was not among
+        this run's inputs (left on disk and listed in ``summary.json`` as ``stale``).
     """
     output = Path(output)
     try:
-        with open(output / manifest, encoding="utf-8") as handle:
-            previous = [json.loads(line) for line in handle if line.strip()]
+        text = read_no_follow(output / manifest).decode("utf-8")
+        previous = [json.loads(line) for line in text.splitlines() if line.strip()]
     except (OSError, ValueError):
         return [], []
     record = read_owner(output)
@@ -159,7 +182,10 @@ def earlier_records(
         if not isinstance(key, str) or (key, line.get("path_b64")) in this_run:
             continue
         real_key = decode_name(key, line.get("path_b64"))
-        if not here(real_key):
+        if (key, line.get("path_b64")) in pending:
+            if line.get("status") not in ("ok", "skipped") or os.path.isfile(output / str(line.get("output"))):
+                kept.append(line)
+        elif not here(real_key):
             kept.append(line)
         elif line.get("status") in ("ok", "skipped") and os.path.isfile(output / str(line.get("output"))):
             source = decode_name(str(line.get("source", "")), line.get("source_b64"))

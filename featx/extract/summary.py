@@ -1,20 +1,27 @@
 """The end of an extraction run: :class:`ExtractSummary`, the merged ``manifest.jsonl``, ``summary.json``,
 and the removal of temporary files left by killed runs.
+
+Order matters for what a failure leaves: the manifest is published first (atomically; the previous
+one stays if it cannot be written), and only then are the outputs of images that failed in this
+run deleted (their lines say ``removed``), so no manifest on disk ever names a file that is gone.
+Manifest parts are read without following symlinks.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from featx.errors import ExtractionError, OutputWriteError
 from featx.extract.owner import earlier_records
-from featx.extract.plan import MANIFEST, ImagePlan, feature_path, record_source
-from featx.io.atomic import is_temp_name, write_atomic
+from featx.extract.plan import MANIFEST, ImagePlan, feature_path, manifest_record, record_source, remove_failed_output
+from featx.io.atomic import is_temp_name, read_no_follow, write_atomic
 from featx.io.discovery import ImageSource
 
 __all__ = ["SUMMARY", "ExtractSummary", "dry_run_summary", "finish_run", "remove_stale_temps"]
@@ -49,6 +56,8 @@ class ExtractSummary:
         other_inputs: manifest lines kept for images of the folder's other input roots.
         ignored: ``(key, reason)`` of entries that are not regular files (a FIFO named ``x.png``):
             never opened, listed in the manifest with status ``"ignored"``, not failures.
+        interrupted: the run was stopped by Ctrl-C (``SIGINT``); the counts cover what it did.
+        pending: images an interrupted run did not reach (a rerun does them).
     """
 
     files: int = 0
@@ -69,6 +78,12 @@ class ExtractSummary:
     stale: list[tuple[str, str]] = field(default_factory=list)
     other_inputs: int = 0
     ignored: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+    pending: int = 0
+
+
+def _key(record: dict[str, Any]) -> tuple[str, Optional[str]]:
+    return str(record["path"]), record.get("path_b64")
 
 
 def finish_run(
@@ -80,6 +95,7 @@ def finish_run(
     start: float,
     wall_start: float,
     prefix: str = "",
+    interrupted_sources: Optional[Sequence[ImageSource]] = None,
 ) -> ExtractSummary:
     """Rank 0, after the barrier: merge the manifest parts, write ``summary.json``, remove leftovers.
 
@@ -92,21 +108,30 @@ def finish_run(
         start: ``time.perf_counter()`` at the start of the run.
         wall_start: ``time.time()`` at the start (older temporary files are stale).
         prefix: this run's key prefix (:func:`featx.extract.owner.claim_output`).
+        interrupted_sources: all of this run's images when it was interrupted (Ctrl-C): the
+            manifest then lists those it reached, keeps the previous lines of the others, and the
+            summary says ``interrupted`` with the number ``pending``.
 
     Raises:
-        RuntimeError: the parts do not list every image exactly once.
+        RuntimeError: the parts do not list every image exactly once (a finished run).
         featx.errors.OutputWriteError: the manifest or summary cannot be written (a full disk); the
             previous file is kept.
     """
     records: list[dict[str, Any]] = []
     for rank in range(world):
-        part = output / f"manifest.rank{rank}.jsonl"
-        with open(part, encoding="utf-8") as handle:
-            records.extend(json.loads(line) for line in handle if line.strip())
+        text = read_no_follow(output / f"manifest.rank{rank}.jsonl").decode("utf-8")
+        records.extend(json.loads(line) for line in text.splitlines() if line.strip())
     records.sort(key=lambda record: record["path"])
-    kept, stale = earlier_records(output, MANIFEST, {(r["path"], r.get("path_b64")) for r in records}, prefix)
+    done = {_key(record) for record in records}
+    pending = frozenset(
+        key for key in (_key(manifest_record(source, "ok")) for source in interrupted_sources or ()) if key not in done
+    )
+    kept, stale = earlier_records(output, MANIFEST, done, prefix, pending)
     lines = sorted([*records, *kept], key=lambda record: str(record["path"]))
     _write(output / MANIFEST, [(json.dumps(r, sort_keys=True) + "\n").encode("utf-8") for r in lines], world)
+    for record in records:  # the manifest that says so is published: now the files go
+        if record["status"] == "error" and "removed" in record:
+            remove_failed_output(output, record_source(record))
     for rank in range(world):
         (output / f"manifest.rank{rank}.jsonl").unlink()
     remove_stale_temps(output, wall_start)
@@ -142,6 +167,8 @@ def finish_run(
         stale=stale,
         other_inputs=len(kept),
         ignored=ignored,
+        interrupted=interrupted_sources is not None,
+        pending=len(pending),
     )
     payload = {
         "files": summary.files,
@@ -156,9 +183,11 @@ def finish_run(
         "config": config,
         "stale": [{"path": key, "reason": reason} for key, reason in stale],
         "other_inputs": len(kept),
+        "interrupted": summary.interrupted,
+        "pending": summary.pending,
     }
     _write(output / SUMMARY, [(json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")], 0)
-    if len(records) != expected or len({(r["path"], r.get("path_b64")) for r in records}) != expected:
+    if interrupted_sources is None and (len(records) != expected or len(done) != expected):
         raise ExtractionError(f"manifest has {len(records)} entries for {expected} images")  # each image exactly once
     return summary
 
@@ -179,14 +208,16 @@ def _write(path: Path, chunks: list[bytes], parts: int) -> None:
 
 
 def remove_stale_temps(output: Path, before: float) -> None:
-    """Delete featx's own temporary files (``.NAME.featx-PID.tmp``, :func:`featx.io.atomic.is_temp_name`)
-    left by killed runs (modified before ``before - 1 s``); any other file, hidden or not, is left alone."""
+    """Delete featx's own temporary files (``.NAME.featx-TOKEN.tmp``, :func:`featx.io.atomic.is_temp_name`)
+    left by killed runs (modified before ``before - 1 s``); any other file, hidden or not, is left alone,
+    and symlinks are neither followed nor removed."""
     for folder, _, files in os.walk(output):
         for name in files:
             if is_temp_name(name):
                 path = os.path.join(folder, name)
                 try:
-                    if os.stat(path).st_mtime < before - 1:
+                    info = os.stat(path, follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode) and info.st_mtime < before - 1:
                         os.unlink(path)
                 except OSError:
                     pass

@@ -1,7 +1,14 @@
 """Atomic file writes: readers see the old file or the complete new one, never a partial file.
 
-Two entry points share one recipe (hidden temporary name in the target folder, optional fsync,
-``os.replace``):
+Every file featx writes in an output folder or in ``FEATX_HOME`` is made the same way, so a folder
+other people can write to cannot turn a write into damage elsewhere: the data goes into a *new*
+file with an unpredictable hidden name, created exclusively (``O_CREAT | O_EXCL``: a symlink
+planted at that name is never followed, see :func:`create_temp`), optionally fsynced, then renamed
+over the destination with ``os.replace`` (which replaces a planted symlink itself, never its
+target). A failure at any step (a full disk, a file-size limit, a quota) removes the temporary and
+leaves the previous file as it was. Files are created with mode ``0o666`` and the process umask.
+
+Two entry points share that recipe:
 
 - :func:`write_atomic` writes bytes-like chunks through the page cache (manifests, summaries).
 - :func:`write_atomic_buffer` writes one page-aligned buffer (see :func:`aligned_buffer`). Large
@@ -18,18 +25,23 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Iterable
+import secrets
+import stat
+from collections.abc import Callable, Iterable
 from typing import Any, Union
 
 import torch
 
-from featx.errors import FeatxTypeError, FeatxValueError
+from featx.errors import FeatxTypeError, FeatxValueError, UnsafeFileError
 
 __all__ = [
     "ALIGNMENT",
     "DIRECT_MIN_BYTES",
     "aligned_buffer",
+    "create_new",
+    "create_temp",
     "is_temp_name",
+    "read_no_follow",
     "temp_name",
     "write_atomic",
     "write_atomic_buffer",
@@ -74,35 +86,167 @@ def aligned_buffer(nbytes: int) -> torch.Tensor:
     return raw[shift : shift + padded]
 
 
-_TEMP = re.compile(r"^\..+\.featx-\d+\.tmp$")
+NAME_MAX = 255
+"""Longest file name, in bytes, that Linux and macOS filesystems accept; temporary names stay within it."""
+
+_TOKEN_BYTES = 8  # 64 random bits per temporary name (16 hex digits)
+_TEMP_TAIL = len(".featx-") + 2 * _TOKEN_BYTES + len(".tmp")
+_ATTEMPTS = 100  # fresh names tried before giving up (each clash means someone else made that name)
+_TEMP = re.compile(r"^\..+\.featx-[0-9a-f]+\.tmp$")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
 
-def temp_name(name: str, pid: int) -> str:
-    """The temporary name featx writes ``name`` under before renaming it: ``.NAME.featx-PID.tmp``.
+def temp_name(name: str, token: Union[str, int]) -> str:
+    """The temporary name featx writes ``name`` under before renaming it: ``.NAME.featx-TOKEN.tmp``.
 
     Hidden, never ending in ``.safetensors``, and with a featx-specific tail, so cleanup can tell
-    featx's own leftovers from a user's files (:func:`is_temp_name`).
+    featx's own leftovers from a user's files (:func:`is_temp_name`). ``NAME`` is cut (at a byte
+    boundary) so that the whole name stays within :data:`NAME_MAX` bytes: every name that is a valid
+    destination has a valid temporary name. :func:`create_temp` draws ``TOKEN`` at random.
+
+    Args:
+        name: the destination's file name (no folder).
+        token: lower-case hex digits (a pid from older featx versions is digits too).
 
     Example:
-        >>> temp_name("a.png.safetensors", 42)
-        '.a.png.safetensors.featx-42.tmp'
+        >>> temp_name("a.png.safetensors", "5f0c")
+        '.a.png.safetensors.featx-5f0c.tmp'
+        >>> len(temp_name("x" * 255, "0" * 16).encode())
+        255
     """
-    return f".{name}.featx-{pid}.tmp"
+    tail = f".featx-{token}.tmp"
+    room = NAME_MAX - 1 - len(tail.encode())
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        name = os.fsdecode(raw[:room])
+    return f".{name}{tail}"
 
 
 def is_temp_name(name: str) -> bool:
     """Whether a file name is one of featx's temporary names (:func:`temp_name`).
 
     Example:
-        >>> is_temp_name(".a.png.safetensors.featx-42.tmp"), is_temp_name(".notes.42.tmp")
+        >>> is_temp_name(".a.png.safetensors.featx-5f0c.tmp"), is_temp_name(".notes.42.tmp")
         (True, False)
     """
     return _TEMP.match(name) is not None
 
 
-def _temp_name(path: str) -> tuple[str, str]:
-    folder, name = os.path.split(path)
-    return folder, os.path.join(folder, temp_name(name, os.getpid()))
+def create_temp(folder: PathLike, name: str) -> tuple[int, str]:
+    """Create a new, empty temporary file for ``name`` in ``folder``: ``(fd, path)``, open for writing.
+
+    The name is :func:`temp_name` with 64 random bits, and the file is created with
+    ``O_CREAT | O_EXCL | O_NOFOLLOW`` (as ``mkstemp`` does): whatever already has that name, a
+    symlink planted by someone guessing it included, makes the call fail and a new name is drawn,
+    so the data never goes anywhere but into a file this call made. The mode is ``0o666`` less the
+    umask (the final file's mode), and the descriptor is not inherited by programs run later.
+
+    Raises:
+        OSError: the folder is missing or not writable, or the disk or quota is full.
+        featx.errors.UnsafeFileError: 100 random names in a row were taken (someone is making them).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     fd, path = create_temp(d, "a.txt")
+        ...     os.close(fd)
+        ...     is_temp_name(os.path.basename(path)), os.path.dirname(path) == d
+        (True, True)
+    """
+    folder = os.fspath(folder)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY
+    for _ in range(_ATTEMPTS):
+        path = os.path.join(folder, temp_name(name, secrets.token_hex(_TOKEN_BYTES)))
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise UnsafeFileError(errno.EEXIST, f"no free temporary name for {name!r} after {_ATTEMPTS} tries", folder)
+
+
+def create_new(path: PathLike) -> int:
+    """A new, empty file at ``path``, open for writing; whatever had that name is replaced, never opened.
+
+    Made by :func:`create_temp` and renamed to ``path``: a symlink planted at ``path`` is replaced
+    (its target is untouched), and an old file is replaced by the new empty one.
+
+    Raises:
+        OSError: the file cannot be created or renamed (a folder at ``path``, a full disk).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     victim = os.path.join(d, "victim")
+        ...     with open(victim, "w") as handle:
+        ...         _ = handle.write("precious")
+        ...     os.symlink(victim, os.path.join(d, "part.jsonl"))
+        ...     fd = create_new(os.path.join(d, "part.jsonl"))
+        ...     _ = os.write(fd, b"line")
+        ...     os.close(fd)
+        ...     open(victim).read(), os.path.islink(os.path.join(d, "part.jsonl"))
+        ('precious', False)
+    """
+    path = os.fspath(path)
+    fd, temp = create_temp(os.path.dirname(path) or ".", os.path.basename(path))
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        os.close(fd)
+        _discard(temp)
+        raise
+    return fd
+
+
+def read_no_follow(path: PathLike) -> bytes:
+    """The bytes of the regular file ``path``, never read through a symlink at its last component.
+
+    A FIFO or device planted at ``path`` is not read either (the open does not block on it).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        featx.errors.UnsafeFileError: ``path`` is a symlink (``errno`` ``ELOOP``, "is a symbolic link,
+            which featx does not follow here") or not a regular file.
+        OSError: ``path`` cannot be read.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     with open(os.path.join(d, "a"), "w") as handle:
+        ...         _ = handle.write("text")
+        ...     os.symlink(os.path.join(d, "a"), os.path.join(d, "link"))
+        ...     read_no_follow(os.path.join(d, "a"))
+        ...     try:
+        ...         read_no_follow(os.path.join(d, "link"))
+        ...     except OSError as error:
+        ...         print(error.strerror)
+        b'text'
+        is a symbolic link, which featx does not follow here
+    """
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _BINARY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        if error.errno != errno.ENOENT and os.path.islink(path):  # ELOOP on Linux, EMLINK/EFTYPE on BSDs
+            raise UnsafeFileError(errno.ELOOP, "is a symbolic link, which featx does not follow here", path) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeFileError(errno.EINVAL, "is not a regular file", path)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _discard(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _sync_folder(folder: str) -> None:
@@ -121,36 +265,41 @@ def _sync_folder(folder: str) -> None:
         os.close(dir_fd)
 
 
-def _write_buffered(name: str, chunks: Iterable[Any], fsync: bool) -> None:
-    """Write ``chunks`` to a new file ``name`` through the page cache, optionally fsynced."""
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    with os.fdopen(fd, "wb") as handle:
-        for chunk in chunks:
-            handle.write(chunk)
-        handle.flush()
-        if fsync:
-            os.fsync(handle.fileno())
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> int:
+    """Write all of ``data`` at ``offset`` (finishing short writes); returns the offset after it."""
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+    return offset + done
 
 
-def _publish(temp: str, path: str, write: Any) -> None:
-    """Run ``write(temp)``, then rename ``temp`` to ``path``; remove ``temp`` on any failure."""
+def _publish(path: str, write: Callable[[int], None], fsync: bool) -> None:
+    """Create a temporary for ``path``, run ``write(fd)``, fsync, close, rename it to ``path``.
+
+    Any failure (of the write, the fsync, the close or the rename) removes the temporary and
+    leaves ``path`` as it was.
+    """
+    folder, name = os.path.split(path)
+    fd, temp = create_temp(folder or ".", name)
     try:
-        write(temp)
+        try:
+            write(fd)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)  # a network filesystem may report a failed write only here
         os.replace(temp, path)
     except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
+        _discard(temp)
         raise
 
 
 def write_atomic(path: PathLike, chunks: Iterable[Any], *, fsync: bool = True, sync_dir: bool = True) -> None:
-    """Write bytes-like ``chunks`` to ``path`` atomically: a hidden temporary file in the same
-    folder (``.NAME.featx-PID.tmp``, :func:`temp_name`), fsync, then ``os.replace``.
+    """Write bytes-like ``chunks`` to ``path`` atomically: a new hidden temporary file in the same
+    folder (:func:`create_temp`), fsync, then ``os.replace``.
 
     Readers see either the old file or the complete new one, never a partial file, even if the
-    process is killed. The folder must exist.
+    process is killed; a failure leaves the old file as it was. The folder must exist.
 
     Args:
         path: destination.
@@ -161,6 +310,10 @@ def write_atomic(path: PathLike, chunks: Iterable[Any], *, fsync: bool = True, s
             loss (one journal commit per file; feature files skip it: a lost rename only means
             the file is recomputed).
 
+    Raises:
+        OSError: the file cannot be written (a full disk, ``EFBIG``, ``EDQUOT``, ``EACCES``); the
+            previous file at ``path`` is untouched and no temporary is left.
+
     Example:
         >>> import tempfile, os
         >>> with tempfile.TemporaryDirectory() as d:
@@ -169,37 +322,50 @@ def write_atomic(path: PathLike, chunks: Iterable[Any], *, fsync: bool = True, s
         (b'hello world', ['a.txt'])
     """
     path = os.fspath(path)
-    folder, temp = _temp_name(path)
 
-    _publish(temp, path, lambda name: _write_buffered(name, chunks, fsync))
+    def write(fd: int) -> None:
+        offset = 0
+        for chunk in chunks:
+            view = memoryview(chunk)
+            offset = _pwrite_all(fd, view if view.format == "B" and view.ndim == 1 else view.cast("B"), offset)
+
+    _publish(path, write, fsync)
     if fsync and sync_dir:
-        _sync_folder(folder)
+        _sync_folder(os.path.dirname(path))
 
 
-def _write_direct(name: str, data: memoryview, nbytes: int, fsync: bool) -> bool:
-    """Write the whole aligned ``data`` with ``O_DIRECT`` and trim to ``nbytes``.
+def _set_direct(fd: int, direct: bool) -> bool:
+    """Turn ``O_DIRECT`` on or off for ``fd``; ``False`` where the filesystem refuses it (``EINVAL``)."""
+    import fcntl
 
-    Returns ``False`` (having written nothing that matters) where ``O_DIRECT`` is refused.
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    wanted = flags | os.O_DIRECT if direct else flags & ~os.O_DIRECT  # type: ignore[attr-defined,unused-ignore]  # Linux only
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, wanted)
+    except OSError as error:
+        if error.errno == errno.EINVAL:
+            return False
+        raise
+    return True
+
+
+def _write_direct(fd: int, data: memoryview, nbytes: int) -> bool:
+    """Write the whole aligned ``data`` with ``O_DIRECT`` and trim the file to ``nbytes``.
+
+    Returns ``False``, with the file emptied and ``O_DIRECT`` off again, where the filesystem or
+    the device refuses it (``EINVAL``); the caller then writes the same bytes through the page cache.
     """
+    if not _set_direct(fd, True):  # the filesystem does not support O_DIRECT
+        return False
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o666)  # type: ignore[attr-defined,unused-ignore]  # Linux only
-    except OSError as error:
-        if error.errno == errno.EINVAL:  # the filesystem does not support O_DIRECT
-            return False
-        raise
-    try:
-        done = 0
-        while done < len(data):
-            done += os.write(fd, data[done:])
+        _pwrite_all(fd, data, 0)
         os.ftruncate(fd, nbytes)
-        if fsync:
-            os.fsync(fd)
     except OSError as error:
-        if error.errno == errno.EINVAL:  # alignment the device does not accept: use the page cache
-            return False
-        raise
-    finally:
-        os.close(fd)
+        if error.errno != errno.EINVAL:
+            raise
+        _set_direct(fd, False)  # alignment the device does not accept: use the page cache
+        os.ftruncate(fd, 0)
+        return False
     return True
 
 
@@ -208,8 +374,8 @@ def write_atomic_buffer(
 ) -> None:
     """Atomically write the first ``nbytes`` of an :func:`aligned_buffer` to ``path``.
 
-    Same guarantees as :func:`write_atomic` (hidden temporary name, optional fsync, rename;
-    the folder itself is not synced). From :data:`DIRECT_MIN_BYTES` up, the data is written with
+    Same guarantees as :func:`write_atomic` (a new hidden temporary, optional fsync, rename; the
+    folder itself is not synced). From :data:`DIRECT_MIN_BYTES` up, the data is written with
     ``O_DIRECT`` where available (Linux and most filesystems), bypassing the page cache: the
     file is not cached for an immediate re-read, and the kernel spends almost no CPU on it.
     Either way the file holds exactly ``buffer[:nbytes]``.
@@ -225,7 +391,8 @@ def write_atomic_buffer(
     Raises:
         TypeError: ``buffer`` is not a contiguous ``uint8`` CPU tensor.
         ValueError: ``nbytes`` is outside ``[0, buffer.numel()]``.
-        OSError: the file cannot be written (nothing is left at ``path`` or the temporary name).
+        OSError: the file cannot be written (the previous file at ``path`` is untouched and no
+            temporary is left).
 
     Example:
         >>> import tempfile, os
@@ -245,8 +412,6 @@ def write_atomic_buffer(
         raise FeatxTypeError(f"buffer must be a contiguous uint8 CPU tensor from aligned_buffer(), got {buffer!r:.80}")
     if not 0 <= nbytes <= buffer.numel():
         raise FeatxValueError(f"nbytes must be in [0, {buffer.numel()}] (the buffer's length), got {nbytes}")
-    path = os.fspath(path)
-    _, temp = _temp_name(path)
     data = buffer.numpy().data.cast("B")
     direct = (
         direct
@@ -256,8 +421,8 @@ def write_atomic_buffer(
         and buffer.numel() % ALIGNMENT == 0
     )
 
-    def write(name: str) -> None:
-        if not (direct and _write_direct(name, data, nbytes, fsync)):
-            _write_buffered(name, [data[:nbytes]], fsync)
+    def write(fd: int) -> None:
+        if not (direct and _write_direct(fd, data, nbytes)):
+            _pwrite_all(fd, data[:nbytes], 0)
 
-    _publish(temp, path, write)
+    _publish(os.fspath(path), write, fsync)

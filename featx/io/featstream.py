@@ -3,11 +3,13 @@
 The safetensors header depends only on the names, dtypes and shapes of the tensors
 (:func:`featx.io.featfile.feature_file_layout`), so it is written first and every tile of every map
 is then written straight into its place (``C x H x W`` order: one write per channel and row of
-the tile, or per channel when the tile spans the full width). The file is built under featx's
-hidden temporary name (:func:`featx.io.atomic.temp_name`) and renamed only once every value of every
-tensor has been written: a reader never sees a partial file, and a killed run leaves only a
-temporary that the next run removes. The bytes equal those of
-:func:`featx.io.featfile.save_features` for the same tensors.
+the tile, or per channel when the tile spans the full width). The file is built under a new hidden
+temporary name (:func:`featx.io.atomic.create_temp`: unpredictable, created exclusively), fsynced, and
+renamed only once the regions written cover every value of every tensor exactly once (coverage is
+tracked region by region, not counted): a reader never sees a partial file, a killed run leaves
+only a temporary that the next run removes, and a power loss cannot leave a published name over
+unwritten (zero) data. The bytes equal those of :func:`featx.io.featfile.save_features` for the
+same tensors.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Optional, Union
 
+import numpy as np
 import torch
 
 from featx.errors import FeatxTypeError, FeatxValueError
-from featx.io.atomic import temp_name
+from featx.io.atomic import create_temp
 from featx.io.featfile import feature_file_layout
 
 __all__ = ["FeatureFileStream"]
@@ -42,7 +45,8 @@ class FeatureFileStream:
 
     Raises:
         TypeError: a shape that is not ``(C, H, W)``, or an unsupported dtype.
-        OSError: the temporary file cannot be created or its space reserved (disk full).
+        OSError: the temporary file cannot be created or its space reserved (disk full, a file
+            size limit); nothing is left behind, and a previous file at ``path`` is untouched.
 
     Example:
         >>> import tempfile, os
@@ -74,15 +78,15 @@ class FeatureFileStream:
         self.specs = {name: (dtype, tuple(int(n) for n in shape)) for name, (dtype, shape) in specs.items()}
         head, offsets = feature_file_layout(self.specs, metadata)
         self._starts = {name: len(head) + begin for name, (begin, _) in offsets.items()}
-        self._missing = {name: math.prod(shape) for name, (_, shape) in self.specs.items()}
+        self._written = {name: _Coverage() for name in self.specs}
         self.nbytes = len(head) + max((end for _, end in offsets.values()), default=0)
         self.fsync = fsync
         folder, name = os.path.split(self.path)
-        self.temp: Optional[str] = os.path.join(folder, temp_name(name, os.getpid()))
-        self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self.temp: Optional[str]
+        self._fd, self.temp = create_temp(folder or ".", name)
         try:
             _reserve(self._fd, self.nbytes)  # a full disk fails here, before any tile is computed
-            os.pwrite(self._fd, head, 0)
+            _pwrite_all(self._fd, memoryview(head), 0)
         except BaseException:
             self.abort()
             raise
@@ -92,7 +96,8 @@ class FeatureFileStream:
 
         Raises:
             ValueError: an unknown name, or a region outside the map, or ``values`` with another
-                channel count or dtype than declared.
+                channel count or dtype than declared (nothing is written), or a region that
+                overlaps one written before (the stream is aborted: nothing will be published).
         """
         if self.temp is None:
             raise FeatxValueError(f"{self.path}: the stream is already committed or aborted")
@@ -107,6 +112,14 @@ class FeatureFileStream:
         if top < 0 or left < 0 or top + rows > height or left + cols > width:
             raise FeatxValueError(
                 f"{name!r}: region rows {top}:{top + rows}, columns {left}:{left + cols} is outside its {height}x{width} map"
+            )
+        if rows == 0 or cols == 0:  # an empty piece (a tile whose share of a deep map is empty)
+            return
+        if self._written[name].overlaps(top, top + rows, left, left + cols):
+            self.abort()
+            raise FeatxValueError(
+                f"{self.path}: {name!r} rows {top}:{top + rows}, columns {left}:{left + cols} overlap a region "
+                "written before (each value must be written exactly once); nothing was published"
             )
         data = values.detach().to("cpu").contiguous()
         if sys.byteorder != "little" and data.element_size() > 1:  # pragma: no cover - big-endian hosts
@@ -125,25 +138,30 @@ class FeatureFileStream:
                 at = first + row * piece
                 if os.pwrite(fd, flat[at : at + piece], base + row * row_bytes) != piece:
                     _pwrite_all(fd, flat[at : at + piece], base + row * row_bytes)  # a short write: finish it
-        self._missing[name] -= channels * rows * cols
+        self._written[name].add(top, top + rows, left, left + cols)
 
     def commit(self) -> None:
         """Flush (``fsync``) and rename the file into place.
 
         Raises:
-            ValueError: some values were never written (the regions must tile every map exactly
-                once); the temporary file is removed.
-            OSError: the data cannot be flushed or the file renamed.
+            ValueError: the regions written do not cover every map (regions never overlap, see
+                :meth:`write_region`); the temporary file is removed.
+            OSError: the data cannot be flushed or the file renamed; the temporary file is
+                removed and a previous file at ``path`` is untouched.
         """
         if self.temp is None:
             raise FeatxValueError(f"{self.path}: the stream is already committed or aborted")
-        incomplete = {name: count for name, count in self._missing.items() if count != 0}
-        if incomplete:
+        missing = {}
+        for name, (_, shape) in self.specs.items():
+            needed = math.prod(shape[1:])
+            if self._written[name].area != needed:
+                missing[name] = (needed - self._written[name].area, needed)
+        if missing:
             self.abort()
-            counts = ", ".join(f"{name}: {count} values missing" for name, count in sorted(incomplete.items()))
+            counts = ", ".join(f"{name}: {left} of {total} positions" for name, (left, total) in sorted(missing.items()))
             raise FeatxValueError(
-                f"{self.path}: values of {sorted(incomplete)} were not written exactly once "
-                f"({counts}; negative when written twice); nothing was published"
+                f"{self.path}: the regions written do not cover the maps of {sorted(missing)} "
+                f"({counts} never written); nothing was published"
             )
         try:
             if self.fsync:
@@ -175,6 +193,28 @@ class FeatureFileStream:
         self, kind: Optional[type[BaseException]], error: Optional[BaseException], trace: Optional[TracebackType]
     ) -> None:
         self.abort()  # a committed stream has nothing left to remove
+
+
+class _Coverage:
+    """The disjoint rectangles ``[top, bottom) x [left, right)`` written into one map."""
+
+    def __init__(self) -> None:
+        self._boxes = np.empty((16, 4), dtype=np.int64)
+        self._count = 0
+        self.area = 0
+
+    def overlaps(self, top: int, bottom: int, left: int, right: int) -> bool:
+        """Whether the rectangle shares a position with one added before."""
+        boxes = self._boxes[: self._count]
+        hits = (boxes[:, 0] < bottom) & (boxes[:, 1] > top) & (boxes[:, 2] < right) & (boxes[:, 3] > left)
+        return bool(hits.any())
+
+    def add(self, top: int, bottom: int, left: int, right: int) -> None:
+        if self._count == len(self._boxes):
+            self._boxes = np.concatenate([self._boxes, np.empty_like(self._boxes)])
+        self._boxes[self._count] = (top, bottom, left, right)
+        self._count += 1
+        self.area += (bottom - top) * (right - left)
 
 
 def _reserve(fd: int, nbytes: int) -> None:
