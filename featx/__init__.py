@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
     )
     from featx.losses.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
     from featx.metrics.dists import DISTS
+    from featx.metrics.fidelity import psnr, ssim
     from featx.metrics.lpips import LPIPS
     from featx.presets import PRESETS
     from featx.show import TapSummary, show_features, summarize_features
@@ -117,11 +118,13 @@ _EXPORTS = {
     "load_weights": "featx.weights",
     "moment_loss": "featx.losses.texture",
     "perceptual_loss": "featx.losses.functional",
+    "psnr": "featx.metrics.fidelity",
     "read_checkpoint": "featx.weights",
     "resolve_taps": "featx.backbones.taps",
     "save_features": "featx.io.featfile",
     "show_features": "featx.show",
     "sliced_wasserstein_loss": "featx.losses.texture",
+    "ssim": "featx.metrics.fidelity",
     "style_loss": "featx.losses.functional",
     "summarize_features": "featx.show",
     "tiled_features": "featx.extract.tiling",
@@ -180,11 +183,13 @@ __all__ = [
     "load_weights",
     "moment_loss",
     "perceptual_loss",
+    "psnr",
     "read_checkpoint",
     "resolve_taps",
     "save_features",
     "show_features",
     "sliced_wasserstein_loss",
+    "ssim",
     "style_loss",
     "summarize_features",
     "tiled_features",

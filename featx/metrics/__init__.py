@@ -1,6 +1,8 @@
 """Perceptual and fidelity metrics: :mod:`~featx.metrics.lpips` (LPIPS), :mod:`~featx.metrics.dists`
-(DISTS) and :mod:`~featx.metrics.score` (folders of SR outputs against references, behind
-``featx score``).
+(DISTS), :mod:`~featx.metrics.fidelity` (PSNR and SSIM on tensors) and
+:mod:`~featx.metrics.score` (folders of SR outputs against references, behind ``featx score``;
+with :mod:`~featx.metrics.pairing`, :mod:`~featx.metrics.conventions`,
+:mod:`~featx.metrics.score_models` and :mod:`~featx.metrics.score_output`).
 
 Names are imported on first use (PEP 562), so importing the package does not import torch.
 """
@@ -16,6 +18,9 @@ if TYPE_CHECKING:
     from featx.metrics.dists import DISTS_CHANNELS as DISTS_CHANNELS
     from featx.metrics.dists import DISTS_TAPS as DISTS_TAPS
     from featx.metrics.dists import load_dists_weights as load_dists_weights
+    from featx.metrics.fidelity import psnr as psnr
+    from featx.metrics.fidelity import rgb_to_y as rgb_to_y
+    from featx.metrics.fidelity import ssim as ssim
     from featx.metrics.lpips import LPIPS as LPIPS
     from featx.metrics.lpips import LPIPS_NETS as LPIPS_NETS
     from featx.metrics.lpips import LPIPS_SCALE as LPIPS_SCALE
@@ -43,6 +48,9 @@ _EXPORTS = {
     "ScoreSummary": "featx.metrics.score",
     "ScoredPair": "featx.metrics.score",
     "load_dists_weights": "featx.metrics.dists",
+    "psnr": "featx.metrics.fidelity",
+    "rgb_to_y": "featx.metrics.fidelity",
+    "ssim": "featx.metrics.fidelity",
     "pair_folders": "featx.metrics.score",
     "score_column": "featx.metrics.score",
     "score_folders": "featx.metrics.score",

@@ -152,8 +152,7 @@ class LPIPS(nn.Module):
         expected = {f"lin{k}.model.1.weight": (1, c, 1, 1) for k, c in enumerate(channels)}
         loaded = load_learned(lin_weights, default=MetricWeights.lpips(arch), expected=expected, verify=verify_weights)
         self.lin = nn.ParameterList(
-            nn.Parameter(loaded.state_dict[key].detach().to(torch.float32).clone(), requires_grad=False)
-            for key in expected
+            nn.Parameter(loaded.state_dict[key].detach().to(torch.float32).clone(), requires_grad=False) for key in expected
         )
         self.lin_weights_id, self.lin_weights_sha256 = loaded.weights_id, loaded.sha256
         self.lin_weights_verified = loaded.verified
