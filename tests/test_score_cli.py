@@ -141,3 +141,30 @@ def test_cli_choices_match_the_library():
 
     assert score_cmd.GRAY_MODES == GRAY_MODES and score_cmd.CROP_SCOPES == CROP_SCOPES
     assert score_cmd.LPIPS_NETS == tuple(LPIPS_NETS)
+
+
+def test_a_full_disk_keeps_the_rows_on_a_real_tmpfs(folders, tmp_path):
+    # a private mount namespace with a 12 KiB tmpfs, 8 KiB of it filled: the CSV fits, the summary not
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare here")
+    pred, ref = folders
+    mount, kept = tmp_path / "mnt", tmp_path / "kept"
+    mount.mkdir(), kept.mkdir()
+    featx = [sys.executable, "-c", "from featx_cli.main import cli; cli()"]
+    script = (
+        f"mount -t tmpfs -o size=12k tmpfs {mount} || exit 99; head -c 8192 /dev/zero > {mount}/filler; "
+        f'"$@" score {pred} {ref} --out {mount}/s.csv --quiet --workers 0 2> {kept}/stderr; echo $? > {kept}/code; '
+        f"cp {mount}/s.csv {kept}/ 2>/dev/null; ls {mount} > {kept}/listing"
+    )
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *featx], timeout=300)
+    if done.returncode == 99 or not (kept / "code").exists():
+        pytest.skip("cannot mount a tmpfs here")
+    stderr = (kept / "stderr").read_text()
+    assert (kept / "code").read_text().strip() == "1", stderr
+    assert "Traceback" not in stderr and "No space left on device" in stderr
+    assert (kept / "s.csv").read_text().startswith("key,psnr,ssim\na.png,")
+    assert (kept / "listing").read_text().split() == ["filler", "s.csv"]  # no temporary left behind
