@@ -317,6 +317,9 @@ def score_folders(
         except (*PAIR_ERRORS, FeatxValueError) as error:
             pair.error, decoded = printable_name(str(error)), None
             pair.scores.clear()
+        except Exception as error:  # one pair's failure of any kind (out of memory, ...) never ends the run
+            pair.error, decoded = printable_name(f"cannot score: {type(error).__name__}: {error}"), None
+            pair.scores.clear()
         return pair, decoded if deep else None
 
     from tqdm.auto import tqdm
