@@ -87,7 +87,10 @@ def test_rgb_to_y_is_bt601_and_gray_stays_gray():
     expected = (65.481 * image[:, 0] + 128.553 * image[:, 1] + 24.966 * image[:, 2] + 16.0) / 255.0  # written out
     torch.testing.assert_close(rgb_to_y(image)[:, 0], expected, rtol=0, atol=1e-15)
     torch.testing.assert_close(rgb_to_y(image * 255, data_range=255.0)[:, 0], expected * 255, rtol=0, atol=1e-12)
-    assert rgb_to_y(image.float(), dtype=torch.float64).dtype == torch.float64
+    # float32 pixels, float64 luma: every product in float64 (the float64 formula on the float32 values)
+    single = image.float()
+    exact = (65.481 * single[:, 0].double() + 128.553 * single[:, 1].double() + 24.966 * single[:, 2].double() + 16.0) / 255.0
+    torch.testing.assert_close(rgb_to_y(single, dtype=torch.float64)[:, 0], exact, rtol=0, atol=1e-15)
     # 1-channel images are luma already (BasicSR's calculate_psnr/ssim keep gray images as they are)
     gray_pred, gray_target = pairs(channels=1)
     assert torch.equal(psnr(gray_pred, gray_target, y_channel=True), psnr(gray_pred, gray_target))

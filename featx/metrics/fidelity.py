@@ -83,8 +83,8 @@ def rgb_to_y(images: torch.Tensor, *, data_range: float = 1.0, dtype: Optional[t
     Args:
         images: RGB images.
         data_range: the value of white (1 for ``[0, 1]``, 255 for ``[0, 255]``).
-        dtype: the dtype to compute and return in (``torch.float64`` for exact sums of float32
-            images, without a float64 copy of the three channels); ``None``: the input's.
+        dtype: the dtype to compute and return in (``torch.float64`` for float64 luma of float32
+            images); ``None``: the input's.
 
     Returns:
         The luma.
@@ -105,12 +105,11 @@ def rgb_to_y(images: torch.Tensor, *, data_range: float = 1.0, dtype: Optional[t
     if images.shape[1] != 3:
         raise FeatxValueError(f"rgb_to_y needs 3 channels (RGB), got {images.shape[1]}")
     red, green, blue = (weight / 255.0 for weight in BT601_Y)
-    if torch.is_grad_enabled() and images.requires_grad:
-        rgb = images.to(dtype or images.dtype)
+    rgb = images.to(dtype or images.dtype)  # every product in the output dtype
+    if torch.is_grad_enabled() and rgb.requires_grad:
         return rgb[:, 0:1] * red + rgb[:, 1:2] * green + rgb[:, 2:3] * blue + 16.0 / 255.0 * data_range
-    luma = torch.empty((images.shape[0], 1, *images.shape[2:]), dtype=dtype or images.dtype, device=images.device)
-    torch.mul(images[:, 0:1], red, out=luma)
-    luma.add_(images[:, 1:2], alpha=green).add_(images[:, 2:3], alpha=blue)
+    luma = rgb[:, 0:1] * red
+    luma.add_(rgb[:, 1:2], alpha=green).add_(rgb[:, 2:3], alpha=blue)
     return luma.add_(16.0 / 255.0 * data_range)
 
 
