@@ -343,9 +343,11 @@ def extract(
                 warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once
                 summary = extract_features(inputs, output, options)
         except WeightsNotFoundError as error:
-            raise SetupError(
-                f"{error}\n  - CLI: --weights PATH, or --weights random to try featx without trained weights"
-            ) from None
+            from featx.weights import missing_message
+
+            flags = {"weights": "--weights PATH"}
+            message = missing_message(error.missing, cli_flags=flags, command="featx extract") if error.missing else error
+            raise SetupError(f"{message}\n  - or --weights random to try featx without trained weights") from None
         except OutputWriteError as error:  # an OSError, but not a setup error: the run did its work
             raise RunError(str(error)) from None
         except (FileNotFoundError, OutputNotWritableError, OutputInUseError, ValueError, TypeError) as error:

@@ -167,9 +167,12 @@ def score(
                 num_workers=workers, progress=not quiet,
             )  # fmt: skip
     except WeightsNotFoundError as error:
+        from featx.weights import missing_message
+
+        message = missing_message(error.missing, cli_flags={}, command="featx score") if error.missing else str(error)
         raise ScoreSetupError(
-            f"{error}\n  - CLI: FEATX_HOME=DIR featx score ... to search DIR (a folder holding the file), or "
-            "--weights random to try featx score without trained weights (the numbers are then not LPIPS/DISTS)"
+            f"{message}\n  - or --weights random to try featx score without trained weights (the numbers are then "
+            "not LPIPS/DISTS)"
         ) from None
     except (OSError, ValueError, TypeError, RuntimeError) as error:
         raise ScoreSetupError(" ".join(str(error).split()) or type(error).__name__) from None

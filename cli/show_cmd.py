@@ -72,7 +72,11 @@ def show(
     except ImageDecodeError as error:
         raise click.BadParameter(str(error), param_hint="IMAGE") from None
     except WeightsNotFoundError as error:
-        raise click.ClickException(str(error)) from None
+        from featx.weights import missing_message
+
+        flags = {"weights": "--weights PATH"}
+        message = missing_message(error.missing, cli_flags=flags, command="featx show") if error.missing else str(error)
+        raise click.ClickException(message) from None
     except (ValueError, TypeError) as error:
         raise click.UsageError(str(error)) from None
     for summary in summaries.values():

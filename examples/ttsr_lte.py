@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import featx
-from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+from featx.backbones.base import IMAGENET_MEAN, IMAGENET_STD
+from featx.backbones.vgg.features import VGGFeatures
 from featx.losses.transferal import TransferalPerceptualOnFeatures
 
 TRAIN_IMAGES = ("astronaut", "coffee", "chelsea", "brick", "grass", "gravel")

@@ -64,15 +64,30 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
     from featx.metrics.lpips import LPIPS
     from featx.presets import PRESETS
     from featx.show import TapSummary, show_features, summarize_features
-    from featx.weights import LoadedWeights, MetricWeights, VGGWeights, featx_home, load_weights, read_checkpoint
+    from featx.weights import (
+        AlexNetWeights,
+        ConvNeXtWeights,
+        DINOv2Weights,
+        LoadedWeights,
+        MetricWeights,
+        ResNetWeights,
+        SqueezeNetWeights,
+        VGGWeights,
+        featx_home,
+        load_weights,
+        read_checkpoint,
+    )
 
 # public name -> defining module
 _EXPORTS = {
     "ARCHS": "featx.backbones.vgg.layers",
     "AlexNetFeatures": "featx.backbones.alexnet",
+    "AlexNetWeights": "featx.weights",
     "CRITERIA": "featx.losses.functional",
     "ContextualOnFeatures": "featx.losses.texture",
     "ConvHead": "featx.backbones.vgg.head",
+    "ConvNeXtWeights": "featx.weights",
+    "DINOv2Weights": "featx.weights",
     "DISTS": "featx.metrics.dists",
     "ExtractOptions": "featx.extract",
     "ExtractSummary": "featx.extract",
@@ -92,7 +107,9 @@ _EXPORTS = {
     "PerceptualLoss": "featx.losses.modules",
     "REDUCTIONS": "featx.losses.functional",
     "RandomWeightsWarning": "featx.errors",
+    "ResNetWeights": "featx.weights",
     "SlicedWassersteinOnFeatures": "featx.losses.texture",
+    "SqueezeNetWeights": "featx.weights",
     "StyleLoss": "featx.losses.modules",
     "TEXTURE_KINDS": "featx.losses.modules",
     "TapInfo": "featx.backbones.taps",
@@ -134,9 +151,12 @@ _EXPORTS = {
 __all__ = [
     "ARCHS",
     "AlexNetFeatures",
+    "AlexNetWeights",
     "CRITERIA",
     "ContextualOnFeatures",
     "ConvHead",
+    "ConvNeXtWeights",
+    "DINOv2Weights",
     "DISTS",
     "ExtractOptions",
     "ExtractSummary",
@@ -156,7 +176,9 @@ __all__ = [
     "PerceptualLoss",
     "REDUCTIONS",
     "RandomWeightsWarning",
+    "ResNetWeights",
     "SlicedWassersteinOnFeatures",
+    "SqueezeNetWeights",
     "StyleLoss",
     "TEXTURE_KINDS",
     "TapInfo",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -27,11 +28,13 @@ __all__ = [
     "ImageDecodeError",
     "InputNotFoundError",
     "InputRangeWarning",
+    "IntegrationImportError",
     "OutputInUseError",
     "OutputOwnedError",
     "OutputWriteError",
     "OutputNotWritableError",
     "RandomWeightsWarning",
+    "UnverifiableWeightsError",
     "UnverifiedWeightsWarning",
     "WeightsLoadError",
     "WeightsNotFoundError",
@@ -71,18 +74,57 @@ class InputRangeWarning(FeatxWarning):
     """Inputs look like another value range than the module's ``input_range``."""
 
 
-class WeightsNotFoundError(FeatxError, FileNotFoundError):
-    """A checkpoint file is not on disk. Construction never downloads; the message gives the fixes.
+@dataclass(frozen=True)
+class MissingWeights:
+    """One weights file a run needs and could not find: what :attr:`WeightsNotFoundError.missing`
+    holds, so that the Python API and the command line can each word the fixes their own way.
 
     Attributes:
-        path: the file that was looked for (a name for known checkpoints, else the path).
-        searched: directories searched (empty for an explicit path).
+        argument: the Python keyword that takes a path instead (``"weights"``, ``"lin_weights"``,
+            ``"dists_weights"``).
+        file_name: the known checkpoint's file name, or the path that was given.
+        name: the known checkpoint's name (``"VGG19_IMAGENET1K_V1"``); ``None`` for a given path.
+        sha256: its sha256 as far as it is known (64 or 8 hex digits).
+        size: its size in bytes, ``None`` where unknown.
+        url: where ``featx weights download NAME`` fetches it.
+        searched: the directories searched.
+        requirement: a Python package that ships an identical copy featx would find (``"lpips"``).
     """
 
-    def __init__(self, message: str, *, path: Optional[str] = None, searched: Iterable[Path] = ()) -> None:
+    argument: str
+    file_name: str
+    name: Optional[str] = None
+    sha256: str = ""
+    size: Optional[int] = None
+    url: str = ""
+    searched: tuple[Path, ...] = ()
+    requirement: Optional[str] = None
+
+
+class WeightsNotFoundError(FeatxError, FileNotFoundError):
+    """One or more weights files are not on disk. Construction never downloads; the message gives
+    the fixes, and lists every missing file of the run at once.
+
+    Attributes:
+        path: the file that was looked for (a name for known checkpoints, else the path); the
+            first one when several are missing.
+        searched: directories searched (empty for an explicit path).
+        missing: every missing file (:class:`MissingWeights`), for messages in other words
+            (``featx.weights.missing_message``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Optional[str] = None,
+        searched: Iterable[Path] = (),
+        missing: Iterable[MissingWeights] = (),
+    ) -> None:
         super().__init__(message)
         self.path = path
         self.searched = tuple(searched)
+        self.missing = tuple(missing)
 
 
 class WeightsLoadError(FeatxError, ValueError):
@@ -112,17 +154,35 @@ class WeightsLoadError(FeatxError, ValueError):
 
 
 class HashMismatchError(FeatxError, ValueError):
-    """A file's sha256 does not start with the expected hex digits.
+    """A file is not the expected one: its sha256 differs from the expected sha256 (or does not
+    start with an expected prefix), or its byte size differs from the known size.
 
     Attributes:
         source: the file or URL.
-        expected: the expected sha256 (or its prefix).
+        expected: the expected sha256 (64 hex digits, or a prefix).
         actual: the full sha256 of the data.
     """
 
     def __init__(self, message: str, *, source: str, expected: str, actual: str) -> None:
         super().__init__(message)
         self.source, self.expected, self.actual = source, expected, actual
+
+
+class UnverifiableWeightsError(FeatxError, ValueError):
+    """A file cannot be verified and verification was required: no full sha256 is known to compare
+    it with. Raised for a checkpoint whose file matches only the 8 hex digits of torchvision's file
+    name (no public source gives its full sha256) under ``verify="error"`` or
+    ``FEATX_REQUIRE_VERIFIED=1``, and by ``featx.weights.verify`` for a file of no known checkpoint.
+
+    Attributes:
+        source: the file.
+        checkpoint: the known checkpoint it matches by prefix (``""`` when none).
+        actual: the file's full sha256.
+    """
+
+    def __init__(self, message: str, *, source: str, checkpoint: str, actual: str) -> None:
+        super().__init__(message)
+        self.source, self.checkpoint, self.actual = source, checkpoint, actual
 
 
 class ImageDecodeError(FeatxError, ValueError):
@@ -197,3 +257,8 @@ class OutputWriteError(FeatxError, OSError):
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+class IntegrationImportError(FeatxError, ImportError):
+    """A framework that a ``featx.integrations`` module plugs into cannot be imported (it is not
+    installed, or it fails on import); nothing was registered. The message gives the reason and the fix."""

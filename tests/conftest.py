@@ -7,6 +7,10 @@ import warnings
 import pytest
 import torch
 
+import featx.weights.locations
+
+_PACKAGE_DIR = featx.weights.locations.package_dir
+
 
 @pytest.fixture(autouse=True)
 def _isolated_homes(tmp_path_factory, monkeypatch):
@@ -14,6 +18,21 @@ def _isolated_homes(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("homes")
     monkeypatch.setenv("FEATX_HOME", str(home / "featx"))
     monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _no_installed_package_weights(monkeypatch):
+    """featx also finds the learned layers that installed packages ship (lpips, dists-pytorch, both in
+    the test extra); every test sees a machine without them unless it asks for ``package_weights``."""
+    monkeypatch.setattr(featx.weights.locations, "package_dir", lambda module: None)
+    yield
+
+
+@pytest.fixture()
+def package_weights(monkeypatch):
+    """Let featx find the files installed packages ship, as it does outside the tests."""
+    monkeypatch.setattr(featx.weights.locations, "package_dir", _PACKAGE_DIR)
     yield
 
 

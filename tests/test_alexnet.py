@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from featx.backbones.alexnet import ALEXNET_LAYERS, AlexNetFeatures, alexnet_min_input_size
-from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD
+from featx.backbones.base import IMAGENET_MEAN, IMAGENET_STD
 from featx.errors import RandomWeightsWarning, UnverifiedWeightsWarning, WeightsLoadError, WeightsNotFoundError
 from featx.weights import MetricWeights, default_backbone
 from featx.weights.registry import member_of

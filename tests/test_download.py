@@ -4,6 +4,7 @@ HTTP server of the test's own on 127.0.0.1."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import os
@@ -18,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from featx.errors import DownloadError, HashMismatchError, OutputNotWritableError
+from featx.errors import DownloadError, HashMismatchError, OutputNotWritableError, UnverifiableWeightsError
 from featx.weights import VGGWeights, fetch
 from featx.weights.fetch import download, remove_stale_parts, verify
 
@@ -31,18 +32,57 @@ def fake_checkpoint(path, payload: bytes = b"fabricated checkpoint bytes"):
     return path
 
 
-def test_verify(tmp_path):
+def test_verify_requires_a_full_match(tmp_path):
     path = fake_checkpoint(tmp_path / "vgg19-dcbb9e9d.pth", b"not the real file")
     actual = hashlib.sha256(b"not the real file").hexdigest()  # reference: hashlib on the same bytes
-    with pytest.raises(HashMismatchError, match=rf"expected dcbb9e9d\.\.\., got {actual}"):
+    with pytest.raises(HashMismatchError, match=r"expected dcbb9e9dad569fff\w{48}, got \w+ \(.*its size is 17 bytes"):
         verify(path)
-    assert verify(path, actual[:12]) == actual
+    assert verify(path, actual.upper()) == actual
+    with pytest.raises(UnverifiableWeightsError, match="starts with the given 12 hex digits only: pass all 64"):
+        verify(path, actual[:12])
     other = fake_checkpoint(tmp_path / "mine.pth", b"x")
-    assert verify(other) == hashlib.sha256(b"x").hexdigest()  # unknown name: nothing to check against
+    with pytest.raises(UnverifiableWeightsError, match="no known checkpoint has this sha256") as info:
+        verify(other)  # nothing to check against: never a pass
+    assert info.value.actual == hashlib.sha256(b"x").hexdigest() and info.value.checkpoint == ""
     with pytest.raises(ValueError, match="8 to 64 hex digits"):
         verify(other, "xyz")
     with pytest.raises(FileNotFoundError, match="no such file"):
         verify(tmp_path / "absent.pth")
+
+
+def with_size(monkeypatch, member, size: int) -> None:
+    """Give a registry entry another byte size (its real file is not in the tests)."""
+    monkeypatch.setattr(member, "_value_", dataclasses.replace(member.value, size=size))
+
+
+def test_download_checks_the_announced_size_before_reading(tmp_path, monkeypatch):
+    payload = os.urandom(3 * 2**20)
+    with_size(monkeypatch, VGGWeights.VGG11_IMAGENET1K_V1, len(payload) + 1)
+    dest = tmp_path / "dest"
+    with serving(payload, delay=0.05) as (url, sent):
+        with pytest.raises(DownloadError, match=rf"the server sends {len(payload):,} bytes, but {VGG11} has"):
+            download("vgg11", dest_dir=dest, progress=False, url=url)
+    assert sent["bytes"] < len(payload) and list(dest.iterdir()) == []  # stopped before the body was read
+    # with a sha256 of one's own (a mirror's file), the registry's size does not apply
+    digest = hashlib.sha256(payload).hexdigest()
+    with serving(payload) as (url, _):
+        assert download("vgg11", dest_dir=dest, progress=False, url=url, sha256=digest).read_bytes() == payload
+
+
+def test_a_present_file_of_another_size_is_replaced_without_hashing_it(tmp_path, monkeypatch):
+    right = b"the right bytes"
+    source = fake_checkpoint(tmp_path / "src" / "file.pth", right)
+    member = VGGWeights.VGG11_IMAGENET1K_V1  # its entry, made to describe these bytes (size and sha256 prefix)
+    monkeypatch.setattr(member, "_value_", dataclasses.replace(member.value, size=len(right),
+                                                               sha256=hashlib.sha256(right).hexdigest()[:8]))  # fmt: skip
+    target = fake_checkpoint(tmp_path / "dest" / VGG11, b"a much longer, truncated or other file")
+    hashed = []
+    real = fetch.sha256_file
+    monkeypatch.setattr(fetch, "sha256_file", lambda path: hashed.append(path) or real(path))
+    assert download("vgg11", dest_dir=tmp_path / "dest", progress=False, url=source.as_uri()) == target
+    assert target.read_bytes() == right and hashed == []  # the size told
+    assert download("vgg11", dest_dir=tmp_path / "dest", progress=False, url="file:///gone") == target
+    assert hashed == [target]  # present, of the right size: hashed, and not downloaded again
 
 
 def test_download_from_file_url(tmp_path):

@@ -12,7 +12,8 @@ import torch
 import torchvision
 from torch import nn
 
-from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+from featx.backbones.base import IMAGENET_MEAN, IMAGENET_STD
+from featx.backbones.vgg.features import VGGFeatures
 from featx.backbones.vgg.layers import ARCHS, POOLINGS, layer_names, layer_specs
 
 pytestmark = pytest.mark.filterwarnings("ignore::featx.errors.RandomWeightsWarning")
@@ -319,19 +320,19 @@ def test_inputs_in_range_or_slightly_beyond_do_not_warn():
 
 def test_range_is_checked_on_the_first_calls_only():
     """A mismatch that first appears after the checked calls is not looked for (no host syncs)."""
-    from featx.backbones.vgg.features import _RANGE_CHECKED_CALLS
+    from featx.backbones.base import RANGE_CHECKED_CALLS
     from featx.errors import InputRangeWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         extractor = VGGFeatures("vgg11", ["relu1_1"], weights=None)
     good, bad = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16) * 2 - 1
-    for _ in range(_RANGE_CHECKED_CALLS - 1):
+    for _ in range(RANGE_CHECKED_CALLS - 1):
         extractor(good)
     with pytest.warns(InputRangeWarning):
         extractor(bad)  # the last checked call still sees it
     fresh = copy.deepcopy(VGGFeatures("vgg11", ["relu1_1"], weights=None))
-    for _ in range(_RANGE_CHECKED_CALLS):
+    for _ in range(RANGE_CHECKED_CALLS):
         fresh(good)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -336,7 +336,7 @@ def test_bad_arguments_give_clear_errors():
 
 def test_lpips_scaling_is_imagenet_normalisation_in_minus_one_one_units():
     # (2 x01 - 1 - shift) / scale == (x01 - (1 + shift) / 2) / (scale / 2): ImageNet's mean and std
-    from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD
+    from featx.backbones.base import IMAGENET_MEAN, IMAGENET_STD
     from featx.metrics.lpips import LPIPS_SCALE, LPIPS_SHIFT
 
     assert [round((1 + t) / 2, 12) for t in LPIPS_SHIFT] == list(IMAGENET_MEAN)

@@ -81,18 +81,6 @@ def save(state: dict, path: Path, legacy: bool = False) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("member", list(VGGWeights), ids=lambda m: m.name)
-def test_known_checkpoints_match_torchvision(member):
-    # Reference: torchvision's public weight enums (VGG19_Weights.IMAGENET1K_V1 and siblings).
-    reference = torchvision.models.get_model_weights(member.arch).IMAGENET1K_V1
-    assert member.url == reference.url
-    assert member.file_name == reference.url.rsplit("/", 1)[1]
-    assert member.meta["num_params"] == reference.meta["num_params"]
-    assert member.file_name.startswith(member.arch + "-")
-    assert len(member.sha256_prefix) == 8 and member.file_name.endswith(f"-{member.sha256_prefix}.pth")
-    assert member.name == f"{member.arch.upper()}_IMAGENET1K_V1"
-
-
 def test_default_per_arch_and_vgg19_numbers():
     assert {VGGWeights.default(arch).arch for arch in ARCHS} == set(ARCHS)
     # torchvision docs: VGG19 IMAGENET1K_V1 acc@1 72.376, 143,667,240 parameters.
@@ -123,7 +111,7 @@ def test_default_found_in_hub_dir():
     path = save(state, hub_dir() / "vgg19-dcbb9e9d.pth", legacy=True)
     # A fabricated file under the real name is not torchvision's: featx says so (hash prefix), and
     # never records it under the checkpoint's name.
-    with pytest.warns(UnverifiedWeightsWarning, match="does not start with dcbb9e9d"):
+    with pytest.warns(UnverifiedWeightsWarning, match=r"its size is [\d,]+ bytes, not 574,673,361"):
         loaded = load_weights("DEFAULT", arch="vgg19", expected=expected_of(state, 5))
     assert isinstance(loaded, LoadedWeights)
     assert loaded.weights_id == "unverified:VGG19_IMAGENET1K_V1" and loaded.verified is False

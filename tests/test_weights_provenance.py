@@ -7,6 +7,7 @@ directories; references are hashlib on the file bytes, the saved tensors and ``o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import torch
 from torchvision.models.vgg import cfgs, make_layers
 
 from featx.errors import HashMismatchError, UnverifiedWeightsWarning, WeightsLoadError
-from featx.weights import featx_home, load_weights
+from featx.weights import Verification, VGGWeights, featx_home, load_weights
 
 CANONICAL = "vgg19-dcbb9e9d.pth"
 
@@ -67,13 +68,13 @@ def test_mismatched_canonical_file_warns_at_every_load():
     path = canonical_file(state)
     categories = []
     for _ in range(3):  # the 2nd and 3rd loads come from the sha256 index and the features cache
-        with pytest.warns(UserWarning, match=r"does not start with dcbb9e9d") as record:
+        with pytest.warns(UserWarning, match=r"VGG19_IMAGENET1K_V1 checkpoint, but its size is") as record:
             load_weights("DEFAULT", arch="vgg19", expected=expected_of(state))
-        categories += [w.category for w in record if "dcbb9e9d" in str(w.message)]
+        categories += [w.category for w in record if "574,673,361" in str(w.message)]
     assert categories == [UnverifiedWeightsWarning] * 3
     index = json.loads((featx_home() / "cache" / "index.json").read_text())
     entry = index["files"][str(path)]
-    assert entry["sha256"] == sha256_of(path) and entry["verified"] is False  # the index remembers it
+    assert entry["sha256"] == sha256_of(path) and entry["verification"] == "mismatch"  # the index remembers it
     # A new process (another user of the shared FEATX_HOME) finds the hash in the index, and warns.
     code = (
         "import warnings, torch\n"
@@ -83,7 +84,7 @@ def test_mismatched_canonical_file_warns_at_every_load():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ)
     assert result.returncode == 0, result.stderr
-    assert "UnverifiedWeightsWarning" in result.stderr and "does not start with dcbb9e9d" in result.stderr
+    assert "UnverifiedWeightsWarning" in result.stderr and "not 574,673,361" in result.stderr
     assert json.loads((featx_home() / "cache" / "index.json").read_text())["files"][str(path)] == entry  # no re-hash
 
 
@@ -115,19 +116,45 @@ def test_mismatched_canonical_file_is_not_recorded_under_the_official_id():
     assert by_path.weights_id == f"file:{path.resolve()}" and by_path.verified is False
 
 
+def same_size_entry(monkeypatch, member, path: Path) -> None:
+    """Give ``member`` the byte size of the fabricated ``path``, so that only its sha256 decides."""
+    monkeypatch.setattr(member, "_value_", dataclasses.replace(member.value, size=path.stat().st_size))
+
+
 def test_matching_canonical_file_is_verified(monkeypatch):
     import featx.weights.index
 
+    member = VGGWeights.VGG19_IMAGENET1K_V1
     state = tv_state()
-    canonical_file(state)
-    official = "dcbb9e9d" + "0" * 56  # stands in for torchvision's real file, which is not in the tests
-    monkeypatch.setattr(featx.weights.index, "sha256_file", lambda path: official)
+    same_size_entry(monkeypatch, member, canonical_file(state))
+    # stands in for torchvision's real file (not in the tests): its full sha256, from the registry
+    monkeypatch.setattr(featx.weights.index, "sha256_file", lambda path: member.sha256)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnverifiedWeightsWarning)
         loaded = load_weights("DEFAULT", arch="vgg19", expected=expected_of(state))
-    assert (loaded.weights_id, loaded.sha256, loaded.verified) == ("VGG19_IMAGENET1K_V1", official, True)
+    assert (loaded.weights_id, loaded.sha256, loaded.verified) == ("VGG19_IMAGENET1K_V1", member.sha256, True)
+    assert loaded.verification is Verification.SHA256 and loaded.checkpoint == "VGG19_IMAGENET1K_V1"
     custom = load_weights(state, arch="vgg19", expected=expected_of(state))
-    assert custom.verified is None  # nothing to check an in-memory state dict against
+    assert custom.verified is None and custom.verification is Verification.UNKNOWN  # nothing to check a dict against
+
+
+def test_a_forged_file_with_the_right_prefix_is_a_mismatch(monkeypatch, tmp_path):
+    # Earlier featx versions compared 8 hex digits (32 bits, forgeable) and called such a file verified.
+    import featx.weights.index
+
+    member = VGGWeights.VGG19_IMAGENET1K_V1
+    state = tv_state()
+    same_size_entry(monkeypatch, member, canonical_file(state))
+    forged = member.sha256[:8] + "0" * 56  # the name's 8 hex digits, another file
+    monkeypatch.setattr(featx.weights.index, "sha256_file", lambda path: forged)
+    with pytest.warns(UnverifiedWeightsWarning, match=r"its sha256 dcbb9e9d00000000\.\.\. differs from dcbb9e9dad569fff"):
+        loaded = load_weights("DEFAULT", arch="vgg19", expected=expected_of(state))
+    assert (loaded.weights_id, loaded.verified, loaded.verification) == (
+        "unverified:VGG19_IMAGENET1K_V1", False, Verification.MISMATCH
+    )
+    with pytest.raises(HashMismatchError) as info:
+        load_weights("DEFAULT", arch="vgg19", expected=expected_of(state), verify="error")
+    assert (info.value.expected, info.value.actual) == (member.sha256, forged)
 
 
 def test_mismatch_can_be_an_error(monkeypatch):
@@ -137,7 +164,7 @@ def test_mismatch_can_be_an_error(monkeypatch):
     path = canonical_file(state)
     with pytest.raises(HashMismatchError, match=r"vgg19-dcbb9e9d\.pth.*FEATX_REQUIRE_VERIFIED") as info:
         load_weights("DEFAULT", arch="vgg19", expected=expected_of(state), verify="error")
-    assert info.value.expected == "dcbb9e9d" and info.value.actual == sha256_of(path)
+    assert info.value.expected == VGGWeights.VGG19_IMAGENET1K_V1.sha256 and info.value.actual == sha256_of(path)
     with pytest.raises(HashMismatchError):
         VGGFeatures("vgg19", "relu1_1", weights="DEFAULT", verify_weights="error")
     monkeypatch.setenv("FEATX_REQUIRE_VERIFIED", "1")

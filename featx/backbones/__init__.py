@@ -1,8 +1,10 @@
 """Feature extractors with canonical tap names, cut after the deepest tap, frozen by default.
 
 One module (or folder) per family: :mod:`~featx.backbones.vgg` (layers, extractor, fully
-convolutional head), :mod:`~featx.backbones.alexnet`, :mod:`~featx.backbones.lte` (TTSR); shared
-parts: :mod:`~featx.backbones.taps`, :mod:`~featx.backbones.pooling`, :mod:`~featx.backbones.table`.
+convolutional head), :mod:`~featx.backbones.alexnet`, :mod:`~featx.backbones.lte` (TTSR). Shared
+parts: :mod:`~featx.backbones.base` (``BackboneFeatures``, the contract every family follows),
+:mod:`~featx.backbones.catalog` (every architecture by name: ``build_backbone``),
+:mod:`~featx.backbones.taps`, :mod:`~featx.backbones.pooling`, :mod:`~featx.backbones.table`.
 
 Names are imported on first use (PEP 562), so importing the package does not import torch.
 """
@@ -18,6 +20,19 @@ if TYPE_CHECKING:
     from featx.backbones.alexnet import AlexNetFeatures as AlexNetFeatures
     from featx.backbones.alexnet import AlexNetLayer as AlexNetLayer
     from featx.backbones.alexnet import alexnet_min_input_size as alexnet_min_input_size
+    from featx.backbones.alexnet import alexnet_taps as alexnet_taps
+    from featx.backbones.base import IMAGENET_MEAN as IMAGENET_MEAN
+    from featx.backbones.base import IMAGENET_STD as IMAGENET_STD
+    from featx.backbones.base import RANGE_CHECKED_CALLS as RANGE_CHECKED_CALLS
+    from featx.backbones.base import BackboneFeatures as BackboneFeatures
+    from featx.backbones.base import check_image_batch as check_image_batch
+    from featx.backbones.base import input_affine as input_affine
+    from featx.backbones.base import run_tapped as run_tapped
+    from featx.backbones.catalog import FAMILIES as FAMILIES
+    from featx.backbones.catalog import architectures as architectures
+    from featx.backbones.catalog import available_taps as available_taps
+    from featx.backbones.catalog import build_backbone as build_backbone
+    from featx.backbones.catalog import family_of as family_of
     from featx.backbones.lte import LTE as LTE
     from featx.backbones.pooling import L2Pool2d as L2Pool2d
     from featx.backbones.pooling import make_pool as make_pool
@@ -28,8 +43,8 @@ if TYPE_CHECKING:
     from featx.backbones.table import layer_table as layer_table
     from featx.backbones.taps import TapInfo as TapInfo
     from featx.backbones.taps import resolve_taps as resolve_taps
-    from featx.backbones.vgg.features import IMAGENET_MEAN as IMAGENET_MEAN
-    from featx.backbones.vgg.features import IMAGENET_STD as IMAGENET_STD
+    from featx.backbones.taps import select_taps as select_taps
+    from featx.backbones.taps import tap_names as tap_names
     from featx.backbones.vgg.features import VGGFeatures as VGGFeatures
     from featx.backbones.vgg.head import ConvHead as ConvHead
     from featx.backbones.vgg.layers import ARCHS as ARCHS
@@ -46,27 +61,40 @@ _EXPORTS = {
     "ARCHS": "featx.backbones.vgg.layers",
     "AlexNetFeatures": "featx.backbones.alexnet",
     "AlexNetLayer": "featx.backbones.alexnet",
+    "BackboneFeatures": "featx.backbones.base",
     "CLASSIFIER": "featx.backbones.table",
     "ConvHead": "featx.backbones.vgg.head",
+    "FAMILIES": "featx.backbones.catalog",
     "HEADS": "featx.backbones.table",
-    "IMAGENET_MEAN": "featx.backbones.vgg.features",
-    "IMAGENET_STD": "featx.backbones.vgg.features",
+    "IMAGENET_MEAN": "featx.backbones.base",
+    "IMAGENET_STD": "featx.backbones.base",
     "L2Pool2d": "featx.backbones.pooling",
     "LTE": "featx.backbones.lte",
     "LayerRow": "featx.backbones.table",
     "LayerSpec": "featx.backbones.vgg.layers",
     "POOLINGS": "featx.backbones.vgg.layers",
+    "RANGE_CHECKED_CALLS": "featx.backbones.base",
     "TapInfo": "featx.backbones.taps",
     "VGGFeatures": "featx.backbones.vgg.features",
     "alexnet_min_input_size": "featx.backbones.alexnet",
+    "alexnet_taps": "featx.backbones.alexnet",
+    "architectures": "featx.backbones.catalog",
+    "available_taps": "featx.backbones.catalog",
+    "build_backbone": "featx.backbones.catalog",
     "check_arch": "featx.backbones.vgg.layers",
+    "check_image_batch": "featx.backbones.base",
+    "family_of": "featx.backbones.catalog",
     "format_layer_table": "featx.backbones.table",
+    "input_affine": "featx.backbones.base",
     "layer_names": "featx.backbones.vgg.layers",
     "layer_specs": "featx.backbones.vgg.layers",
     "layer_table": "featx.backbones.table",
     "make_pool": "featx.backbones.pooling",
     "min_input_size": "featx.backbones.vgg.layers",
     "resolve_taps": "featx.backbones.taps",
+    "run_tapped": "featx.backbones.base",
+    "select_taps": "featx.backbones.taps",
+    "tap_names": "featx.backbones.taps",
 }
 
 __all__ = sorted(_EXPORTS)

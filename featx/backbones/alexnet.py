@@ -10,15 +10,14 @@ from typing import TYPE_CHECKING, Optional, Union
 import torch
 from torch import nn
 
-from featx._checks import InputRange, check_bool, check_choice, check_input_range
-from featx.backbones._frozen import register_frozen_hooks
-from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD
-from featx.errors import FeatxTypeError, FeatxValueError
+from featx._checks import InputRange, check_choice
+from featx.backbones.base import BackboneFeatures, run_tapped
+from featx.backbones.taps import TapInfo, select_taps
 
 if TYPE_CHECKING:
     from featx.weights import WeightsSpec
 
-__all__ = ["ALEXNET_LAYERS", "AlexNetFeatures", "AlexNetLayer", "alexnet_min_input_size"]
+__all__ = ["ALEXNET_LAYERS", "AlexNetFeatures", "AlexNetLayer", "alexnet_min_input_size", "alexnet_taps"]
 
 
 @dataclass(frozen=True)
@@ -84,23 +83,21 @@ def alexnet_min_input_size(deepest_tap: str) -> int:
     return size
 
 
-def _resolve(taps: Union[str, Iterable[str]]) -> tuple[AlexNetLayer, ...]:
-    if isinstance(taps, str):
-        names = [name.strip() for name in taps.split(",") if name.strip()]
-    elif isinstance(taps, Iterable):
-        names = list(taps)
-    else:
-        raise FeatxTypeError(f"taps must be a layer name, 'a,b' or a list of names, got {type(taps).__name__}")
-    if not names:
-        raise FeatxValueError("taps must name at least one layer, e.g. 'relu5'")
-    for name in names:
-        if not isinstance(name, str):
-            raise FeatxTypeError(f"tap names must be strings, got {name!r}")
-        check_choice("tap", name, tuple(_BY_NAME), context=" for alexnet")
-    return tuple(layer for layer in ALEXNET_LAYERS if layer.name in set(names))
+def alexnet_taps() -> tuple[TapInfo, ...]:
+    """Every AlexNet layer as a tap: name, index, channels and stride (timm's ``feature_info``).
+
+    Example:
+        >>> alexnet_taps()[-1]
+        TapInfo(name='pool5', index=12, channels=256, stride=32)
+    """
+    taps, stride = [], 1
+    for layer in ALEXNET_LAYERS:
+        stride *= max(layer.stride, 1)
+        taps.append(TapInfo(layer.name, layer.index, layer.out_channels, stride))
+    return tuple(taps)
 
 
-class AlexNetFeatures(nn.Module):
+class AlexNetFeatures(BackboneFeatures):
     """AlexNet's ``features`` cut after the deepest tap, returning a dict of named feature maps.
 
     The AlexNet counterpart of :class:`~featx.VGGFeatures` with the same contract: only
@@ -117,6 +114,7 @@ class AlexNetFeatures(nn.Module):
         weights: ``"DEFAULT"``, ``"ALEXNET_IMAGENET1K_V1"``, torchvision's
             ``AlexNet_Weights.IMAGENET1K_V1``, a path, a state dict, or ``None`` (random; warns).
         input_range: ``(lo, hi)`` of the inputs, or ``"normalized"`` (already ImageNet-normalised).
+        gray: ``"repeat"`` accepts 1-channel inputs by repeating them to RGB; ``"error"`` refuses them.
         requires_grad: make the backbone learnable.
         verify_weights: ``"warn"``/``"error"``/``None``, as for ``VGGFeatures``.
 
@@ -135,31 +133,29 @@ class AlexNetFeatures(nn.Module):
         12
     """
 
-    input_scale: torch.Tensor
-    input_shift: torch.Tensor
-
     def __init__(
         self,
         taps: Union[str, Iterable[str]] = ("relu1", "relu2", "relu3", "relu4", "relu5"),
         *,
         weights: WeightsSpec = "DEFAULT",
         input_range: InputRange = (0.0, 1.0),
+        gray: str = "error",
         requires_grad: bool = False,
         verify_weights: Optional[str] = None,
     ) -> None:
-        super().__init__()
-        from featx.weights import load_weights
+        from featx.weights.matching import KeyLayout
 
-        self.arch = "alexnet"
-        tapped = _resolve(taps)
-        self.taps: tuple[str, ...] = tuple(layer.name for layer in tapped)
-        self.input_range = check_input_range(input_range)
-        check_bool("requires_grad", requires_grad)
-        self.min_input_size = alexnet_min_input_size(self.taps[-1])
-        self._tap_at = {layer.index: layer.name for layer in tapped}
-        kept = ALEXNET_LAYERS[: tapped[-1].index + 1]
+        feature_info = select_taps(alexnet_taps(), taps, arch="alexnet")
+        super().__init__(
+            "alexnet",
+            feature_info,
+            min_input_size=alexnet_min_input_size(feature_info[-1].name),
+            input_range=input_range,
+            gray=gray,
+        )
+        self._tap_at = {info.index: info.name for info in self.feature_info}
         modules: list[nn.Module] = []
-        for layer in kept:
+        for layer in ALEXNET_LAYERS[: self.feature_info[-1].index + 1]:
             if layer.kind == "conv":
                 conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding)
                 modules.append(conv)  # torch's default init, as torchvision's AlexNet
@@ -168,74 +164,17 @@ class AlexNetFeatures(nn.Module):
             else:
                 modules.append(nn.MaxPool2d(kernel_size=layer.kernel, stride=layer.stride))
         self.features = nn.Sequential(*modules)
-        scale: tuple[float, ...] = (1.0, 1.0, 1.0)  # "normalized": inputs are ImageNet-normalised already
-        shift: tuple[float, ...] = (0.0, 0.0, 0.0)
-        if not isinstance(self.input_range, str):
-            lo, hi = self.input_range
-            scale = tuple(1.0 / ((hi - lo) * std) for std in IMAGENET_STD)
-            shift = tuple(-(lo / (hi - lo) + mean) / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
-        self._affine64 = (scale, shift)
-        self.register_buffer("input_scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("input_shift", torch.tensor(shift).view(1, 3, 1, 1), persistent=False)
+        self.load_and_freeze(
+            weights,
+            expected=self.loadable_shapes(),
+            requires_grad=requires_grad,
+            layout=KeyLayout.sequential(self.feature_info[-1].index, "alexnet"),
+            verify=verify_weights,
+        )
 
-        expected = {f"features.{key}": value.shape for key, value in self.features.state_dict().items()}
-        loaded = load_weights(weights, arch="alexnet", expected=expected, verify=verify_weights)
-        self.weights_verified: Optional[bool] = None if loaded is None else loaded.verified
-        self.weights_id: str = "random" if loaded is None else loaded.weights_id
-        self.weights_sha256: Optional[str] = None if loaded is None else loaded.sha256
-        if loaded is not None:
-            with torch.no_grad():
-                for key, value in loaded.state_dict.items():
-                    self.get_parameter(key).copy_(value)
-        self.learnable = requires_grad
-        self.requires_grad_(requires_grad)
-        self.train(requires_grad)
-        register_frozen_hooks(self)
-
-    @property
-    def frozen(self) -> bool:
-        """True when no parameter requires grad now (then the module is eval-locked)."""
-        return not any(param.requires_grad for param in self.parameters())
-
-    def train(self, mode: bool = True) -> AlexNetFeatures:
-        """Set train/eval mode; a frozen extractor always stays in eval mode."""
-        return super().train(mode and not self.frozen)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the truncated backbone and return the tapped feature maps, shallowest first.
-
-        Raises:
-            TypeError: not a floating point tensor, or a dtype other than the weights' outside autocast.
-            ValueError: not ``(B, 3, H, W)``, or smaller than :attr:`min_input_size`.
-        """
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            got = f"dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise FeatxTypeError(f"expected a floating point torch.Tensor of shape (B, 3, H, W), got {got}")
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[0] == 0:
-            raise FeatxValueError(f"expected a non-empty batch of shape (B, 3, H, W), got {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self.min_input_size:
-            raise FeatxValueError(
-                f"input of size {x.shape[-2]}x{x.shape[-1]} is too small for tap {self.taps[-1]!r}: "
-                f"it needs at least {self.min_input_size}x{self.min_input_size}"
-            )
-        dtype = self.input_scale.dtype
-        if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
-            raise FeatxTypeError(
-                f"input dtype {x.dtype} does not match the extractor's dtype {dtype}; cast one of them "
-                "or run under torch.autocast"
-            )
-        if self.input_range != "normalized":
-            if x.dtype == torch.float64:
-                scale, shift = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) for v in self._affine64)
-            else:
-                scale, shift = self.input_scale.to(x.dtype), self.input_shift.to(x.dtype)
-            x = x * scale + shift
-        out: dict[str, torch.Tensor] = {}
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in self._tap_at:
-                out[self._tap_at[index]] = x
-        return out
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The truncated ``features`` stack on normalised input: the tapped maps, shallowest first."""
+        return run_tapped(self.features, self._tap_at, x)
 
     def extra_repr(self) -> str:
         return f"taps={self.taps}, weights={self.weights_id!r}"

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Union
 import torch
 from torch import nn
 
-from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+from featx.backbones.base import IMAGENET_MEAN, IMAGENET_STD
+from featx.backbones.vgg.features import VGGFeatures
 from featx.errors import FeatxValueError
 
 if TYPE_CHECKING:

@@ -150,6 +150,16 @@ def _mark_name_clashes(sources: list[ImageSource]) -> list[ImageSource]:
     return marked
 
 
+def _verified_text(extractor: Any) -> str:
+    """``"true"`` (size and full sha256 matched), ``"prefix"`` (only the 8 hex digits of a prefix-only
+    checkpoint), ``"false"`` (mismatch) or ``"none"`` (nothing to check against)."""
+    state = str(getattr(extractor, "weights_verification", ""))
+    if state in ("sha256", "prefix", "mismatch", "unknown"):
+        return {"sha256": "true", "mismatch": "false", "unknown": "none"}.get(state, state)
+    verified = extractor.weights_verified
+    return "none" if verified is None else str(verified).lower()
+
+
 def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
     """The metadata every feature file of a run shares: format, versions, extractor and options."""
     import torch
@@ -166,7 +176,7 @@ def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
         "pooling": extractor.pooling,
         "weights_id": str(extractor.weights_id),
         "weights_sha256": extractor.weights_sha256 or "none",
-        "weights_verified": "none" if extractor.weights_verified is None else str(extractor.weights_verified).lower(),
+        "weights_verified": _verified_text(extractor),
         "input_range": input_range if isinstance(input_range, str) else f"{input_range[0]:g},{input_range[1]:g}",
         "reduce": reduce,
         "dtype": dtype,

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from featx._checks import InputRange, check_input_range
-from featx.backbones.vgg.features import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+from featx.backbones.base import IMAGENET_MEAN, IMAGENET_STD
+from featx.backbones.vgg.features import VGGFeatures
 from featx.errors import FeatxValueError
 from featx.losses._features import autocast_off, check_reduction, reduce_batch
 
@@ -131,12 +132,16 @@ class DISTS(nn.Module):
         super().__init__()
         self.reduction = check_reduction(reduction)
         self.input_range = check_input_range(input_range)
-        self.extractor = VGGFeatures(
-            "vgg16", DISTS_TAPS, weights=weights, input_range=input_range, pooling="l2", verify_weights=verify_weights
+        from featx.weights import gather_missing
+
+        self.extractor, (alpha, beta, loaded) = gather_missing(  # every missing file in one error
+            lambda: VGGFeatures(
+                "vgg16", DISTS_TAPS, weights=weights, input_range=input_range, pooling="l2", verify_weights=verify_weights
+            ),
+            lambda: load_dists_weights(dists_weights, verify=verify_weights),
         )
-        alpha, beta, loaded = load_dists_weights(dists_weights, verify=verify_weights)
         self.dists_weights_id, self.dists_weights_sha256 = loaded.weights_id, loaded.sha256
-        self.dists_weights_verified = loaded.verified
+        self.dists_weights_verified, self.dists_weights_verification = loaded.verified, loaded.verification
         self.register_buffer("alpha", alpha, persistent=False)  # normalised in forward, in its dtype
         self.register_buffer("beta", beta, persistent=False)
 

@@ -316,4 +316,3 @@ def ssim(
     else:
         value = _ssim_in_place(pred, target, c1, c2)
     return reduce_batch(value, reduction)
-

@@ -125,7 +125,7 @@ class LPIPS(nn.Module):
         verify_weights: Optional[str] = None,
     ) -> None:
         super().__init__()
-        from featx.weights import MetricWeights, load_learned
+        from featx.weights import MetricWeights, gather_missing, load_learned
 
         self.net = check_choice("net", net, tuple(LPIPS_NETS))
         arch, taps, channels = LPIPS_NETS[self.net]
@@ -139,23 +139,26 @@ class LPIPS(nn.Module):
         self.reduction = check_reduction(reduction)
         self.spatial = check_bool("spatial", spatial)
         self.taps = taps
-        backbone: Union[VGGFeatures, AlexNetFeatures]
-        if arch == "alexnet":
-            backbone = AlexNetFeatures(taps, weights=weights, input_range="normalized", verify_weights=verify_weights)
-        else:
-            backbone = VGGFeatures(arch, taps, weights=weights, input_range="normalized", verify_weights=verify_weights)
-        self.backbone = backbone
-        self.weights_id, self.weights_sha256 = backbone.weights_id, backbone.weights_sha256
-        self.weights_verified = backbone.weights_verified
-        self.min_input_size = backbone.min_input_size
+
+        def build_backbone() -> Union[VGGFeatures, AlexNetFeatures]:
+            if arch == "alexnet":
+                return AlexNetFeatures(taps, weights=weights, input_range="normalized", verify_weights=verify_weights)
+            return VGGFeatures(arch, taps, weights=weights, input_range="normalized", verify_weights=verify_weights)
 
         expected = {f"lin{k}.model.1.weight": (1, c, 1, 1) for k, c in enumerate(channels)}
-        loaded = load_learned(lin_weights, default=MetricWeights.lpips(arch), expected=expected, verify=verify_weights)
+        backbone, loaded = gather_missing(  # every missing file (backbone and linear layers) in one error
+            build_backbone,
+            lambda: load_learned(lin_weights, default=MetricWeights.lpips(arch), expected=expected, verify=verify_weights),
+        )
+        self.backbone = backbone
+        self.weights_id, self.weights_sha256 = backbone.weights_id, backbone.weights_sha256
+        self.weights_verified, self.weights_verification = backbone.weights_verified, backbone.weights_verification
+        self.min_input_size = backbone.min_input_size
         self.lin = nn.ParameterList(
             nn.Parameter(loaded.state_dict[key].detach().to(torch.float32).clone(), requires_grad=False) for key in expected
         )
         self.lin_weights_id, self.lin_weights_sha256 = loaded.weights_id, loaded.sha256
-        self.lin_weights_verified = loaded.verified
+        self.lin_weights_verified, self.lin_weights_verification = loaded.verified, loaded.verification
         self._affine64 = _lpips_affine(self.input_range)
         self._range_checks_left = _RANGE_CHECKED_CALLS
         self.learnable = False

@@ -25,6 +25,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, Optional, Union
 
 import torch
@@ -182,30 +183,33 @@ def _build_nets(
     deep: list[str], modules: Optional[Mapping[str, MetricModule]], device: torch.device, options: dict[str, Any]
 ) -> tuple[dict[str, MetricModule], dict[str, str], dict[str, dict[str, Any]]]:
     """The LPIPS/DISTS modules, their provenance and their summary records."""
-    from featx.weights import verify_mode
+    from featx.weights import gather_missing, verify_mode
 
     strict = verify_mode(options["verify_weights"]) == "error"
     random_weights = options["weights"] is None
-    nets: dict[str, MetricModule] = {}
-    provenance: dict[str, str] = {}
-    described: dict[str, dict[str, Any]] = {}
+    given: dict[str, MetricModule] = {}
+    builders: dict[str, Callable[[], MetricModule]] = {}
     for name in deep:
-        given = False
         if modules is not None and name in modules:
-            given, nets[name] = True, modules[name]
-            net = getattr(nets[name], "net", options["lpips_net"])
+            given[name] = modules[name]
+            net = getattr(given[name], "net", options["lpips_net"])
             if name == "lpips" and net != options["lpips_net"]:
                 raise FeatxValueError(f"modules['lpips'] is LPIPS net={net!r} but lpips_net={options['lpips_net']!r}")
         else:
-            nets[name] = default_metric(name, device, lpips_net=options["lpips_net"], random_weights=random_weights,
-                                        verify_weights="error" if strict else None)  # fmt: skip
-        provenance[name] = weights_provenance(name, nets[name], random_weights=random_weights and not given)
+            builders[name] = partial(default_metric, name, device, lpips_net=options["lpips_net"],
+                                     random_weights=random_weights, verify_weights="error" if strict else None)  # fmt: skip
+    built = dict(zip(builders, gather_missing(*builders.values()), strict=True)) if builders else {}  # every missing file at once
+    nets = {name: given[name] if name in given else built[name] for name in deep}
+    provenance: dict[str, str] = {}
+    described: dict[str, dict[str, Any]] = {}
+    for name in deep:
+        provenance[name] = weights_provenance(name, nets[name], random_weights=random_weights and name not in given)
         if strict and provenance[name] != "verified":
             raise FeatxValueError(
                 f"{name}: its weights are {provenance[name]} (not every part matched a known checkpoint's sha256) and "
                 "verified weights are required (verify_weights='error' or FEATX_REQUIRE_VERIFIED=1)"
             )
-        described[name] = describe_metric(name, nets[name], provenance=provenance[name], given=given)
+        described[name] = describe_metric(name, nets[name], provenance=provenance[name], given=name in given)
     return nets, provenance, described
 
 

@@ -1,7 +1,8 @@
 """The LPIPS and DISTS modules behind ``featx score``, and what their numbers may be called.
 
 A column is named ``lpips`` (AlexNet), ``lpips_vgg`` or ``dists`` only when every part of the
-metric's weights (backbone and learned layers) matched the sha256 of the named checkpoint.
+metric's weights (backbone and learned layers) matched the full sha256 of the named checkpoint
+(``*_verified`` is ``True``; a prefix-verified file is not verified).
 Random weights (``weights=None``) give ``*_random`` columns, anything else (a file at a known name
 with another hash, an unnamed file, an in-memory state dict) ``*_unverified`` ones:
 :func:`weights_provenance` decides, :func:`score_column` names.
@@ -83,10 +84,17 @@ def describe_metric(name: str, module: object, *, provenance: str, given: bool) 
     record["backbone"] = getattr(backbone, "weights_id", None)
     record["backbone_sha256"] = getattr(backbone, "weights_sha256", None)
     record["backbone_verified"] = getattr(backbone, "weights_verified", None)
+    record["backbone_verification"] = _state(getattr(backbone, "weights_verification", None))
     record["learned"] = "unit" if unit else getattr(module, f"{learned}_id", None)
     record["learned_sha256"] = None if unit else getattr(module, f"{learned}_sha256", None)
     record["learned_verified"] = None if unit else getattr(module, f"{learned}_verified", None)
+    record["learned_verification"] = None if unit else _state(getattr(module, f"{learned}_verification", None))
     return record
+
+
+def _state(verification: object) -> Optional[str]:
+    """A verification state as its string (``"sha256"``, ``"prefix"``, ``"mismatch"``, ``"unknown"``), or ``None``."""
+    return None if verification is None else str(verification)
 
 
 def min_side(module: object) -> Optional[int]:

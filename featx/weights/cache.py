@@ -1,4 +1,5 @@
-"""The features-only cache: every ``features.*`` tensor of a ``.pth`` file as safetensors, checked before use."""
+"""The features-only cache: every backbone tensor of a ``.pth`` file (its head left out) as safetensors,
+checked before use; its values were checked once, when it was written."""
 
 from __future__ import annotations
 
@@ -11,20 +12,21 @@ import safetensors
 import safetensors.torch
 from torch import Tensor
 
+from featx.errors import WeightsLoadError
 from featx.io.atomic import write_atomic
 from featx.weights.checkpoint import sha256_file
 from featx.weights.index import read_index, recorded_sha256, remember_sha256, stat_key
 from featx.weights.locations import cache_dir
-from featx.weights.matching import FEATURE_KEY, Wanted, safetensors_view, select_tensors
+from featx.weights.matching import KeyLayout, Wanted, backbone_tensors, check_values, safetensors_view, select_tensors
 
 __all__ = ["CACHE_VERSION", "cache_file", "clear_cache", "read_cached", "write_cache"]
 
 CACHE_VERSION = "1"
 
 
-def cache_file(source: Path, sha256: str) -> Path:
-    """Where the features cache of the file ``source`` with this sha256 goes."""
-    return cache_dir() / f"{source.stem}-{sha256[:16]}-features.safetensors"
+def cache_file(source: Path, sha256: str, layout: KeyLayout) -> Path:
+    """Where the features cache of the file ``source`` with this sha256 goes (one per family layout)."""
+    return cache_dir() / f"{source.stem}-{sha256[:16]}-{layout.cache_tag}.safetensors"
 
 
 def _cache_is_trusted(cache: Path) -> bool:
@@ -42,11 +44,18 @@ def _cache_is_trusted(cache: Path) -> bool:
     return True
 
 
-def read_cached(cache: Path, sha256: str, wanted: Wanted, where: str, arch: str) -> Union[dict[str, Tensor], None]:
+def read_cached(
+    cache: Path, sha256: str, wanted: Wanted, where: str, arch: str, layout: KeyLayout
+) -> Union[dict[str, Tensor], None]:
     """Selected tensors from a valid features cache, or ``None`` when there is none (or it is stale,
-    corrupt, or not the file featx wrote)."""
+    corrupt, or not the file featx wrote).
+
+    A cache featx wrote holds values it checked (finite floats) before writing, and the index says
+    so (``values_checked``); those are not checked again, which makes a cached load cheap.
+    """
     if not cache.is_file() or not _cache_is_trusted(cache):
         return None
+    checked = read_index().get(str(cache), {}).get("values_checked") is True
     try:
         handle_context = safetensors.safe_open(cache, framework="pt")
     except (OSError, safetensors.SafetensorError):
@@ -55,25 +64,36 @@ def read_cached(cache: Path, sha256: str, wanted: Wanted, where: str, arch: str)
         metadata = handle.metadata() or {}
         if metadata.get("sha256") != sha256 or metadata.get("featx_cache_version") != CACHE_VERSION:
             return None
-        return select_tensors(safetensors_view(handle), wanted, where, arch)
+        return select_tensors(safetensors_view(handle), wanted, where, arch, layout, check=not checked)
 
 
-def write_cache(cache: Path, state_dict: Mapping[str, Tensor], source: Path, sha256: str) -> None:
-    """Save every ``features.*`` tensor (so any tap depth can use it) with provenance metadata, and
-    record the cache file's own sha256 in the index (checked before each use)."""
-    features = {}
-    for key, value in state_dict.items():
-        match = FEATURE_KEY.fullmatch(key)
-        if match is not None:
-            features[f"features.{match[1]}.{match[2]}"] = value.contiguous()
+def write_cache(cache: Path, state_dict: Mapping[str, Tensor], source: Path, sha256: str, layout: KeyLayout) -> None:
+    """Save every backbone tensor (so any tap depth can use it) with provenance metadata, and record
+    the cache file's own sha256 in the index (checked before each use).
+
+    The values are checked once here (finite floats); a checkpoint that fails the check gets no
+    cache, so each load reads and checks the original again.
+    """
+    features = {key: value.contiguous() for key, value in backbone_tensors(state_dict, layout).items()}
     if not features:
+        return
+    try:
+        check_values(features, str(source))
+    except WeightsLoadError:  # non-finite values in layers this load did not need: no cache, no warning
         return
     metadata = {"source": source.name, "sha256": sha256, "featx_cache_version": CACHE_VERSION}
     data = safetensors.torch.save(features, metadata=metadata)
     cache.parent.mkdir(parents=True, exist_ok=True)
     # No fsync: a cache file cut short by a power loss fails its hash check and is rebuilt.
     write_atomic(cache, [data], fsync=False)
-    remember_sha256(cache, cache.stat(), hashlib.sha256(data).hexdigest(), kind="features-cache", source_sha256=sha256)
+    remember_sha256(
+        cache,
+        cache.stat(),
+        hashlib.sha256(data).hexdigest(),
+        kind="features-cache",
+        source_sha256=sha256,
+        values_checked=True,
+    )
 
 
 def clear_cache() -> int:
@@ -86,7 +106,7 @@ def clear_cache() -> int:
     directory = cache_dir()
     if directory.is_dir():
         for entry in directory.iterdir():
-            if entry.is_file() and (entry.name == "index.json" or entry.name.endswith("-features.safetensors")):
+            if entry.is_file() and (entry.name == "index.json" or entry.name.endswith(".safetensors")):
                 entry.unlink()
                 removed += 1
     return removed

@@ -1,4 +1,4 @@
-"""The one network function of featx (:func:`download`) and file verification against known hashes.
+"""The one network function of featx (:func:`download`).
 
 Building an extractor never downloads: ``featx weights download NAME`` (which calls
 :func:`download`) is the only path that opens a connection.
@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from featx._version import __version__
-from featx.errors import DownloadError, FeatxValueError, HashMismatchError, InputNotFoundError, OutputNotWritableError
+from featx.errors import DownloadError, HashMismatchError, OutputNotWritableError
 from featx.weights._common import PathLike
 from featx.weights.checkpoint import sha256_file
 from featx.weights.locations import featx_home
-from featx.weights.registry import KnownCheckpoint, known_by_file_name, member_of
+from featx.weights.registry import KnownCheckpoint, member_of
+from featx.weights.verification import check_hex, verify
 
-__all__ = ["download", "verify", "remove_stale_parts"]
+__all__ = ["download", "remove_stale_parts", "verify"]  # verify: featx.weights.verification's, imported here before
 
 CHUNK = 1 << 20  # bytes read from the connection at a time
 TIMEOUT_S = 60.0  # a connection that sends no data for this long fails the download
@@ -38,47 +39,6 @@ TIMEOUT_S = 60.0  # a connection that sends no data for this long fails the down
 _PART = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)(?:\.[0-9a-f]{32})?\.part(?:\.[0-9a-f]{32}\.partial)?")
 # errors of an open() with O_TMPFILE that mean "not here" (old kernel, filesystem without support)
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
-
-
-def _check_hex(expected: str) -> str:
-    expected = expected.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{8,64}", expected):
-        raise FeatxValueError(f"a sha256 must be 8 to 64 hex digits, got {expected!r}")
-    return expected
-
-
-def verify(path: PathLike, expected_prefix: Union[str, None] = None) -> str:
-    """Hash a file and check it against ``expected_prefix`` or the known prefix in its file name.
-
-    Args:
-        path: the file.
-        expected_prefix: the expected sha256 or its start; ``None`` uses the prefix of the known
-            checkpoint with this file name (no check when the name is not a known one).
-
-    Returns:
-        The full sha256 hex digest.
-
-    Raises:
-        FileNotFoundError: no such file.
-        HashMismatchError: the sha256 does not start with the expected digits (a ``ValueError``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFoundError(f"no such file: {path}")
-    if expected_prefix is None:
-        known = known_by_file_name(path.name)
-        expected_prefix = known.sha256_prefix if known is not None else None
-    actual = sha256_file(path)
-    if expected_prefix is not None:
-        expected = _check_hex(expected_prefix)
-        if not actual.startswith(expected):
-            raise HashMismatchError(
-                f"sha256 mismatch for {path}: expected {expected}..., got {actual}",
-                source=str(path),
-                expected=expected,
-                actual=actual,
-            )
-    return actual
 
 
 def _pid_alive(pid: int) -> bool:
@@ -241,14 +201,23 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _stream(response: Any, fd: int, *, source: str, file_name: str, directory: Path, progress: bool) -> str:
-    """Copy the response into ``fd`` in :data:`CHUNK` pieces; return the data's sha256."""
+def _stream(
+    response: Any, fd: int, *, source: str, file_name: str, directory: Path, progress: bool, size: Optional[int]
+) -> tuple[str, int]:
+    """Copy the response into ``fd`` in :data:`CHUNK` pieces; return the data's sha256 and length.
+    A ``Content-Length`` other than the checkpoint's known ``size`` fails before any data is read."""
     import http.client
 
     from tqdm import tqdm
 
     length = response.headers.get("Content-Length")
-    total = int(length) if length is not None and length.isdigit() else None
+    announced = int(length) if length is not None and length.isdigit() else None
+    if announced is not None and size is not None and announced != size:
+        raise DownloadError(
+            f"could not download {source}: the server sends {announced:,} bytes, but {file_name} has {size:,}; it "
+            "is another file (a moved URL or an error page?). Nothing was kept"
+        )
+    total = size if announced is None else announced
     digest = hashlib.sha256()
     received = 0
     with tqdm(total=total, desc=file_name, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
@@ -269,10 +238,18 @@ def _stream(response: Any, fd: int, *, source: str, file_name: str, directory: P
             digest.update(data)
             received += len(data)
             bar.update(len(data))
-    if total is not None and received != total:
-        message = f"the connection closed after {received} of {total} bytes"
+    if announced is not None and received != announced:
+        message = f"the connection closed after {received} of {announced} bytes"
         raise DownloadError(f"could not download {source}: {message}; nothing was kept. {_offline_hint(file_name, directory)}")
-    return digest.hexdigest()
+    return digest.hexdigest(), received
+
+
+def _is_present(target: Path, expected: str, size: Optional[int]) -> bool:
+    """Whether ``target`` already is the file: its size first (no hashing of a wrong file), then its sha256."""
+    if not target.is_file() or (size is not None and target.stat().st_size != size):
+        return False
+    actual = sha256_file(target)
+    return actual == expected if len(expected) == 64 else actual.startswith(expected)
 
 
 def download(
@@ -283,26 +260,30 @@ def download(
     url: Union[str, None] = None,
     sha256: Union[str, None] = None,
 ) -> Path:
-    """Download a known checkpoint, verify its full sha256 and move it into place atomically.
+    """Download a known checkpoint, verify its size and sha256 and move it into place atomically.
 
     This is the only function in featx that opens a network connection (``urllib``;
     ``http(s)://`` and ``file://`` URLs; a connection silent for :data:`TIMEOUT_S` seconds
     fails). The data is streamed in 1 MiB chunks, hashed on the way, into an anonymous file in
     ``dest_dir`` (Linux ``O_TMPFILE``; elsewhere a hidden ``.NAME.PID.HEX.part`` file), fsynced,
-    and given its file name only when the hash matches. On a mismatch, an error or Ctrl-C the
+    and given its file name only when its size and full sha256 match the registry's (a server
+    announcing another size fails before the data is read). A prefix-only entry can only be checked
+    against the 8 hex digits of its file name unless ``sha256`` gives the full hash: the returned
+    file is then prefix-verified. On a mismatch, an error or Ctrl-C the
     temporary data is deleted; a killed process leaves no anonymous file, and the ``.part``
     files of dead processes are removed by the next download (:func:`remove_stale_parts`). An
     existing file with the right hash is returned without downloading. The file follows the
     umask (``0o644`` with ``umask 022``).
 
     Args:
-        name_or_member: a :class:`VGGWeights` or :class:`MetricWeights` member, its name
+        name_or_member: a registry member (:class:`VGGWeights`, :class:`MetricWeights`, ...), its name
             (``"LPIPS_VGG_V0_1"``), an arch name (its default backbone), or torchvision's name
             (``"VGG19_Weights.IMAGENET1K_V1"``).
         dest_dir: target directory (default :func:`featx_home`).
         progress: show a tqdm progress bar on stderr.
         url: download from here instead of the published URL (a mirror, or ``file://`` in tests).
-        sha256: expected full sha256 (or a prefix of at least 8 digits) instead of the known one.
+        sha256: expected full sha256 (or a prefix of at least 8 digits) instead of the known one
+            (the known byte size is then not required either: a mirror may serve another file).
 
     Returns:
         The path of the verified file.
@@ -310,7 +291,7 @@ def download(
     Raises:
         ValueError: unknown name, or a malformed ``sha256`` (:class:`FeatxValueError`).
         OutputNotWritableError: ``dest_dir`` cannot be created or written (an ``OSError``).
-        HashMismatchError: the downloaded data has another sha256 (names expected and actual).
+        HashMismatchError: the downloaded data has another size or sha256 (names expected and actual).
         DownloadError: the download failed (unreachable, HTTP error, timeout, short read, disk
             full; an ``OSError``); the message says how to get the file without a connection.
     """
@@ -318,7 +299,8 @@ def download(
     import urllib.request
 
     member = member_of(name_or_member)
-    expected = _check_hex(sha256 if sha256 is not None else member.sha256_prefix)
+    expected = check_hex(sha256 if sha256 is not None else member.sha256)
+    size = member.size if sha256 is None else None
     directory = Path(dest_dir if dest_dir is not None else featx_home()).expanduser()
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -327,7 +309,7 @@ def download(
             f"cannot create the download folder {directory} ({error.strerror or error}); choose another folder"
         ) from None
     target = directory / member.file_name
-    if target.is_file() and sha256_file(target).startswith(expected):
+    if _is_present(target, expected, size):
         return target
     remove_stale_parts(directory, member.file_name)
     source = url or member.url
@@ -345,11 +327,14 @@ def download(
         except (urllib.error.URLError, OSError, ValueError) as error:  # ValueError: not a URL
             raise _failure(source, error, member.file_name, directory) from error
         with response:
-            actual = _stream(response, fd, source=source, file_name=member.file_name, directory=directory,
-                             progress=progress)  # fmt: skip
-        if not actual.startswith(expected):
+            actual, received = _stream(response, fd, source=source, file_name=member.file_name,
+                                       directory=directory, progress=progress, size=size)  # fmt: skip
+        matches = actual == expected if len(expected) == 64 else actual.startswith(expected)
+        if not matches or (size is not None and received != size):
+            what = f"{received:,} bytes, expected {size:,}" if size is not None and received != size else "the sha256 differs"
+            shown = expected if len(expected) == 64 else f"{expected}..."
             raise HashMismatchError(
-                f"sha256 mismatch for {source}: expected {expected}..., got {actual}; nothing was kept",
+                f"sha256 mismatch for {source}: expected {shown}, got {actual} ({what}); nothing was kept",
                 source=source,
                 expected=expected,
                 actual=actual,

@@ -12,12 +12,13 @@ from typing import Optional, Union
 from torch import Tensor
 
 from featx._checks import closest
-from featx.errors import FeatxTypeError, FeatxValueError, WeightsLoadError, WeightsNotFoundError
+from featx.errors import FeatxTypeError, FeatxValueError, MissingWeights, WeightsLoadError, WeightsNotFoundError
 from featx.weights.checkpoint import read_checkpoint, sha256_file
-from featx.weights.loading import LoadedWeights, check_known_hash, verify_mode
+from featx.weights.loading import LoadedWeights, provenance_id
 from featx.weights.locations import find, missing_checkpoint_error, search_dirs
 from featx.weights.matching import check_values
 from featx.weights.registry import MetricWeights
+from featx.weights.verification import check_known_hash, verify_mode
 
 __all__ = ["LearnedSpec", "load_learned"]
 
@@ -104,8 +105,10 @@ def load_learned(
     """Resolve a learned-layers argument (``lin_weights=``) and strictly load its tensors.
 
     Never opens a network connection: a name is looked up in :func:`~featx.weights.search_dirs`
-    (``featx weights download NAME`` puts it there). A file loaded by name, or whose file name is a
-    known checkpoint's, is checked against that checkpoint's sha256 at every load, as
+    (``featx weights download NAME`` puts it there), then in the installed package that ships the
+    file (``lpips``, ``dists-pytorch``; used only if its sha256 matches, never copied). A file loaded
+    by name, or whose file name is a known checkpoint's, is checked against that checkpoint's size and
+    sha256 at every load (a file under another name is recognised by its sha256), as
     :func:`~featx.weights.load_weights` does (``verify`` / ``FEATX_REQUIRE_VERIFIED``). Files are
     read on CPU with ``weights_only=True`` (the lpips files were saved from CUDA tensors).
 
@@ -161,13 +164,12 @@ def load_learned(
                 f"{argument} file not found: {path.absolute()}. Pass an existing .pth/.pt/.safetensors file, or "
                 f"'DEFAULT' ({default.name}; get it with `featx weights download {default.name}`)",
                 path=str(path),
+                missing=[MissingWeights(argument, str(path.absolute()))],
             )
         path = path.resolve()
     sha256 = sha256_file(path)
-    verified = check_known_hash(path, sha256, member, mode)
-    if member is not None:
-        weights_id = member.name if verified else f"unverified:{member.name}"
-    else:
-        weights_id = f"file:{path}"
+    check = check_known_hash(path, sha256, member, mode)
+    weights_id = f"file:{path}" if member is None else provenance_id(member.name, check.verification)
     state = _select(read_checkpoint(path), expected, str(path), default)
-    return LoadedWeights(state, weights_id, sha256, str(path), verified)
+    name = None if check.checkpoint is None else check.checkpoint.name
+    return LoadedWeights(state, weights_id, sha256, str(path), check.verification, name)

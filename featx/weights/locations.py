@@ -1,18 +1,32 @@
-"""Where checkpoint files live: ``featx_home()``, the directories searched, and the not-found error."""
+"""Where checkpoint files live: ``featx_home()``, the directories searched, the copies installed
+packages ship (found by sha256), and the not-found error."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
-from featx.errors import WeightsNotFoundError
+from featx.errors import MissingWeights, WeightsNotFoundError
+from featx.weights.checkpoint import sha256_file
+from featx.weights.missing import missing_message
 from featx.weights.registry import KnownCheckpoint, member_of
 
-__all__ = ["cache_dir", "featx_home", "find", "locate", "missing_checkpoint_error", "search_dirs"]
+__all__ = [
+    "cache_dir",
+    "featx_home",
+    "find",
+    "locate",
+    "missing_checkpoint_error",
+    "missing_entry",
+    "package_dir",
+    "search_dirs",
+    "shipped_copy",
+]
 
 
 def featx_home() -> Path:
@@ -26,10 +40,11 @@ def featx_home() -> Path:
 
 
 def search_dirs() -> tuple[Path, ...]:
-    """Directories searched for a known checkpoint, in order.
+    """Directories searched for a known checkpoint's file name, in order.
 
     ``featx_home()``, then torch's hub cache ``torch.hub.get_dir()/checkpoints`` (honours
-    ``$TORCH_HOME``; where torchvision keeps the files it downloads).
+    ``$TORCH_HOME``; where torchvision and ``torch.hub`` keep the files they download). After
+    them, :func:`find` looks for the copy an installed package ships (:func:`shipped_copy`).
     """
     return (featx_home(), Path(torch.hub.get_dir()) / "checkpoints")
 
@@ -38,12 +53,57 @@ def cache_dir() -> Path:
     return featx_home() / "cache"
 
 
-def find(name: Union[str, KnownCheckpoint]) -> Union[Path, None]:
+def package_dir(module: str) -> Optional[Path]:
+    """The folder of an installed top-level package, found without importing it (``None`` if it is
+    not installed).
+
+    Example:
+        >>> package_dir("featx").name, package_dir("no_such_package_here")
+        ('featx', None)
+    """
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a broken installation: as if it were not there
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else None
+
+
+def shipped_copy(member: KnownCheckpoint) -> Optional[Path]:
+    """The copy of ``member`` an installed package ships (the ``lpips`` package's v0.1 linear
+    layers, ``dists-pytorch``'s alpha/beta), if it is there and has the checkpoint's size and full
+    sha256; else ``None``. Nothing is copied and the package is not imported.
+
+    Example:
+        >>> from featx.weights.registry import VGGWeights
+        >>> shipped_copy(VGGWeights.VGG19_IMAGENET1K_V1) is None  # no package ships a backbone
+        True
+    """
+    shipped, full = member.shipped, member.full_sha256
+    if shipped is None or full is None:
+        return None
+    folder = package_dir(shipped.module)
+    if folder is None:
+        return None
+    candidate = folder / shipped.path
+    try:
+        if not candidate.is_file() or (member.size is not None and candidate.stat().st_size != member.size):
+            return None
+        return candidate if sha256_file(candidate) == full else None  # a few kB: hashed at every lookup
+    except OSError:
+        return None
+
+
+def find(name: Union[str, KnownCheckpoint]) -> Optional[Path]:
     """Where a known checkpoint is on disk, or ``None``.
 
+    Its file name is looked up in :func:`search_dirs` (the first hit wins, and is checked when it is
+    loaded), then the copy an installed package ships is used if its sha256 matches
+    (:func:`shipped_copy`).
+
     Args:
-        name: a :class:`VGGWeights` or :class:`MetricWeights` member, its name, or an arch name
-            (its default backbone).
+        name: a registry member (:class:`VGGWeights`, :class:`MetricWeights`, ...), its name, an
+            arch name (its default backbone) or torchvision's weights name.
 
     Raises:
         ValueError: unknown name (with the closest valid one).
@@ -53,14 +113,14 @@ def find(name: Union[str, KnownCheckpoint]) -> Union[Path, None]:
         candidate = directory / member.file_name
         if candidate.is_file():
             return candidate
-    return None
+    return shipped_copy(member)
 
 
 def locate(name: Union[str, KnownCheckpoint]) -> Path:
     """Like :func:`find`, but a missing checkpoint raises.
 
     Raises:
-        WeightsNotFoundError: the file is in none of :func:`search_dirs`; the message says how to get it.
+        WeightsNotFoundError: the file is nowhere featx looks; the message says how to get it.
         ValueError: unknown name.
     """
     member = member_of(name)
@@ -70,20 +130,28 @@ def locate(name: Union[str, KnownCheckpoint]) -> Path:
     return path
 
 
+def missing_entry(member: KnownCheckpoint, searched: Iterable[Path], *, argument: str = "weights") -> MissingWeights:
+    """The record of a known checkpoint that is nowhere featx looks (see :class:`~featx.errors.MissingWeights`)."""
+    shipped = member.shipped
+    return MissingWeights(
+        argument=argument,
+        file_name=member.file_name,
+        name=member.name,
+        sha256=member.sha256,
+        size=member.size,
+        url=member.url,
+        searched=tuple(searched),
+        requirement=None if shipped is None else shipped.requirement,
+    )
+
+
 def missing_checkpoint_error(
     member: KnownCheckpoint, searched: Iterable[Path], *, argument: str = "weights"
 ) -> WeightsNotFoundError:
-    """The error for a known checkpoint that is in none of ``searched``: the file, its sha256, the
-    directories searched and the two fixes (``argument`` names the keyword that takes a path:
-    ``weights``, ``lin_weights``, ``dists_weights``)."""
-    searched = tuple(searched)
-    lines = "".join(f"\n  - {directory}" for directory in searched)
-    message = (
-        f"{member.name} weights not found: no file {member.file_name} (sha256 {member.sha256_prefix}...) "
-        f"in any of the directories searched:{lines}\n"
-        "featx never downloads while building a model. Fix it with one of:\n"
-        f"  - featx weights download {member.name}   (one-time, hash-checked download from {member.url})\n"
-        f"  - {argument}=PATH to a local copy (.pth, .pt or .safetensors), or copy {member.file_name} "
-        "into one of the directories above"
-    )
-    return WeightsNotFoundError(message, path=member.file_name, searched=searched)
+    """The error for a known checkpoint that is in none of ``searched`` (nor in an installed
+    package): the file, its sha256 and size, the directories searched and the fixes (``argument``
+    names the keyword that takes a path: ``weights``, ``lin_weights``, ``dists_weights``). The
+    error's ``missing`` holds the record, for messages in a command line's words
+    (:func:`~featx.weights.missing_message`)."""
+    entry = missing_entry(member, searched, argument=argument)
+    return WeightsNotFoundError(missing_message([entry]), path=member.file_name, searched=entry.searched, missing=[entry])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -14,6 +14,8 @@ from featx.errors import FeatxTypeError, FeatxValueError, WeightsLoadError
 
 __all__ = [
     "FEATURE_KEY",
+    "KeyLayout",
+    "backbone_tensors",
     "TensorView",
     "Wanted",
     "check_values",
@@ -25,6 +27,68 @@ __all__ = [
 
 FEATURE_KEY = re.compile(r"(?:features\.)?(\d+)\.(.+)")
 _SHOWN = 20  # keys listed per category in an error message
+
+
+def _identity(key: str) -> Optional[str]:
+    return key
+
+
+def _everything(key: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """How a family's checkpoint keys map onto the modules featx builds.
+
+    Loading is strict for the layers featx builds and ignores the rest: a checkpoint key is first
+    mapped by :attr:`canonical` to the module's own state-dict key (``None``: the classifier head or
+    another part featx never builds, skipped); a canonical key that :attr:`built` rejects belongs to a
+    layer past the deepest tap and is skipped too; every other key must be one the module expects.
+
+    Attributes:
+        canonical: checkpoint key -> the module's key, or ``None`` for parts featx never builds. Must
+            be idempotent (the features cache stores canonical keys and maps them again when read).
+        built: canonical key -> whether its layer is built (``False`` for layers past the deepest tap).
+        scope: what was built, for messages (``"vgg19 up to features.11"``).
+        hint: what the family's checkpoints look like, for messages.
+        cache_tag: names the family's features-cache files (``{stem}-{sha256[:16]}-{cache_tag}.safetensors``).
+
+    Example:
+        >>> layout = KeyLayout.sequential(deepest=4)
+        >>> layout.canonical("3.weight"), layout.canonical("classifier.0.weight"), layout.built("features.6.bias")
+        ('features.3.weight', None, False)
+    """
+
+    canonical: Callable[[str], Optional[str]] = _identity
+    built: Callable[[str], bool] = _everything
+    scope: str = "the model"
+    hint: str = ""
+    cache_tag: str = "features"
+
+    @classmethod
+    def sequential(cls, deepest: int, arch: str = "the model") -> KeyLayout:
+        """The layout of a torchvision ``features`` Sequential (VGG, AlexNet) built up to ``features[deepest]``.
+
+        Keys may be ``features.{i}.*`` (a torchvision model) or ``{i}.*`` (a ``model.features`` state
+        dict); ``classifier.*`` is never built.
+        """
+
+        def canonical(key: str) -> Optional[str]:
+            if key.startswith("classifier."):
+                return None
+            match = FEATURE_KEY.fullmatch(key)
+            return f"features.{match[1]}.{match[2]}" if match else key
+
+        def built(key: str) -> bool:
+            match = FEATURE_KEY.fullmatch(key)
+            return match is None or int(match[1]) <= deepest
+
+        hint = (
+            "Keys may be 'features.{i}.*' (a torchvision model) or '{i}.*' (a model.features state dict); "
+            f"classifier.* and layers past features.{deepest} are ignored."
+        )
+        return cls(canonical, built, f"{arch} up to features.{deepest}", hint)
 
 
 @dataclass(frozen=True)
@@ -45,28 +109,25 @@ def safetensors_view(handle: Any) -> TensorView:
 
 
 Wanted = dict[str, tuple[str, tuple[int, ...]]]
-"""Canonical ``features.{i}.{name}`` -> (key as the caller wrote it, shape)."""
+"""Canonical key -> (key as the caller wrote it, shape)."""
 
 
-def parse_expected(expected: Mapping[str, Any]) -> Wanted:
-    """Canonical ``features.{i}.{name}`` -> (key as the caller wrote it, shape)."""
+def parse_expected(expected: Mapping[str, Any], layout: KeyLayout) -> Wanted:
+    """Canonical key -> (key as the caller wrote it, shape), for every key the module needs.
+
+    Raises:
+        TypeError: ``expected`` is not a non-empty mapping.
+        ValueError: a key the layout does not build.
+    """
     if not isinstance(expected, Mapping) or not expected:
         raise FeatxTypeError(f"expected must be a non-empty mapping of state-dict keys to shapes, got {expected!r}")
     wanted = {}
     for key, shape in expected.items():
-        match = FEATURE_KEY.fullmatch(key) if isinstance(key, str) else None
-        if match is None:
-            raise FeatxValueError(f"expected keys look like 'features.0.weight', got {key!r}")
-        wanted[f"features.{match[1]}.{match[2]}"] = (key, tuple(int(size) for size in shape))
+        canonical = layout.canonical(key) if isinstance(key, str) else None
+        if canonical is None or not layout.built(canonical):
+            raise FeatxValueError(f"expected key {key!r} is not a key of {layout.scope}")
+        wanted[canonical] = (key, tuple(int(size) for size in shape))
     return wanted
-
-
-def _index_of(canonical: str) -> int:
-    """The layer index of a canonical ``features.{i}.{name}`` key."""
-    match = FEATURE_KEY.fullmatch(canonical)
-    if match is None:  # canonical keys come from parse_expected
-        raise FeatxValueError(f"not a features key: {canonical!r}")
-    return int(match[1])
 
 
 def _fmt(keys: list[str]) -> str:
@@ -74,16 +135,40 @@ def _fmt(keys: list[str]) -> str:
     return f"{keys[:_SHOWN]}{more}"
 
 
-def select_tensors(tensors: TensorView, wanted: Wanted, where: str, arch: str) -> dict[str, Tensor]:
-    """Strictly pick the kept layers' tensors; classifier and layers past the deepest one are ignored."""
-    deepest = max(_index_of(canonical) for canonical in wanted)
+def backbone_tensors(state_dict: Mapping[str, Tensor], layout: KeyLayout) -> dict[str, Tensor]:
+    """Every tensor of a checkpoint that belongs to the family's backbone (any depth), under its canonical key."""
+    kept = {}
+    for key, value in state_dict.items():
+        canonical = layout.canonical(key)
+        if canonical is not None:
+            kept[canonical] = value
+    return kept
+
+
+def select_tensors(
+    tensors: TensorView, wanted: Wanted, where: str, arch: str, layout: KeyLayout, *, check: bool = True
+) -> dict[str, Tensor]:
+    """Strictly pick the built layers' tensors; the head and layers past the deepest tap are ignored.
+
+    Args:
+        tensors: the checkpoint.
+        wanted: from :func:`parse_expected`.
+        where: the source, for messages.
+        arch: the architecture, for messages.
+        layout: how checkpoint keys map onto the module.
+        check: check that the values are finite floats (``False`` only for a features cache whose
+            values featx checked when it wrote it).
+
+    Raises:
+        WeightsLoadError: missing, unexpected or mis-shaped keys (sorted lists), non-float or
+            non-finite values.
+    """
     found: dict[str, str] = {}
     unexpected = []
     for key in tensors.keys:
-        match = FEATURE_KEY.fullmatch(key)
-        if key.startswith("classifier.") or (match is not None and int(match[1]) > deepest):
+        canonical = layout.canonical(key)
+        if canonical is None or not layout.built(canonical):
             continue
-        canonical = f"features.{match[1]}.{match[2]}" if match else None
         if canonical not in wanted or canonical in found:
             unexpected.append(key)
         else:
@@ -103,17 +188,14 @@ def select_tensors(tensors: TensorView, wanted: Wanted, where: str, arch: str) -
             mismatched.append(f"{wanted[canonical][0]}: expected {shape}, got {tuple(got)}")
     if missing or unexpected or mismatched:
         missing, unexpected, mismatched = sorted(missing), sorted(unexpected), sorted(mismatched)
-        parts = [f"{where} does not fit {arch} up to features.{deepest} (loading is strict for the kept layers):"]
+        parts = [f"{where} does not fit {layout.scope} (loading is strict for the layers featx builds):"]
         if missing:
             parts.append(f"  missing keys ({len(missing)}): {_fmt(missing)}")
         if unexpected:
             parts.append(f"  unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
         if mismatched:
             parts.append(f"  shape mismatches ({len(mismatched)}): {_fmt(mismatched)}")
-        parts.append(
-            f"Is it a checkpoint of another architecture? Keys may be 'features.{{i}}.*' (a torchvision model) "
-            f"or '{{i}}.*' (a vgg.features state dict); classifier.* and layers past features.{deepest} are ignored."
-        )
+        parts.append(f"Is it a checkpoint of another architecture than {arch}? {layout.hint}".rstrip())
         raise WeightsLoadError(
             "\n".join(parts),
             path=where if where != "the in-memory state dict" else None,
@@ -122,7 +204,8 @@ def select_tensors(tensors: TensorView, wanted: Wanted, where: str, arch: str) -
             mismatched=mismatched,
         )
     selected = {wanted[canonical][0]: tensors.get(found[canonical]) for canonical in wanted if canonical in found}
-    check_values(selected, where)
+    if check:
+        check_values(selected, where)
     selected.update(filled)
     return {key: selected[key] for key, _ in wanted.values()}
 
@@ -135,7 +218,7 @@ def check_values(selected: Mapping[str, Tensor], where: str) -> None:
             continue  # BatchNorm's integer step counter
         if not value.is_floating_point():
             raise WeightsLoadError(
-                f"{where}: {key} is {value.dtype}, not floating point; VGG weights are float tensors "
+                f"{where}: {key} is {value.dtype}, not floating point; backbone weights are float tensors "
                 "(a quantised or mislabelled checkpoint?)",
                 path=path,
             )

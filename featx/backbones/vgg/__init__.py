@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING
 from featx._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from featx.backbones.vgg.features import IMAGENET_MEAN as IMAGENET_MEAN
-    from featx.backbones.vgg.features import IMAGENET_STD as IMAGENET_STD
     from featx.backbones.vgg.features import VGGFeatures as VGGFeatures
     from featx.backbones.vgg.head import ConvHead as ConvHead
     from featx.backbones.vgg.layers import ARCHS as ARCHS
@@ -28,8 +26,6 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "ARCHS": "featx.backbones.vgg.layers",
     "ConvHead": "featx.backbones.vgg.head",
-    "IMAGENET_MEAN": "featx.backbones.vgg.features",
-    "IMAGENET_STD": "featx.backbones.vgg.features",
     "LayerSpec": "featx.backbones.vgg.layers",
     "POOLINGS": "featx.backbones.vgg.layers",
     "VGGFeatures": "featx.backbones.vgg.features",
