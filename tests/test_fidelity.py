@@ -175,3 +175,11 @@ def test_exported_from_featx_and_featx_metrics():
     import cv2
 
     np.testing.assert_allclose(fidelity.gaussian_window().numpy(), cv2.getGaussianKernel(11, 1.5)[:, 0], rtol=1e-12)
+
+
+def test_scipy_filter_equals_opencv(monkeypatch):
+    # without OpenCV the window runs in SciPy; both are float64 separable filters of the same window
+    pred, target = pairs(batch=1, height=25, width=29)
+    with_opencv = ssim(pred, target, reduction="none")
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    torch.testing.assert_close(ssim(pred, target, reduction="none"), with_opencv, rtol=0, atol=1e-14)
