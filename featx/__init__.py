@@ -60,8 +60,9 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
     )
     from featx.losses.transferal import TransferalPerceptualOnFeatures, transferal_perceptual_loss
     from featx.metrics.dists import DISTS
+    from featx.metrics.fidelity import psnr, ssim
     from featx.metrics.lpips import LPIPS
-    from featx.metrics.objects import DISTSMetric, LPIPSMetric, PerSampleMetric
+    from featx.metrics.objects import DISTSMetric, LPIPSMetric, PerSampleMetric, PSNRMetric, SSIMMetric
     from featx.presets import PRESETS
     from featx.show import TapSummary, show_features, summarize_features
     from featx.weights import (
@@ -100,6 +101,8 @@ _EXPORTS = {
     "InputRangeWarning": "featx.errors",
     "LPIPS": "featx.metrics.lpips",
     "LPIPSMetric": "featx.metrics.objects",
+    "PSNRMetric": "featx.metrics.objects",
+    "SSIMMetric": "featx.metrics.objects",
     "LTE": "featx.backbones.lte",
     "LoadedWeights": "featx.weights",
     "MetricWeights": "featx.weights",
@@ -138,11 +141,13 @@ _EXPORTS = {
     "load_weights": "featx.weights",
     "moment_loss": "featx.losses.texture",
     "perceptual_loss": "featx.losses.functional",
+    "psnr": "featx.metrics.fidelity",
     "read_checkpoint": "featx.weights",
     "resolve_taps": "featx.backbones.taps",
     "save_features": "featx.io.featfile",
     "show_features": "featx.show",
     "sliced_wasserstein_loss": "featx.losses.texture",
+    "ssim": "featx.metrics.fidelity",
     "style_loss": "featx.losses.functional",
     "summarize_features": "featx.show",
     "tiled_features": "featx.extract.tiling",
@@ -170,6 +175,8 @@ __all__ = [
     "InputRangeWarning",
     "LPIPS",
     "LPIPSMetric",
+    "PSNRMetric",
+    "SSIMMetric",
     "LTE",
     "LoadedWeights",
     "MetricWeights",
@@ -209,11 +216,13 @@ __all__ = [
     "load_weights",
     "moment_loss",
     "perceptual_loss",
+    "psnr",
     "read_checkpoint",
     "resolve_taps",
     "save_features",
     "show_features",
     "sliced_wasserstein_loss",
+    "ssim",
     "style_loss",
     "summarize_features",
     "tiled_features",

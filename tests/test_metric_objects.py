@@ -234,3 +234,26 @@ def test_one_and_two_ranks_give_the_one_process_values(tmp_path):
         if world == 2:  # the padding repeats sample 0 on rank 1: without ids it counts twice
             padded = float(torch.cat([per_sample, per_sample[:1]]).float().double().mean())
             assert out["padded_without_ids"] == pytest.approx(padded, rel=1e-12)
+
+
+def test_psnr_and_ssim_metrics_average_per_image_values():
+    """PSNRMetric/SSIMMetric keep one value per image: the mean over batches of different sizes is
+    the mean of the per-image values (references: torchmetrics' functional PSNR per image, and
+    featx.ssim, itself tested against BasicSR and scikit-image in tests/test_fidelity.py)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    from featx.metrics.fidelity import ssim
+    from featx.metrics.objects import PSNRMetric, SSIMMetric
+
+    generator = torch.Generator().manual_seed(7)
+    hr = torch.rand(5, 3, 24, 24, generator=generator, dtype=torch.float64)
+    sr = (hr + 0.05 * torch.randn(hr.shape, generator=generator, dtype=torch.float64)).clamp(0, 1)
+    psnr_metric, ssim_metric = PSNRMetric(), SSIMMetric()
+    for batch in (slice(0, 2), slice(2, 5)):  # uneven batches: a mean of batch means would differ
+        psnr_metric.update(sr[batch], hr[batch])
+        ssim_metric.update(sr[batch], hr[batch])
+    per_image = peak_signal_noise_ratio(sr, hr, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    # the kept values are float32 (the metric's dtype): one rounding of each, 2**-24 relative
+    assert torch.allclose(psnr_metric.compute(), per_image.double().mean(), rtol=2e-7, atol=0)
+    assert torch.allclose(ssim_metric.compute(), ssim(sr, hr, reduction="none").mean(), rtol=2e-7, atol=0)
+    assert PSNRMetric.higher_is_better and SSIMMetric.higher_is_better

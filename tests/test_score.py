@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import warnings
 
 import numpy as np
@@ -18,7 +19,6 @@ from click.testing import CliRunner
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from featx.errors import UnverifiedWeightsWarning
 from featx.io.images import load_image
 from featx.metrics.dists import DISTS
 from featx.metrics.score import pair_folders, score_folders, write_scores
@@ -62,7 +62,7 @@ def test_pairing_and_errors_per_pair(folders):
     errors = {p.key: p.error for p in summary.errors}
     assert [p.key for p in summary.pairs] == ["a.png", "broken.png", "only_pred.png", "only_ref.png", "small.png", "sub/b.tif"]
     assert errors["only_pred.png"] == "no reference image" and errors["only_ref.png"] == "no prediction image"
-    assert errors["small.png"] == "sizes differ: prediction (40, 36), reference (20, 20) (H, W)"
+    assert errors["small.png"].startswith("sizes differ: prediction (40, 36), reference (20, 20) (H, W); --modcrop SCALE")
     assert errors["broken.png"].startswith(str(pred / "broken.png"))
     assert {p.key for p in summary.pairs if p.error is None} == {"a.png", "sub/b.tif"}
 
@@ -116,11 +116,12 @@ def test_dists_is_batched_and_equals_the_module(folders):
         metric = DISTS(weights=None, dists_weights={"alpha": torch.rand(1, 1475, 1, 1), "beta": torch.rand(1, 1475, 1, 1)},
                        reduction="none")  # fmt: skip
     summary = score_folders(pred, ref, metrics=["dists"], modules={"dists": metric}, batch_size=1)
+    assert summary.columns == ["dists_random"]  # a random backbone: never a column called dists
     for pair in summary.pairs:
         if pair.error is None:
             with torch.no_grad():
                 direct = metric(load_image(pair.pred)[None], load_image(pair.ref)[None])
-            assert pair.scores["dists"] == pytest.approx(float(direct), rel=1e-6)
+            assert pair.scores["dists_random"] == pytest.approx(float(direct), rel=1e-6)
 
 
 def test_csv_and_json_contents(folders, tmp_path):
@@ -132,9 +133,11 @@ def test_csv_and_json_contents(folders, tmp_path):
     by_key = {p.key: p for p in summary.pairs}
     assert float(rows[1][1]) == by_key["a.png"].scores["psnr"]  # repr: the full float
     payload = json.loads(json_path.read_text())
-    assert payload["scored"] == 2 and payload["failed"] == 4
+    assert payload["scored"] == 2 and payload["failed"] == 2  # pairs; unpaired files are counted apart
+    assert payload["unpaired_pred"] == 1 and payload["unpaired_ref"] == 1
     assert payload["config"]["crop_border"] == 2 and payload["means"]["ssim"] == summary.means["ssim"]
-    assert {e["key"] for e in payload["errors"]} == {"broken.png", "only_pred.png", "only_ref.png", "small.png"}
+    assert {e["key"] for e in payload["errors"]} == {"broken.png", "small.png"}
+    assert {e["key"] for e in payload["unpaired"]} == {"only_pred.png", "only_ref.png"}
 
 
 def test_stem_pairing(tmp_path):
@@ -163,7 +166,8 @@ def test_cli_writes_scores_and_exits_1_on_failed_pairs(folders, tmp_path):
     out = tmp_path / "s.csv"
     result = CliRunner().invoke(cli, ["score", str(pred), str(ref), "--out", str(out), "--quiet"])
     assert result.exit_code == 1, result.output
-    assert "2 of 6 pairs scored; mean psnr" in result.output and "only_ref.png: no prediction image" in result.output
+    assert "2 of 4 pairs scored (2 failed); 2 unpaired file(s): 1 prediction(s) without a reference" in result.output
+    assert "only_ref.png: no prediction image" in result.output and "; mean psnr" in result.output
     assert out.exists() and out.with_suffix(".json").exists()
     missing = CliRunner().invoke(cli, ["score", str(tmp_path / "nope"), str(ref)])
     assert missing.exit_code == 2 and "folder not found" in missing.output
@@ -223,9 +227,11 @@ def test_lpips_net_scores_equal_featx_lpips_and_the_lpips_package(clean, tmp_pat
     shutil.copy(lin, home / f"lpips_{net}_v0.1.pth")
     out = tmp_path / "scores.csv"
     args = ["score", str(pred), str(ref), "--metrics", "psnr,lpips", "--out", str(out), "--quiet"]
-    with pytest.warns(UnverifiedWeightsWarning, match=backbone_file):  # ours, at torchvision's file name
-        result = CliRunner().invoke(cli, [*args, "--lpips-net", net] if net == "vgg" else args)
+    result = CliRunner().invoke(cli, [*args, "--lpips-net", net] if net == "vgg" else args)
     assert result.exit_code == 0, result.output
+    # ours, at torchvision's file name: one warning line, and the column says the weights are unverified
+    assert "featx: warning: " in result.output and backbone_file in result.output and "Traceback" not in result.output
+    column = f"{column}_unverified"
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["key", "psnr", column]
     with warnings.catch_warnings():
@@ -305,8 +311,7 @@ def test_missing_weights_are_a_setup_error_naming_file_folder_and_fixes(clean, t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.save(DISTS(weights=None, dists_weights=unit).extractor.state_dict(), home / "vgg16-397923af.pth")
-    with pytest.warns(UnverifiedWeightsWarning):  # the fabricated backbone at torchvision's file name
-        result = CliRunner().invoke(cli, ["score", str(pred), str(ref), "--metrics", "dists"], env={"FEATX_HOME": str(home)})
+    result = CliRunner().invoke(cli, ["score", str(pred), str(ref), "--metrics", "dists"], env={"FEATX_HOME": str(home)})
     assert result.exit_code == 2, result.output
     for part in ("dists_vgg16.pt", str(home), "featx weights download DISTS_VGG16", "FEATX_HOME=DIR", "--weights random"):
         assert part in result.output, part
@@ -329,3 +334,58 @@ def test_lpips_net_and_weights_arguments_are_checked(clean):
         score_folders(pred, ref, metrics=["lpips"], lpips_net="vgg", modules={"lpips": alex})
     help_text = CliRunner().invoke(cli, ["score", "--help"]).output
     assert "--lpips-net [alex|vgg]" in help_text and "--weights" in help_text
+
+
+class _StubLPIPS(torch.nn.Module):
+    """An LPIPS-like module whose provenance attributes are set by the test (the score is 0.5)."""
+
+    net, min_input_size, weights_id, lin_weights_id = "alex", 31, "ALEXNET_IMAGENET1K_V1", "LPIPS_ALEX_V0_1"
+
+    def __init__(self, backbone_verified, learned_verified):
+        super().__init__()
+        self.weights_verified, self.lin_weights_verified = backbone_verified, learned_verified
+
+    def forward(self, pred, target):
+        return torch.full((pred.shape[0],), 0.5)
+
+
+PROVENANCE_CASES = [(True, True, "lpips"), (True, False, "lpips_unverified"), (None, True, "lpips_unverified"),
+                    (False, None, "lpips_unverified")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("backbone", "learned", "column"), PROVENANCE_CASES)
+def test_only_verified_weights_make_a_column_called_lpips(clean, backbone, learned, column):
+    pred, ref = clean
+    summary = score_folders(pred, ref, metrics=["lpips"], modules={"lpips": _StubLPIPS(backbone, learned)})
+    assert summary.columns == [column] and summary.means[column] == 0.5
+    record = summary.config["weights"]["lpips"]
+    assert record["backbone_verified"] is backbone and record["learned_verified"] is learned
+    assert summary.config["unverified_weights"] == ([] if column == "lpips" else ["lpips"])
+    if column != "lpips":
+        with pytest.raises(ValueError, match="lpips: its weights are unverified .* verified weights are required"):
+            score_folders(pred, ref, metrics=["lpips"], modules={"lpips": _StubLPIPS(backbone, learned)},
+                          verify_weights="error")  # fmt: skip
+
+
+def test_require_verified_refuses_a_file_with_another_hash(clean, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import lpips
+
+    pred, ref = clean
+    home = tmp_path / "home"
+    home.mkdir()
+    state = {
+        re.sub(r"^net\.slice\d+\.", "features.", k): v
+        for k, v in _lpips_reference("alex").state_dict().items()
+        if k.startswith("net.")
+    }
+    torch.save(state, home / "alexnet-owt-7be5be79.pth")  # our file at torchvision's name: another sha256
+    shutil.copy(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth", home / "lpips_alex_v0.1.pth")
+    args = ["score", str(pred), str(ref), "--metrics", "lpips", "--out", str(tmp_path / "s.csv"), "--quiet"]
+    result = CliRunner().invoke(cli, [*args, "--require-verified"], env={"FEATX_HOME": str(home)})
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "alexnet-owt-7be5be79.pth" in result.output and not (tmp_path / "s.csv").exists()
+    result = CliRunner().invoke(cli, args, env={"FEATX_HOME": str(home), "FEATX_REQUIRE_VERIFIED": "1"})
+    assert result.exit_code == 2, result.output

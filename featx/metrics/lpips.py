@@ -162,8 +162,7 @@ class LPIPS(PairMetric):
         self.weights_verified, self.weights_verification = backbone.weights_verified, backbone.weights_verification
         self.min_input_size = backbone.min_input_size
         self.lin = nn.ParameterList(
-            nn.Parameter(loaded.state_dict[key].detach().to(torch.float32).clone(), requires_grad=False)
-            for key in expected
+            nn.Parameter(loaded.state_dict[key].detach().to(torch.float32).clone(), requires_grad=False) for key in expected
         )
         self.lin_weights_id, self.lin_weights_sha256 = loaded.weights_id, loaded.sha256
         self.lin_weights_verified, self.lin_weights_verification = loaded.verified, loaded.verification

@@ -9,6 +9,7 @@ it on :class:`~featx.LPIPS` and :class:`~featx.DISTS`. Needs the ``metrics`` ext
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -28,6 +29,7 @@ except ImportError as error:
     ) from error
 
 from featx.metrics.dists import DISTS
+from featx.metrics.fidelity import psnr, ssim
 from featx.metrics.lpips import LPIPS
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from featx.weights import WeightsSpec
     from featx.weights.learned import LearnedSpec
 
-__all__ = ["DISTSMetric", "LPIPSMetric", "PerSampleFunction", "PerSampleMetric"]
+__all__ = ["DISTSMetric", "LPIPSMetric", "PSNRMetric", "PerSampleFunction", "PerSampleMetric", "SSIMMetric"]
 
 PerSampleFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(pred, target) -> (B,)``: one value per sample of the batch."""
@@ -261,3 +263,66 @@ class DISTSMetric(PerSampleMetric):
             reduction="none",
         )
         super().__init__(module, reduction=reduction, **kwargs)
+
+
+class PSNRMetric(PerSampleMetric):
+    """:class:`PerSampleMetric` of :func:`~featx.psnr`: the mean of per-image PSNR in dB, as BasicSR averages it.
+
+    Takes :func:`~featx.psnr`'s options (``data_range``, ``crop_border``, ``y_channel``, ``eps``),
+    ``reduction`` for :meth:`compute`, and torchmetrics' ``Metric`` options.
+
+    Example:
+        >>> metric = PSNRMetric(crop_border=2)
+        >>> hr = torch.full((2, 3, 16, 16), 0.5)
+        >>> metric.update(hr + 0.1, hr)
+        >>> round(float(metric.compute()), 4), metric.higher_is_better  # kept as float32 values
+        (20.0, True)
+    """
+
+    higher_is_better = True
+
+    def __init__(
+        self,
+        *,
+        data_range: float = 1.0,
+        crop_border: int = 0,
+        y_channel: bool = False,
+        eps: float = 0.0,
+        reduction: str = "mean",
+        **kwargs: Any,
+    ) -> None:
+        per_image = functools.partial(
+            psnr, data_range=data_range, crop_border=crop_border, y_channel=y_channel, eps=eps, reduction="none"
+        )
+        super().__init__(per_image, reduction=reduction, **kwargs)
+
+
+class SSIMMetric(PerSampleMetric):
+    """:class:`PerSampleMetric` of :func:`~featx.ssim`: the mean of per-image SSIM.
+
+    Takes :func:`~featx.ssim`'s options (``data_range``, ``crop_border``, ``y_channel``),
+    ``reduction`` for :meth:`compute`, and torchmetrics' ``Metric`` options.
+
+    Example:
+        >>> metric = SSIMMetric()
+        >>> x = torch.rand(2, 3, 16, 16)
+        >>> metric.update(x, x)
+        >>> round(float(metric.compute()), 12)
+        1.0
+    """
+
+    higher_is_better = True
+
+    def __init__(
+        self,
+        *,
+        data_range: float = 1.0,
+        crop_border: int = 0,
+        y_channel: bool = False,
+        reduction: str = "mean",
+        **kwargs: Any,
+    ) -> None:
+        per_image = functools.partial(
+            ssim, data_range=data_range, crop_border=crop_border, y_channel=y_channel, reduction="none"
+        )
+        super().__init__(per_image, reduction=reduction, **kwargs)

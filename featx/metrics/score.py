@@ -1,289 +1,271 @@
 """Scoring SR outputs against references, folder against folder (the engine of ``featx score``).
 
-Images are paired by relative path (or by path without extension), decoded by
-:mod:`featx.io.images`' rules (8/16-bit, EXIF orientation, alpha policy) to ``[0, 1]``, and scored:
+Pairs come from :mod:`featx.metrics.pairing`, are read by :mod:`featx.metrics.conventions` and
+scored here:
 
-- ``psnr``: :func:`skimage.metrics.peak_signal_noise_ratio` with ``data_range=1`` on the decoded
-  values, the same number as on the integer pixels with ``data_range = 2**bits - 1``;
-- ``ssim``: :func:`skimage.metrics.structural_similarity` with ``gaussian_weights=True,
-  sigma=1.5, use_sample_covariance=False, data_range=1`` (over the RGB channels, or on Y);
+- ``psnr``, ``ssim``: :func:`featx.metrics.fidelity.psnr` / :func:`~featx.metrics.fidelity.ssim`
+  on the decoded values in ``[0, 1]`` (``data_range=1``, float64), after ``crop_border``; with
+  ``y_channel`` on BT.601 luma. The numbers of BasicSR's ``calculate_psnr``/``calculate_ssim``.
 - ``lpips``, ``dists``: :class:`featx.LPIPS` (v0.1, AlexNet by default, VGG16 with
-  ``lpips_net="vgg"``) and :class:`featx.DISTS`, batched by image size on the device.
+  ``lpips_net="vgg"``) and :class:`featx.DISTS` on RGB, batched by image size on the device;
+  ``crop_border`` applies to them only with ``crop_scope="all"`` (BasicSR's ``calculate_lpips.py``
+  does not crop). Columns are named by :func:`featx.metrics.score_models.score_column`.
 
-Each number is stored under its column name, which says what it is: ``lpips`` (AlexNet),
-``lpips_vgg`` (VGG16), ``dists``; with ``weights=None`` (random backbones, unit learned layers,
-for trying the command without downloads) they carry a ``_random`` suffix (``lpips_random``,
-``dists_random``), since they are not LPIPS/DISTS numbers.
-
-``crop_border=N`` removes ``N`` pixels on every side before every metric; ``y_channel=True``
-computes PSNR and SSIM on BT.601 luma ``Y = (65.481 R + 128.553 G + 24.966 B + 16) / 255`` (the
-convention of BasicSR's ``calculate_psnr(..., test_y_channel=True)``); LPIPS and DISTS always
-see RGB.
+Pairs are decoded and their PSNR/SSIM computed in ``num_workers`` threads (decoding and the
+float64 filters release the GIL); LPIPS and DISTS run in the calling thread. A pair that cannot
+be scored (undecodable, sizes that differ, too small for a metric) is that pair's error; the
+others are scored.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, Optional, Union
 
-import numpy as np
 import torch
 
 from featx._checks import check_bool, check_choice, check_int
 from featx._choices import ALPHA_MODES, METRICS, PAIR_BY
-from featx.errors import FeatxValueError, ImageDecodeError, InputNotFoundError
-from featx.io.atomic import write_atomic
-from featx.io.discovery import find_images
-from featx.io.images import load_image
+from featx.errors import FeatxError, FeatxValueError, FeatxWarning, RandomWeightsWarning
+from featx.io._truncation import strict_loading
+from featx.io.discovery import printable_name
+from featx.metrics.conventions import CROP_SCOPES, GRAY_MODES, PAIR_ERRORS, DecodedPair, crop, read_pair
+from featx.metrics.fidelity import SSIM_WINDOW, psnr, rgb_to_y, ssim
+from featx.metrics.pairing import ScoredPair, count_pairs, pair_folders
+from featx.metrics.score_models import (
+    RANDOM_SEED,
+    MetricModule,
+    default_metric,
+    describe_metric,
+    min_side,
+    score_column,
+    weights_provenance,
+)
+from featx.metrics.score_output import ScoreSummary, write_scores
 
-__all__ = [
-    "METRICS",
-    "PAIR_BY",
-    "ScoredPair",
-    "ScoreSummary",
-    "pair_folders",
-    "score_column",
-    "score_folders",
-    "write_scores",
-]
-
-_RANDOM_SEED = 0  # of the random backbones of weights=None (as featx extract's), so reruns agree
+__all__ = ["METRICS", "PAIR_BY", "ScoreSummary", "ScoredPair", "pair_folders", "score_column", "score_folders", "write_scores"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-MetricModule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""A batched metric: ``(pred (B, 3, H, W), ref (B, 3, H, W)) -> (B,)`` for images in ``[0, 1]``."""
+_DEEP = ("lpips", "dists")
 
 
-@dataclass
-class ScoredPair:
-    """One prediction/reference pair.
-
-    Attributes:
-        key: the pairing key (relative path, or relative path without extension).
-        pred: the prediction file (``None`` if missing).
-        ref: the reference file (``None`` if missing).
-        scores: ``{column: value}`` (see :func:`score_column`); empty when the pair failed.
-        error: why the pair was not scored, or ``None``.
-    """
-
-    key: str
-    pred: Optional[str]
-    ref: Optional[str]
-    scores: dict[str, float] = field(default_factory=dict)
-    error: Optional[str] = None
-
-
-@dataclass
-class ScoreSummary:
-    """What :func:`score_folders` computed.
-
-    Attributes:
-        pairs: every pair (scored or failed) in key order.
-        means: ``{column: mean over the scored pairs}`` (``nan`` if none was scored).
-        config: the settings (``metrics``, their ``columns``, ``lpips_net``, ``random_weights``, ...)
-            and, under ``weights``, the ids and sha256 of the weights LPIPS/DISTS used.
-    """
-
-    pairs: list[ScoredPair]
-    means: dict[str, float]
-    config: dict[str, Any]
-
-    @property
-    def columns(self) -> list[str]:
-        """The score columns, in metric order (``config["columns"]``, else the metric names)."""
-        return list(self.config.get("columns", self.config["metrics"]))
-
-    @property
-    def errors(self) -> list[ScoredPair]:
-        """The pairs that failed."""
-        return [pair for pair in self.pairs if pair.error is not None]
+def _check_options(metrics: Union[str, Iterable[str]], options: dict[str, Any]) -> list[str]:
+    names = metrics.split(",") if isinstance(metrics, str) else metrics
+    chosen = [check_choice("metric", name.strip() if isinstance(name, str) else name, METRICS) for name in names]
+    if not chosen:
+        raise FeatxValueError(f"metrics must name at least one of {', '.join(METRICS)}")
+    check_int("crop_border", options["crop_border"], minimum=0)
+    check_choice("crop_scope", options["crop_scope"], CROP_SCOPES)
+    check_bool("y_channel", options["y_channel"])
+    check_choice("gray", options["gray"], GRAY_MODES)
+    check_int("modcrop", options["modcrop"], minimum=1, allow_none=True)
+    check_choice("alpha", options["alpha"], ALPHA_MODES)
+    check_int("num_workers", options["num_workers"], minimum=0, allow_none=True)
+    weights = options["weights"]
+    if weights is not None and weights != "DEFAULT":
+        raise FeatxValueError(
+            "weights must be 'DEFAULT' (the registry's LPIPS/DISTS checkpoints, from the local cache) or None "
+            f"(random backbones and unit learned layers, to try featx score), got {weights!r}"
+        )
+    return chosen
 
 
-def _pair_key(key: str, pair_by: str) -> str:
-    return os.path.splitext(key)[0] if pair_by == "stem" else key
+def _no_pairs_error(pairs: list[ScoredPair], pred_dir: PathLike, ref_dir: PathLike) -> Optional[str]:
+    counts = count_pairs(pairs)
+    where = f"{printable_name(os.fspath(pred_dir))} and {printable_name(os.fspath(ref_dir))}"
+    if not pairs:
+        return f"no images found in {where}: nothing to score"
+    if counts["scored"] + counts["failed"] == 0:
+        return (
+            f"no prediction has a reference in {where} ({counts['unpaired_pred']} predictions, "
+            f"{counts['unpaired_ref']} references without a partner); check pair_by / pred_pattern (--pair-by, --pred-suffix)"
+        )
+    return None
 
 
-def pair_folders(pred_dir: PathLike, ref_dir: PathLike, *, pair_by: str = "path") -> list[ScoredPair]:
-    """Pair the images of two folders (recursively), in key order; unpaired files are error pairs.
-
-    Raises:
-        FileNotFoundError: a folder does not exist.
-        ValueError: unknown ``pair_by``, or two files of one folder with the same stem (``pair_by="stem"``).
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     for name in ("sr/a.png", "sr/b.png", "hr/a.png", "hr/c.png"):
-        ...         p = pathlib.Path(d, name); p.parent.mkdir(exist_ok=True); p.touch()
-        ...     [(p.key, p.error) for p in pair_folders(pathlib.Path(d, "sr"), pathlib.Path(d, "hr"))]
-        [('a.png', None), ('b.png', 'no reference image'), ('c.png', 'no prediction image')]
-    """
-    check_choice("pair_by", pair_by, PAIR_BY)
-    sides: list[dict[str, str]] = []
-    for folder in (pred_dir, ref_dir):
-        if not os.path.isdir(folder):
-            raise InputNotFoundError(f"folder not found: {os.fspath(folder)}")
-        found: dict[str, str] = {}
-        for source in find_images([folder]):
-            key = _pair_key(source.key, pair_by)
-            if key in found:
-                raise FeatxValueError(
-                    f"{found[key]} and {source.path} have the same key {key!r} with pair_by={pair_by!r}; "
-                    "use pair_by='path'"
-                )
-            found[key] = source.path
-        sides.append(found)
-    preds, refs = sides
-    pairs = []
-    for key in sorted(preds.keys() | refs.keys()):
-        pred, ref = preds.get(key), refs.get(key)
-        error = "no reference image" if ref is None else "no prediction image" if pred is None else None
-        pairs.append(ScoredPair(key, pred, ref, error=error))
-    return pairs
-
-
-def _luma(image: np.ndarray) -> np.ndarray:
-    """BT.601 Y of an ``(H, W, 3)`` RGB image in ``[0, 1]``, in ``[16/255, 235/255]``."""
-    weights = np.array([65.481, 128.553, 24.966]) / 255.0
-    return np.asarray(image @ weights + 16.0 / 255.0)
-
-
-def _classic(pred: np.ndarray, ref: np.ndarray, metrics: Sequence[str], y_channel: bool) -> dict[str, float]:
-    """PSNR / SSIM of one pair (``(H, W, 3)`` float64 in ``[0, 1]``) with scikit-image."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    if y_channel:
-        pred, ref = _luma(pred), _luma(ref)
+def _fidelity(decoded: DecodedPair, classic: list[str], crop_border: int, y_channel: bool) -> dict[str, float]:
+    """PSNR / SSIM of one decoded pair; the crop and luma are computed once for both."""
+    need = SSIM_WINDOW if "ssim" in classic else 1
+    height, width = decoded.pred.shape[1:]
+    if min(height, width) - 2 * crop_border < need:
+        name = "ssim" if need > 1 else "psnr"
+        raise FeatxValueError(
+            f"too small for {name}: needs at least {need}x{need} pixels after crop_border={crop_border} "
+            f"(at least {need + 2 * crop_border}x{need + 2 * crop_border}), got {height}x{width}"
+        )
+    pred, ref = (crop(t, crop_border)[None] for t in (decoded.pred, decoded.ref))
+    if y_channel and pred.shape[1] == 3:  # float64 luma straight from the float32 pixels
+        pred, ref = rgb_to_y(pred, dtype=torch.float64), rgb_to_y(ref, dtype=torch.float64)
+    else:
+        pred, ref = pred.to(torch.float64), ref.to(torch.float64)
     scores = {}
-    if "psnr" in metrics:
-        scores["psnr"] = float(peak_signal_noise_ratio(ref, pred, data_range=1.0))  # type: ignore[no-untyped-call]
-    if "ssim" in metrics:
-        scores["ssim"] = float(
-            structural_similarity(  # type: ignore[no-untyped-call]
-                ref, pred, data_range=1.0, channel_axis=None if y_channel else 2,
-                gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-            )
-        )  # fmt: skip
+    if "psnr" in classic:
+        scores["psnr"] = float(psnr(pred, ref, reduction="none"))
+    if "ssim" in classic:
+        scores["ssim"] = float(ssim(pred, ref, reduction="none"))
     return scores
 
 
-def score_column(metric: str, *, lpips_net: str = "alex", random_weights: bool = False) -> str:
-    """The column (and ``scores``/``means`` key) of a metric: ``lpips`` for AlexNet LPIPS, the number
-    most SR tables quote, ``lpips_vgg`` for VGG16 LPIPS (a different number), and a ``_random``
-    suffix on ``lpips``/``dists`` computed with random weights.
-
-    Example:
-        >>> score_column("lpips"), score_column("lpips", lpips_net="vgg"), score_column("dists", random_weights=True)
-        ('lpips', 'lpips_vgg', 'dists_random')
-    """
-    if metric not in ("lpips", "dists"):
-        return metric
-    base = "lpips_vgg" if metric == "lpips" and lpips_net == "vgg" else metric
-    return f"{base}_random" if random_weights else base
-
-
-def _describe(name: str, module: object, random_weights: bool, given: bool) -> dict[str, Any]:
-    """The summary's record of a metric module: what it is and the ids/sha256 of its weights
-    (``"unit"`` learned layers for the random-weights modules :func:`default_metric` builds)."""
-    title = "LPIPS v0.1" if name == "lpips" else "DISTS"
-    if given:
-        title = f"{title.split()[0]} (given module {type(module).__name__})"
-    elif random_weights:
-        title = f"random weights: not {title.split()[0]}"
-    record: dict[str, Any] = {"metric": title}
-    if name == "lpips":
-        record["net"] = getattr(module, "net", None)
-        holder, learned = module, "lin_weights"
-    else:
-        holder, learned = getattr(module, "extractor", None), "dists_weights"
-    record["backbone"] = getattr(holder, "weights_id", None)
-    record["backbone_sha256"] = getattr(holder, "weights_sha256", None)
-    record["learned"] = "unit" if random_weights else getattr(module, f"{learned}_id", None)
-    record["learned_sha256"] = None if random_weights else getattr(module, f"{learned}_sha256", None)
-    return record
+def _ordered(tasks: Iterable[Any], work: Callable[[Any], Any], workers: int) -> Iterator[Any]:
+    """``work(task)`` for each task in order, ``workers`` threads ahead (inline for 0)."""
+    if workers == 0:
+        yield from map(work, tasks)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featx-score") as pool:
+        pending: deque[Future[Any]] = deque()
+        for task in tasks:
+            pending.append(pool.submit(work, task))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
-def default_metric(
-    name: str, device: torch.device, *, lpips_net: str = "alex", random_weights: bool = False
-) -> MetricModule:
-    """The module behind ``lpips`` / ``dists``: the registry's ImageNet backbone and learned layers
-    (``LPIPS_<NET>_V0_1``, ``DISTS_VGG16``), or with ``random_weights`` a random backbone (seed
-    0) and unit learned layers (all ones: every channel weighs the same)."""
-    import warnings
+class _DeepBatches:
+    """LPIPS/DISTS over pairs grouped by size, ``batch_size`` at a time; a failing batch is retried
+    pair by pair, so one pair's failure stays that pair's error."""
 
-    from featx.errors import RandomWeightsWarning
-    from featx.metrics.dists import DISTS, DISTS_CHANNELS
-    from featx.metrics.lpips import LPIPS
-    from featx.metrics.lpips import LPIPS_NETS as NETS
+    def __init__(self, nets: Mapping[str, MetricModule], columns: Mapping[str, str], device: torch.device, batch_size: int):
+        self.nets, self.columns, self.device, self.batch_size = nets, columns, device, batch_size
+        # channels_last on CPU, where oneDNN then skips its layout reorders (1.3x for DISTS' VGG16 at
+        # 256x256, as for featx extract); the modules' parameters change layout in place, not value
+        self.layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        for net in nets.values():
+            if isinstance(net, torch.nn.Module):
+                net.to(memory_format=self.layout)
+        self.groups: dict[tuple[int, ...], list[tuple[ScoredPair, torch.Tensor, torch.Tensor]]] = {}
 
-    module: torch.nn.Module
-    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
-        warnings.simplefilter("ignore", RandomWeightsWarning)  # score_folders warns once, for both
-        torch.manual_seed(_RANDOM_SEED)
-        if name == "dists":
-            if random_weights:
-                unit = torch.ones(1, sum(DISTS_CHANNELS), 1, 1)
-                module = DISTS(weights=None, dists_weights={"alpha": unit, "beta": unit}, reduction="none")
-            else:
-                module = DISTS(reduction="none")
-        elif random_weights:
-            lin = {f"lin{k}.model.1.weight": torch.ones(1, c, 1, 1) for k, c in enumerate(NETS[lpips_net][2])}
-            module = LPIPS(net=lpips_net, weights=None, lin_weights=lin, reduction="none")
+    def add(self, pair: ScoredPair, pred: torch.Tensor, ref: torch.Tensor) -> None:
+        for name, net in self.nets.items():
+            side = min_side(net)
+            if side is not None and min(pred.shape[1:]) < side:
+                pair.error = f"too small for {name}: needs at least {side}x{side} pixels, got {pred.shape[1]}x{pred.shape[2]}"
+                pair.scores.clear()
+                return
+        group = self.groups.setdefault(tuple(pred.shape), [])
+        group.append((pair, pred, ref))
+        if len(group) >= self.batch_size:
+            self._run(self.groups.pop(tuple(pred.shape)))
+
+    def finish(self) -> None:
+        for group in self.groups.values():
+            self._run(group)
+        self.groups.clear()
+
+    def _run(self, chunk: list[tuple[ScoredPair, torch.Tensor, torch.Tensor]]) -> None:
+        try:
+            preds = torch.stack([p for _, p, _ in chunk]).to(self.device).contiguous(memory_format=self.layout)
+            refs = torch.stack([r for _, _, r in chunk]).to(self.device).contiguous(memory_format=self.layout)
+            results = {}
+            with torch.no_grad():
+                for name, net in self.nets.items():
+                    results[name] = net(preds, refs).reshape(-1).double().cpu().tolist()
+        except (FeatxError, ValueError, RuntimeError) as error:
+            if len(chunk) > 1:
+                for item in chunk:
+                    self._run([item])
+                return
+            chunk[0][0].error = f"cannot score: {str(error).splitlines()[0]}"
+            chunk[0][0].scores.clear()
+            return
+        for name, values in results.items():
+            for (pair, _, _), value in zip(chunk, values, strict=True):
+                pair.scores[self.columns[name]] = value
+
+
+def _build_nets(
+    deep: list[str], modules: Optional[Mapping[str, MetricModule]], device: torch.device, options: dict[str, Any]
+) -> tuple[dict[str, MetricModule], dict[str, str], dict[str, dict[str, Any]]]:
+    """The LPIPS/DISTS modules, their provenance and their summary records."""
+    from featx.weights import gather_missing, verify_mode
+
+    strict = verify_mode(options["verify_weights"]) == "error"
+    random_weights = options["weights"] is None
+    given: dict[str, MetricModule] = {}
+    builders: dict[str, Callable[[], MetricModule]] = {}
+    for name in deep:
+        if modules is not None and name in modules:
+            given[name] = modules[name]
+            net = getattr(given[name], "net", options["lpips_net"])
+            if name == "lpips" and net != options["lpips_net"]:
+                raise FeatxValueError(f"modules['lpips'] is LPIPS net={net!r} but lpips_net={options['lpips_net']!r}")
         else:
-            module = LPIPS(net=lpips_net, reduction="none")
-    return module.to(device)
+            builders[name] = partial(default_metric, name, device, lpips_net=options["lpips_net"],
+                                     random_weights=random_weights, verify_weights="error" if strict else None)  # fmt: skip
+    built = dict(zip(builders, gather_missing(*builders.values()), strict=True)) if builders else {}  # every missing file at once
+    nets = {name: given[name] if name in given else built[name] for name in deep}
+    provenance: dict[str, str] = {}
+    described: dict[str, dict[str, Any]] = {}
+    for name in deep:
+        provenance[name] = weights_provenance(name, nets[name], random_weights=random_weights and name not in given)
+        if strict and provenance[name] != "verified":
+            raise FeatxValueError(
+                f"{name}: its weights are {provenance[name]} (not every part matched a known checkpoint's sha256) and "
+                "verified weights are required (verify_weights='error' or FEATX_REQUIRE_VERIFIED=1)"
+            )
+        described[name] = describe_metric(name, nets[name], provenance=provenance[name], given=name in given)
+    return nets, provenance, described
 
 
 def score_folders(
     pred_dir: PathLike,
     ref_dir: PathLike,
     *,
-    metrics: Iterable[str] = ("psnr", "ssim"),
+    metrics: Union[str, Iterable[str]] = ("psnr", "ssim"),
     crop_border: int = 0,
+    crop_scope: str = "psnr_ssim",
     y_channel: bool = False,
+    gray: str = "keep",
+    modcrop: Optional[int] = None,
     pair_by: str = "path",
+    pred_pattern: Optional[str] = None,
     alpha: str = "error",
     device: str = "cpu",
     batch_size: Optional[int] = None,
     lpips_net: str = "alex",
     weights: Optional[str] = "DEFAULT",
+    verify_weights: Optional[str] = None,
     modules: Optional[Mapping[str, MetricModule]] = None,
+    num_workers: Optional[int] = None,
     progress: bool = False,
 ) -> ScoreSummary:
     """Score every prediction in ``pred_dir`` against its reference in ``ref_dir``.
 
-    A pair that cannot be scored (unpaired, undecodable, sizes that differ, an image smaller than
-    the crop) is recorded with its error; the others are scored.
-
     Args:
         pred_dir: the SR outputs.
         ref_dir: the ground truth.
-        metrics: names from :data:`METRICS`.
-        crop_border: pixels removed on each side before every metric (the SR scale, as in BasicSR).
-        y_channel: PSNR and SSIM on BT.601 luma.
+        metrics: names from :data:`METRICS` (a list or ``"psnr,ssim"``).
+        crop_border: pixels removed on each side (the SR scale, as in BasicSR).
+        crop_scope: ``"psnr_ssim"`` (BasicSR's scripts) or ``"all"`` (LPIPS and DISTS too).
+        y_channel: PSNR and SSIM on BT.601 luma of RGB images.
+        gray: ``"keep"`` 1-channel images for PSNR/SSIM (BasicSR's ``calculate_psnr_ssim.py``) or
+            ``"repeat"`` them to RGB (BasicSR's ``test.py``); see :mod:`featx.metrics.conventions`.
+        modcrop: crop each reference to a multiple of this scale (BasicSR's ``mod_crop``).
         pair_by: ``"path"`` or ``"stem"`` (ignore extensions).
-        alpha: ``"error"`` or ``"drop"`` for images with an alpha channel.
+        pred_pattern: prediction names from reference names, ``"{stem}_ESRGAN_x4"``
+            (:func:`~featx.metrics.pairing.pair_folders`).
+        alpha: ``"error"`` or ``"drop"`` for images with an alpha channel (both sides).
         device: where LPIPS and DISTS run.
         batch_size: pairs of one size per LPIPS/DISTS batch; ``None``: 8 on an accelerator, 1 on
             CPU, where batches of large images run slower than single images (measured: DISTS on
             8 pairs of 256x256, 7.1 s one by one, 9.1 s as one batch; the activations leave the cache).
-        lpips_net: ``"alex"`` (the LPIPS most SR tables quote; column ``lpips``) or ``"vgg"``
-            (column ``lpips_vgg``).
-        weights: ``"DEFAULT"``: the registry's checkpoints from the local cache (ImageNet
-            backbones, ``LPIPS_<NET>_V0_1``, ``DISTS_VGG16``); ``None``: random backbones (seed
-            0) and unit learned layers, to try the scoring without
-            downloads. Warns :class:`~featx.errors.RandomWeightsWarning`; the columns get a
-            ``_random`` suffix, as the numbers are not LPIPS/DISTS.
+        lpips_net: ``"alex"`` (column ``lpips``) or ``"vgg"`` (column ``lpips_vgg``).
+        weights: ``"DEFAULT"``: the registry's checkpoints from the local cache; ``None``: random
+            backbones (seed 0) and unit learned layers, to try the scoring without downloads
+            (warns :class:`~featx.errors.RandomWeightsWarning`; columns ``*_random``).
+        verify_weights: ``"error"`` refuses LPIPS/DISTS weights that are not sha256-verified;
+            ``None``: ``FEATX_REQUIRE_VERIFIED`` decides; ``"warn"``: score them, in
+            ``*_unverified`` columns.
         modules: ``{"lpips" | "dists": module}`` to use instead of the modules ``weights`` builds
             (on CPU they run ``channels_last``: their parameters are converted in place); a
-            :class:`featx.LPIPS` must have ``net == lpips_net``. Their columns carry no ``_random``
-            suffix (``weights`` applies to the modules built here); the summary records their ids.
+            :class:`featx.LPIPS` must have ``net == lpips_net``. Their columns follow their provenance.
+        num_workers: threads decoding pairs and computing PSNR/SSIM; ``None``: up to 4, one per core.
         progress: show a progress bar on stderr.
 
     Returns:
@@ -291,15 +273,14 @@ def score_folders(
 
     Raises:
         FileNotFoundError: a folder does not exist.
-        ValueError: an unknown metric or pairing rule, a bad number.
+        ValueError: an unknown metric or option, a bad number, no images, no pair, unverified
+            weights under ``verify_weights="error"``.
         WeightsNotFoundError: LPIPS/DISTS weights are not on disk (their message says how to get them).
     """
-    chosen = [check_choice("metric", name, METRICS) for name in (metrics.split(",") if isinstance(metrics, str) else metrics)]
-    if not chosen:
-        raise FeatxValueError(f"metrics must name at least one of {', '.join(METRICS)}")
-    check_int("crop_border", crop_border, minimum=0)
-    check_bool("y_channel", y_channel)
-    check_choice("alpha", alpha, ALPHA_MODES)
+    options = dict(crop_border=crop_border, crop_scope=crop_scope, y_channel=y_channel, gray=gray, modcrop=modcrop,
+                   alpha=alpha, weights=weights, verify_weights=verify_weights, lpips_net=lpips_net,
+                   num_workers=num_workers)  # fmt: skip
+    chosen = _check_options(metrics, options)
     torch_device = torch.device(device)
     if batch_size is None:
         batch_size = 1 if torch_device.type == "cpu" else 8
@@ -307,151 +288,86 @@ def score_folders(
     from featx.metrics.lpips import LPIPS_NETS
 
     check_choice("lpips_net", lpips_net, tuple(LPIPS_NETS))
-    if weights is not None and weights != "DEFAULT":
-        raise FeatxValueError(
-            "weights must be 'DEFAULT' (the registry's LPIPS/DISTS checkpoints, from the local cache) or None "
-            f"(random backbones and unit learned layers, to try featx score), got {weights!r}"
-        )
-    deep = [name for name in chosen if name in ("lpips", "dists")]
-    given = set(deep) & set(modules or {})
-    random_weights = weights is None
-    randomised = [name for name in deep if random_weights and name not in given]
-    columns = {name: score_column(name, lpips_net=lpips_net, random_weights=name in randomised) for name in chosen}
-    pairs = pair_folders(pred_dir, ref_dir, pair_by=pair_by)
-    if randomised:
-        import warnings
-
-        from featx.errors import RandomWeightsWarning
-
+    workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+    pairs = pair_folders(pred_dir, ref_dir, pair_by=pair_by, pred_pattern=pred_pattern)
+    problem = _no_pairs_error(pairs, pred_dir, ref_dir)
+    if problem is not None:
+        raise FeatxValueError(problem)
+    deep = [name for name in chosen if name in _DEEP]
+    classic = [name for name in chosen if name not in _DEEP]
+    nets, provenance, described = _build_nets(deep, modules, torch_device, options)
+    columns = {name: score_column(name, lpips_net=lpips_net, provenance=provenance.get(name, "verified")) for name in chosen}
+    randomised = [name for name in deep if provenance[name] == "random"]
+    if randomised and weights is None:
         warnings.warn(
-            f"weights=None: {' and '.join(randomised)} run on random backbones (seed {_RANDOM_SEED}) with "
+            f"weights=None: {' and '.join(randomised)} run on random backbones (seed {RANDOM_SEED}) with "
             f"unit learned layers; the numbers (columns {', '.join(columns[name] for name in randomised)}) are not "
             "LPIPS/DISTS and only show that scoring works. Use weights='DEFAULT' with the files of "
             "`featx weights download NAME` for real numbers.",
             RandomWeightsWarning,
             stacklevel=2,
         )
-    nets: dict[str, MetricModule] = {}
-    described: dict[str, dict[str, Any]] = {}
-    for name in deep:
-        if modules is not None and name in given:
-            nets[name] = modules[name]
-            net = getattr(nets[name], "net", lpips_net)
-            if name == "lpips" and net != lpips_net:
-                raise FeatxValueError(f"modules['lpips'] is LPIPS net={net!r} but lpips_net={lpips_net!r}")
-    from functools import partial
+    deep_border = crop_border if crop_scope == "all" else 0
 
-    from featx.weights import gather_missing
+    def read(pair: ScoredPair) -> tuple[ScoredPair, Optional[DecodedPair]]:
+        if pair.error is not None or pair.pred is None or pair.ref is None:
+            return pair, None
+        try:
+            decoded = read_pair(pair.pred, pair.ref, alpha=alpha, gray=gray, modcrop=modcrop)
+            pair.warning = decoded.warning
+            pair.scores.update(_fidelity(decoded, classic, crop_border, y_channel) if classic else {})
+            if deep and min(decoded.pred.shape[1:]) - 2 * deep_border < 1:
+                raise FeatxValueError(f"nothing left of {tuple(decoded.pred.shape[1:])} (H, W) after crop_border={crop_border}")
+        except (*PAIR_ERRORS, FeatxValueError) as error:
+            pair.error, decoded = printable_name(str(error)), None
+            pair.scores.clear()
+        except Exception as error:  # one pair's failure of any kind (out of memory, ...) never ends the run
+            pair.error, decoded = printable_name(f"cannot score: {type(error).__name__}: {error}"), None
+            pair.scores.clear()
+        return pair, decoded if deep else None
 
-    builders = {
-        name: partial(default_metric, name, torch_device, lpips_net=lpips_net, random_weights=random_weights)
-        for name in deep
-        if name not in nets
-    }
-    built = dict(zip(builders, gather_missing(*builders.values()), strict=True))  # all missing files in one error
-    nets = {name: nets[name] if name in nets else built[name] for name in deep}
-    for name in deep:
-        described[name] = _describe(name, nets[name], name in randomised, name in given)
     from tqdm.auto import tqdm
 
-    by_size: dict[tuple[int, ...], list[tuple[ScoredPair, torch.Tensor, torch.Tensor]]] = {}
-    for pair in tqdm(pairs, desc="featx score", unit="pair", disable=not progress):
-        if pair.error is not None or pair.pred is None or pair.ref is None:
-            continue
-        try:
-            pred, ref = load_image(pair.pred, alpha=alpha), load_image(pair.ref, alpha=alpha)
-        except ImageDecodeError as error:
-            pair.error = str(error)
-            continue
-        if pred.shape != ref.shape:
-            pair.error = f"sizes differ: prediction {tuple(pred.shape[1:])}, reference {tuple(ref.shape[1:])} (H, W)"
-            continue
-        if crop_border:
-            if min(pred.shape[1:]) <= 2 * crop_border:
-                pair.error = f"image {tuple(pred.shape[1:])} is not larger than twice crop_border={crop_border}"
-                continue
-            pred = pred[:, crop_border:-crop_border, crop_border:-crop_border]
-            ref = ref[:, crop_border:-crop_border, crop_border:-crop_border]
-        classic = [name for name in chosen if name in ("psnr", "ssim")]
-        if classic:
-            as_array = [t.double().permute(1, 2, 0).numpy() for t in (pred, ref)]
-            pair.scores.update(_classic(as_array[0], as_array[1], classic, y_channel))  # psnr/ssim: own columns
-        if deep:
-            by_size.setdefault(tuple(pred.shape), []).append((pair, pred, ref))
-    # channels_last on CPU, where oneDNN then skips its layout reorders (1.3x for DISTS' VGG16 at
-    # 256x256, as for featx extract); the modules' parameters change layout in place, not value
-    layout = torch.channels_last if torch_device.type == "cpu" else torch.contiguous_format
-    for net in nets.values():
-        if isinstance(net, torch.nn.Module):
-            net.to(memory_format=layout)
-    for group in by_size.values():
-        for start in range(0, len(group), batch_size):
-            chunk = group[start : start + batch_size]
-            preds = torch.stack([p for _, p, _ in chunk]).to(torch_device).contiguous(memory_format=layout)
-            refs = torch.stack([r for _, _, r in chunk]).to(torch_device).contiguous(memory_format=layout)
-            with torch.no_grad():
-                for name in deep:
-                    values = nets[name](preds, refs).reshape(-1).double().cpu().tolist()
-                    for (pair, _, _), value in zip(chunk, values, strict=True):
-                        pair.scores[columns[name]] = value
-    scored = [pair for pair in pairs if pair.error is None]
-    means = {
-        column: (sum(p.scores[column] for p in scored) / len(scored)) if scored else math.nan
-        for column in columns.values()
-    }
+    batches = _DeepBatches(nets, columns, torch_device, batch_size)
+    with strict_loading():  # decoding threads share Pillow's truncation flag: held off for the whole run
+        results = _ordered(pairs, read, workers)
+        for pair, decoded in tqdm(results, total=len(pairs), desc="featx score", unit="pair", disable=not progress):
+            if decoded is not None and pair.error is None:
+                pred, ref = decoded.rgb()
+                batches.add(pair, crop(pred, deep_border), crop(ref, deep_border))
+        batches.finish()
+    _warn_gray(pairs)
+    scored = [pair for pair in pairs if pair.error is None and not pair.unpaired]
+    means = {column: (sum(p.scores[column] for p in scored) / len(scored)) if scored else math.nan for column in columns.values()}
     config = {
         "metrics": chosen,
         "columns": [columns[name] for name in chosen],
         "lpips_net": lpips_net,
         "random_weights": randomised,
+        "unverified_weights": [name for name in deep if provenance[name] == "unverified"],
         "crop_border": crop_border,
+        "crop_scope": crop_scope,
         "y_channel": y_channel,
+        "gray": gray,
+        "modcrop": modcrop,
         "pair_by": pair_by,
+        "pred_pattern": pred_pattern,
         "alpha": alpha,
         "weights": described,
-        "pred_dir": os.fspath(pred_dir),
-        "ref_dir": os.fspath(ref_dir),
+        "pred_dir": printable_name(os.fspath(pred_dir)),
+        "ref_dir": printable_name(os.fspath(ref_dir)),
     }
     return ScoreSummary(pairs, means, config)
 
 
-def write_scores(summary: ScoreSummary, csv_path: PathLike) -> Path:
-    """Write the per-pair CSV (``key,<column>,...``, scored pairs in key order) and, next to it, a
-    JSON summary (means, counts, errors, configuration); both atomically. Returns the JSON path.
-
-    Example:
-        >>> import tempfile, os, json
-        >>> s = ScoreSummary([ScoredPair("a.png", "x", "y", {"psnr": 30.0})], {"psnr": 30.0}, {"metrics": ["psnr"]})
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     j = write_scores(s, os.path.join(d, "scores.csv"))
-        ...     print(open(os.path.join(d, "scores.csv")).read().strip(), json.loads(j.read_text())["means"])
-        key,psnr
-        a.png,30.0 {'psnr': 30.0}
-    """
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics = summary.columns
-    lines = [_csv_line(["key", *metrics])]
-    for pair in summary.pairs:
-        if pair.error is None:
-            row = [pair.key, *(repr(pair.scores[name]) for name in metrics)]
-            lines.append(_csv_line(row))
-    write_atomic(csv_path, [line.encode("utf-8") for line in lines])
-    payload = {
-        "means": summary.means,
-        "scored": len(summary.pairs) - len(summary.errors),
-        "failed": len(summary.errors),
-        "errors": [{"key": p.key, "pred": p.pred, "ref": p.ref, "error": p.error} for p in summary.errors],
-        "config": summary.config,
-    }
-    json_path = csv_path.with_suffix(".json")
-    write_atomic(json_path, [(json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")])
-    return json_path
-
-
-def _csv_line(row: Sequence[str]) -> str:
-    import io
-
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(row)
-    return buffer.getvalue()
+def _warn_gray(pairs: list[ScoredPair]) -> None:
+    """One warning for every pair that compared a gray image with an RGB one."""
+    noted = [pair for pair in pairs if pair.warning is not None]
+    if noted:
+        first = noted[0]
+        warnings.warn(
+            f"{len(noted)} pair(s) compare a gray image with an RGB one and were scored as RGB "
+            f"(first: {printable_name(first.key)}: {first.warning})",
+            FeatxWarning,
+            stacklevel=3,
+        )
