@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from featx._checks import check_choice
+from featx.backbones.vgg.layers import ARCHS as VGG_ARCHS
 from featx.backbones.vgg.layers import layer_names
 
 __all__ = ["PRESETS", "Preset", "get_preset"]
@@ -36,8 +37,11 @@ class Preset:
 
     @property
     def taps(self) -> tuple[str, ...]:
-        """All taps the preset needs (feature and style terms), in depth order."""
-        names = {name for name, _ in self.layer_weights + self.style_weights}
+        """All taps the preset needs (feature and style terms), in depth order (presets of other
+        families than VGG list them in depth order)."""
+        names = [name for name, _ in self.layer_weights + self.style_weights]
+        if self.arch not in VGG_ARCHS:
+            return tuple(dict.fromkeys(names))
         return tuple(name for name in layer_names(self.arch) if name in names)
 
 
