@@ -104,6 +104,17 @@ PRESETS: dict[str, Preset] = {
         normalize_channels=True,
         source="LPIPS paper sec. 3 (lin=False 'baseline' variant), lpips/pretrained_networks.py vgg16 slices",
     ),
+    # LPIPS, SqueezeNet 1.1 variant: lpips/pretrained_networks.py slices squeezenet1_1().features
+    # [0:2], [2:5], [5:8], [8:10], [10:11], [11:12], [12:13], whose ends are relu1, fire3, fire5,
+    # fire6, fire7, fire8 and fire9; unit-normalised over channels, squared L2, no learned layers
+    # (featx.LPIPS(net="squeeze") is the calibrated metric).
+    "lpips_squeeze": Preset(
+        arch="squeezenet1_1",
+        layer_weights=tuple((name, 1.0) for name in ("relu1", "fire3", "fire5", "fire6", "fire7", "fire8", "fire9")),
+        criterion="l2",
+        normalize_channels=True,
+        source="LPIPS paper sec. 3 (lin=False 'baseline' variant), lpips/pretrained_networks.py squeezenet slices",
+    ),
 }
 
 
