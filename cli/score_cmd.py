@@ -13,7 +13,7 @@ from featx._choices import ALPHA_MODES, METRICS, PAIR_BY
 
 # the values of featx.metrics.lpips.LPIPS_NETS and featx.metrics.conventions' GRAY_MODES and
 # CROP_SCOPES, repeated here so that --help does not import torch (tests/test_score_cli.py checks them)
-LPIPS_NETS = ("alex", "vgg")
+LPIPS_NETS = ("alex", "vgg", "squeeze")
 GRAY_MODES = ("keep", "repeat")
 CROP_SCOPES = ("psnr_ssim", "all")
 
@@ -94,7 +94,8 @@ def _counts_line(summary: Any) -> str:
 @click.option("--workers", default=None, type=click.IntRange(min=0),
               help="Threads decoding pairs and computing PSNR/SSIM (default: one per core, up to 4; 0: none).")  # fmt: skip
 @click.option("--lpips-net", type=click.Choice(LPIPS_NETS), default="alex", show_default=True,
-              help="LPIPS backbone: alex (the number most SR tables quote; column lpips) or vgg (column lpips_vgg).")  # fmt: skip
+              help="LPIPS backbone: alex (the number most SR tables quote; column lpips), vgg (column "
+                   "lpips_vgg) or squeeze (column lpips_squeeze).")  # fmt: skip
 @click.option("--weights", type=click.Choice(["DEFAULT", "random"], case_sensitive=False), default="DEFAULT",
               show_default=True,
               help="DEFAULT: the downloaded LPIPS/DISTS checkpoints; random: random backbones and unit learned "

@@ -19,6 +19,7 @@ from featx._version import __version__
 if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDEs
     from featx.backbones.alexnet import AlexNetFeatures
     from featx.backbones.lte import LTE
+    from featx.backbones.squeezenet import SqueezeNetFeatures
     from featx.backbones.table import layer_table
     from featx.backbones.taps import TapInfo, resolve_taps
     from featx.backbones.vgg.features import VGGFeatures
@@ -115,6 +116,7 @@ _EXPORTS = {
     "RandomWeightsWarning": "featx.errors",
     "ResNetWeights": "featx.weights",
     "SlicedWassersteinOnFeatures": "featx.losses.texture",
+    "SqueezeNetFeatures": "featx.backbones.squeezenet",
     "SqueezeNetWeights": "featx.weights",
     "StyleLoss": "featx.losses.modules",
     "TEXTURE_KINDS": "featx.losses.modules",
@@ -189,6 +191,7 @@ __all__ = [
     "RandomWeightsWarning",
     "ResNetWeights",
     "SlicedWassersteinOnFeatures",
+    "SqueezeNetFeatures",
     "SqueezeNetWeights",
     "StyleLoss",
     "TEXTURE_KINDS",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from featx._checks import check_choice
+from featx.backbones.vgg.layers import ARCHS as VGG_ARCHS
 from featx.backbones.vgg.layers import layer_names
 
 __all__ = ["PRESETS", "Preset", "get_preset"]
@@ -36,8 +37,11 @@ class Preset:
 
     @property
     def taps(self) -> tuple[str, ...]:
-        """All taps the preset needs (feature and style terms), in depth order."""
-        names = {name for name, _ in self.layer_weights + self.style_weights}
+        """All taps the preset needs (feature and style terms), in depth order (presets of other
+        families than VGG list them in depth order)."""
+        names = [name for name, _ in self.layer_weights + self.style_weights]
+        if self.arch not in VGG_ARCHS:
+            return tuple(dict.fromkeys(names))
         return tuple(name for name in layer_names(self.arch) if name in names)
 
 
@@ -99,6 +103,17 @@ PRESETS: dict[str, Preset] = {
         criterion="l2",
         normalize_channels=True,
         source="LPIPS paper sec. 3 (lin=False 'baseline' variant), lpips/pretrained_networks.py vgg16 slices",
+    ),
+    # LPIPS, SqueezeNet 1.1 variant: lpips/pretrained_networks.py slices squeezenet1_1().features
+    # [0:2], [2:5], [5:8], [8:10], [10:11], [11:12], [12:13], whose ends are relu1, fire3, fire5,
+    # fire6, fire7, fire8 and fire9; unit-normalised over channels, squared L2, no learned layers
+    # (featx.LPIPS(net="squeeze") is the calibrated metric).
+    "lpips_squeeze": Preset(
+        arch="squeezenet1_1",
+        layer_weights=tuple((name, 1.0) for name in ("relu1", "fire3", "fire5", "fire6", "fire7", "fire8", "fire9")),
+        criterion="l2",
+        normalize_channels=True,
+        source="LPIPS paper sec. 3 (lin=False 'baseline' variant), lpips/pretrained_networks.py squeezenet slices",
     ),
 }
 

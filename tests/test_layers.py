@@ -58,9 +58,12 @@ def test_resolve_taps_orders_dedupes_and_accepts_strings():
 
 
 def test_presets_use_valid_taps_and_cite_sources():
+    from featx.backbones.catalog import available_taps
+
     for name, preset in PRESETS.items():
-        valid = set(layer_names(preset.arch))
-        assert set(preset.taps) <= valid, name
+        valid = [info.name for info in available_taps(preset.arch)]  # the arch's layers, in depth order
+        assert set(preset.taps) <= set(valid), name
+        assert list(preset.taps) == [tap for tap in valid if tap in preset.taps], name  # depth order
         assert preset.source, name
     assert PRESETS["ttsr_lte"].taps == ("relu1_1", "relu2_1", "relu3_1")
     assert dict(PRESETS["real_esrgan"].layer_weights) == {

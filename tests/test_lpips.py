@@ -26,8 +26,13 @@ from featx.metrics.lpips import LPIPS, LPIPS_NETS
 from featx.weights import MetricWeights
 
 SHIPPED = Path(lpips.__file__).parent / "weights" / "v0.1"
-LPIPS_FILES = {"alex": MetricWeights.LPIPS_ALEX_V0_1, "vgg": MetricWeights.LPIPS_VGG_V0_1}
-SIZES = {"alex": 64, "vgg": 32}
+LPIPS_FILES = {
+    "alex": MetricWeights.LPIPS_ALEX_V0_1,
+    "vgg": MetricWeights.LPIPS_VGG_V0_1,
+    "squeeze": MetricWeights.LPIPS_SQUEEZE_V0_1,
+}
+SIZES = {"alex": 64, "vgg": 32, "squeeze": 48}
+NETS = ["alex", "vgg", "squeeze"]
 
 
 def shipped(net: str) -> Path:
@@ -48,7 +53,8 @@ def reference(net: str, *, spatial: bool = False) -> lpips.LPIPS:
 
 
 def backbone_state(ref: lpips.LPIPS) -> dict[str, torch.Tensor]:
-    """lpips' ``net.slice{k}.{i}.*`` keys are torchvision's ``features.{i}.*``."""
+    """lpips' ``net.slice{k}.{i}.*`` keys are torchvision's ``features.{i}.*`` (``features.{i}.squeeze.*``
+    for SqueezeNet's Fire modules)."""
     return {re.sub(r"^net\.slice\d+\.", "features.", k): v for k, v in ref.state_dict().items() if k.startswith("net.")}
 
 
@@ -75,7 +81,7 @@ def lin_state(net: str, value: float = 0.5) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("net", ["alex", "vgg"])
+@pytest.mark.parametrize("net", NETS)
 def test_shipped_lin_files_have_the_registered_sha256(net):
     member = LPIPS_FILES[net]
     assert hashlib.sha256(shipped(net).read_bytes()).hexdigest() == member.sha256_prefix  # the full digest
@@ -88,7 +94,7 @@ def test_shipped_lin_files_have_the_registered_sha256(net):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("net", ["alex", "vgg"])
+@pytest.mark.parametrize("net", NETS)
 @pytest.mark.parametrize("input_range", [(0.0, 1.0), (-1.0, 1.0), (0.0, 255.0)])
 def test_values_match_lpips_fp32(net, input_range):
     ref = reference(net)
@@ -101,14 +107,14 @@ def test_values_match_lpips_fp32(net, input_range):
     assert float(((got - expected).abs() / expected.abs()).max()) < 1e-5
 
 
-@pytest.mark.parametrize("net", ["alex", "vgg"])
+@pytest.mark.parametrize("net", NETS)
 def test_normalize_true_is_input_range_0_1(net):
     ref = reference(net)
     x, y = images(net, batch=2)
     torch.testing.assert_close(ours(net, ref)(x, y), ref(x, y, normalize=True).mean(), rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("net", ["alex", "vgg"])
+@pytest.mark.parametrize("net", NETS)
 def test_input_gradients_match_lpips_float64(net):
     ref = reference(net).double()
     metric = ours(net, ref, reduction="sum").double()
@@ -126,7 +132,7 @@ def test_input_gradients_match_lpips_float64(net):
     assert rel_err(y_ours.grad, y_ref.grad) < 1e-6
 
 
-@pytest.mark.parametrize("net", ["alex", "vgg"])
+@pytest.mark.parametrize("net", NETS)
 def test_spatial_map_matches_lpips(net):
     ref = reference(net, spatial=True)
     x, y = images(net, batch=2)
@@ -138,12 +144,13 @@ def test_spatial_map_matches_lpips(net):
     torch.testing.assert_close(batch_mean, got.mean(dim=0))
 
 
-def test_per_layer_terms_match_lpips():
-    ref = reference("alex")
-    x, y = images("alex", batch=2)
+@pytest.mark.parametrize("net", ["alex", "squeeze"])
+def test_per_layer_terms_match_lpips(net):
+    ref = reference(net)
+    x, y = images(net, batch=2)
     total, ref_layers = ref(x, y, retPerLayer=True, normalize=True)
-    value, terms = ours("alex", ref, reduction="none")(x, y, return_terms=True)
-    assert list(terms) == ["relu1", "relu2", "relu3", "relu4", "relu5"]
+    value, terms = ours(net, ref, reduction="none")(x, y, return_terms=True)
+    assert list(terms) == list(LPIPS_NETS[net][1])
     for term, expected in zip(terms.values(), ref_layers, strict=True):
         torch.testing.assert_close(term, expected.flatten(), rtol=1e-5, atol=1e-9)
     torch.testing.assert_close(sum(terms.values()), value)
@@ -186,7 +193,7 @@ def test_frozen_module_works_as_a_training_loss():
     assert all(p.grad is None for p in metric.parameters())
 
 
-@pytest.mark.parametrize("net", ["alex", "vgg"])
+@pytest.mark.parametrize("net", NETS)
 def test_autocast_bf16_runs_with_fp32_statistics(net):
     ref = reference(net)
     metric = ours(net, ref, reduction="none")
@@ -215,7 +222,7 @@ def test_float64_module_and_dtype_mismatch():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("net", ["alex", "vgg"])
+@pytest.mark.parametrize("net", NETS)
 def test_default_lin_weights_come_from_featx_home(net, monkeypatch, tmp_path):
     home = tmp_path / "fx"
     monkeypatch.setenv("FEATX_HOME", str(home))
@@ -356,6 +363,41 @@ def test_default_backbone_comes_from_featx_home(monkeypatch, tmp_path):
     assert metric.lin_weights_id == "LPIPS_ALEX_V0_1" and metric.lin_weights_verified is True
     x, y = images("alex", batch=2)
     torch.testing.assert_close(metric(x, y), ref(x, y, normalize=True).mean(), rtol=1e-5, atol=0)
+
+
+def test_squeeze_net_entry_is_lpips_own():
+    # reference: lpips.LPIPS(net="squeeze") itself: its channel list and seven linear layers
+    ref = reference("squeeze")
+    arch, taps, channels = LPIPS_NETS["squeeze"]
+    assert (arch, list(channels), len(ref.lins)) == ("squeezenet1_1", ref.chns, 7)
+    metric = ours("squeeze", ref)
+    assert metric.backbone.taps == taps and type(metric.backbone).__name__ == "SqueezeNetFeatures"
+    assert len(metric.backbone.features) == 13 and metric.min_input_size == 17
+    with pytest.raises(ValueError, match="at least 17x17"):
+        metric(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    with pytest.raises(WeightsLoadError, match=r"missing keys \(2\)"):
+        LPIPS("squeeze", weights=backbone_state(ref), lin_weights=shipped("alex"))  # 5 layers, not 7
+
+
+def test_squeeze_defaults_come_from_disk(package_weights, monkeypatch, tmp_path):
+    home = tmp_path / "fx"
+    home.mkdir()
+    monkeypatch.setenv("FEATX_HOME", str(home))
+    with pytest.raises(WeightsNotFoundError, match=r"squeezenet1_1-b8a52dc0\.pth(?s:.*)featx weights download SQUEEZENET1_1"):
+        LPIPS("squeeze")
+    ref = reference("squeeze")
+    torch.save(backbone_state(ref), home / "squeezenet1_1-b8a52dc0.pth")  # fabricated under the real name
+    with pytest.warns(UnverifiedWeightsWarning, match="SQUEEZENET1_1_IMAGENET1K_V1"):
+        metric = LPIPS("squeeze")  # both "DEFAULT"; the linear layers are the lpips package's own file
+    assert metric.weights_id == "unverified:SQUEEZENET1_1_IMAGENET1K_V1" and metric.weights_verified is False
+    assert metric.lin_weights_id == "LPIPS_SQUEEZE_V0_1" and metric.lin_weights_verified is True
+    x, y = images("squeeze", batch=2)
+    torch.testing.assert_close(metric(x, y), ref(x, y, normalize=True).mean(), rtol=1e-5, atol=0)
+
+
+def test_missing_squeeze_lin_weights_name_the_download():
+    with pytest.raises(WeightsNotFoundError, match=r"lpips_squeeze_v0\.1\.pth(?s:.*)featx weights download LPIPS_SQUEEZE_V0_1"):
+        LPIPS("squeeze", weights=backbone_state(reference("squeeze")))
 
 
 def test_copies_pickles_and_device_moves_keep_the_values():

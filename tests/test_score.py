@@ -333,7 +333,7 @@ def test_lpips_net_and_weights_arguments_are_checked(clean):
     with pytest.raises(ValueError, match="modules\\['lpips'\\] is LPIPS net='alex' but lpips_net='vgg'"):
         score_folders(pred, ref, metrics=["lpips"], lpips_net="vgg", modules={"lpips": alex})
     help_text = CliRunner().invoke(cli, ["score", "--help"]).output
-    assert "--lpips-net [alex|vgg]" in help_text and "--weights" in help_text
+    assert "--lpips-net [alex|vgg|squeeze]" in help_text and "--weights" in help_text
 
 
 class _StubLPIPS(torch.nn.Module):

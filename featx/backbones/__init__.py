@@ -1,10 +1,11 @@
 """Feature extractors with canonical tap names, cut after the deepest tap, frozen by default.
 
 One module (or folder) per family: :mod:`~featx.backbones.vgg` (layers, extractor, fully
-convolutional head), :mod:`~featx.backbones.alexnet`, :mod:`~featx.backbones.lte` (TTSR). Shared
-parts: :mod:`~featx.backbones.base` (``BackboneFeatures``, the contract every family follows),
-:mod:`~featx.backbones.catalog` (every architecture by name: ``build_backbone``),
-:mod:`~featx.backbones.taps`, :mod:`~featx.backbones.pooling`, :mod:`~featx.backbones.table`.
+convolutional head), :mod:`~featx.backbones.alexnet`, :mod:`~featx.backbones.squeezenet`,
+:mod:`~featx.backbones.lte` (TTSR). Shared parts: :mod:`~featx.backbones.base`
+(``BackboneFeatures``, the contract every family follows), :mod:`~featx.backbones.catalog` (every
+architecture by name: ``build_backbone``), :mod:`~featx.backbones.taps`,
+:mod:`~featx.backbones.pooling`, :mod:`~featx.backbones.table`.
 
 Names are imported on first use (PEP 562), so importing the package does not import torch.
 """
@@ -36,6 +37,14 @@ if TYPE_CHECKING:
     from featx.backbones.lte import LTE as LTE
     from featx.backbones.pooling import L2Pool2d as L2Pool2d
     from featx.backbones.pooling import make_pool as make_pool
+    from featx.backbones.squeezenet import FIRE_PARTS as FIRE_PARTS
+    from featx.backbones.squeezenet import SQUEEZENET_ALIASES as SQUEEZENET_ALIASES
+    from featx.backbones.squeezenet import SQUEEZENET_LAYERS as SQUEEZENET_LAYERS
+    from featx.backbones.squeezenet import SqueezeNetFeatures as SqueezeNetFeatures
+    from featx.backbones.squeezenet import SqueezeNetLayer as SqueezeNetLayer
+    from featx.backbones.squeezenet import squeezenet_min_input_size as squeezenet_min_input_size
+    from featx.backbones.squeezenet import squeezenet_output_size as squeezenet_output_size
+    from featx.backbones.squeezenet import squeezenet_taps as squeezenet_taps
     from featx.backbones.table import CLASSIFIER as CLASSIFIER
     from featx.backbones.table import HEADS as HEADS
     from featx.backbones.table import LayerRow as LayerRow
@@ -65,6 +74,7 @@ _EXPORTS = {
     "CLASSIFIER": "featx.backbones.table",
     "ConvHead": "featx.backbones.vgg.head",
     "FAMILIES": "featx.backbones.catalog",
+    "FIRE_PARTS": "featx.backbones.squeezenet",
     "HEADS": "featx.backbones.table",
     "IMAGENET_MEAN": "featx.backbones.base",
     "IMAGENET_STD": "featx.backbones.base",
@@ -74,6 +84,10 @@ _EXPORTS = {
     "LayerSpec": "featx.backbones.vgg.layers",
     "POOLINGS": "featx.backbones.vgg.layers",
     "RANGE_CHECKED_CALLS": "featx.backbones.base",
+    "SQUEEZENET_ALIASES": "featx.backbones.squeezenet",
+    "SQUEEZENET_LAYERS": "featx.backbones.squeezenet",
+    "SqueezeNetFeatures": "featx.backbones.squeezenet",
+    "SqueezeNetLayer": "featx.backbones.squeezenet",
     "TapInfo": "featx.backbones.taps",
     "VGGFeatures": "featx.backbones.vgg.features",
     "alexnet_min_input_size": "featx.backbones.alexnet",
@@ -94,6 +108,9 @@ _EXPORTS = {
     "resolve_taps": "featx.backbones.taps",
     "run_tapped": "featx.backbones.base",
     "select_taps": "featx.backbones.taps",
+    "squeezenet_min_input_size": "featx.backbones.squeezenet",
+    "squeezenet_output_size": "featx.backbones.squeezenet",
+    "squeezenet_taps": "featx.backbones.squeezenet",
     "tap_names": "featx.backbones.taps",
 }
 

@@ -13,6 +13,7 @@ from typing import Any, Union
 from featx._checks import check_choice
 from featx.backbones.alexnet import alexnet_taps
 from featx.backbones.base import BackboneFeatures
+from featx.backbones.squeezenet import squeezenet_taps
 from featx.backbones.taps import TapInfo
 from featx.backbones.vgg.layers import ARCHS as VGG_ARCHS
 from featx.backbones.vgg.layers import layer_specs
@@ -22,6 +23,7 @@ __all__ = ["FAMILIES", "architectures", "available_taps", "build_backbone", "fam
 FAMILIES: dict[str, tuple[str, ...]] = {
     "vgg": VGG_ARCHS,
     "alexnet": ("alexnet",),
+    "squeezenet": ("squeezenet1_1",),
 }
 """Family name -> its architectures."""
 
@@ -61,6 +63,8 @@ def available_taps(arch: str, **options: Any) -> tuple[TapInfo, ...]:
     if family == "vgg":
         pooling = options.get("pooling", "max")
         return tuple(TapInfo(s.name, s.index, s.out_channels, s.stride) for s in layer_specs(arch, pooling=pooling))
+    if family == "squeezenet":
+        return squeezenet_taps()
     return alexnet_taps()
 
 
@@ -76,7 +80,13 @@ def _alexnet(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> Backb
     return AlexNetFeatures(taps, **kwargs)
 
 
-_BUILDERS: dict[str, Callable[..., BackboneFeatures]] = {"vgg": _vgg, "alexnet": _alexnet}
+def _squeezenet(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> BackboneFeatures:
+    from featx.backbones.squeezenet import SqueezeNetFeatures
+
+    return SqueezeNetFeatures(taps, **kwargs)
+
+
+_BUILDERS: dict[str, Callable[..., BackboneFeatures]] = {"vgg": _vgg, "alexnet": _alexnet, "squeezenet": _squeezenet}
 
 
 def build_backbone(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> BackboneFeatures:

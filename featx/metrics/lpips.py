@@ -1,5 +1,5 @@
 """``LPIPS``: the calibrated Learned Perceptual Image Patch Similarity (Zhang et al., CVPR 2018,
-v0.1 weights) on a VGG16 or AlexNet backbone, as a frozen module usable as a training loss."""
+v0.1 weights) on an AlexNet, VGG16 or SqueezeNet 1.1 backbone, as a frozen module usable as a training loss."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from torch import nn
 
 from featx._checks import InputRange, check_bool, check_choice
 from featx.backbones._frozen import register_frozen_hooks
-from featx.backbones.alexnet import AlexNetFeatures
-from featx.backbones.vgg.features import VGGFeatures
+from featx.backbones.base import BackboneFeatures
+from featx.backbones.catalog import build_backbone
 from featx.losses._features import autocast_off, check_reduction, compute_dtype, reduce_batch
 from featx.metrics._pair import PairMetric
 
@@ -26,6 +26,13 @@ LPIPS_NETS: dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]] = {
     # relu1..relu5; vgg16 slices [0:4], [4:9], [9:16], [16:23], [23:30] end at relu1_2..relu5_3.
     "alex": ("alexnet", ("relu1", "relu2", "relu3", "relu4", "relu5"), (64, 192, 384, 256, 256)),
     "vgg": ("vgg16", ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"), (64, 128, 256, 512, 512)),
+    # squeezenet1_1 slices [0:2], [2:5], [5:8], [8:10], [10:11], [11:12], [12:13] end at relu1, fire3,
+    # fire5, fire6, fire7, fire8, fire9 (seven linear layers lin0..lin6).
+    "squeeze": (
+        "squeezenet1_1",
+        ("relu1", "fire3", "fire5", "fire6", "fire7", "fire8", "fire9"),
+        (64, 128, 256, 384, 384, 512, 512),
+    ),
 }
 """``net`` -> (backbone arch, taps, channels) of the LPIPS variants."""
 
@@ -56,7 +63,7 @@ def _lpips_affine(input_range: InputRange) -> tuple[tuple[float, ...], tuple[flo
 class LPIPS(PairMetric):
     """LPIPS distance between two image batches, equal to the ``lpips`` package (v0.1) on the same weights.
 
-    For each tap ``l`` (AlexNet ``relu1..relu5`` or VGG16 ``relu1_2..relu5_3``) the features of
+    For each tap ``l`` (AlexNet ``relu1..relu5``, VGG16 ``relu1_2..relu5_3``, SqueezeNet's 7 slice ends) the features of
     both images are unit-normalised over channels, ``f / (||f||_2 + 1e-10)``, their squared
     difference is weighted per channel by the learned linear layer ``w_l`` (1x1 convolution, no
     bias) and averaged over space; the layers add up::
@@ -72,15 +79,15 @@ class LPIPS(PairMetric):
     run in float32 (float64 stays float64).
 
     Args:
-        net: ``"alex"`` (LPIPS's default, the number most SR papers report) or ``"vgg"``.
-        weights: the backbone: ``"DEFAULT"`` (``ALEXNET_IMAGENET1K_V1`` / ``VGG16_IMAGENET1K_V1``
-            from the local cache), a registry member or name, torchvision's enum name, a path, a
-            state dict or ``None`` (random; warns), as for :class:`~featx.VGGFeatures`.
-        lin_weights: the linear layers: ``"DEFAULT"`` (``LPIPS_ALEX_V0_1`` / ``LPIPS_VGG_V0_1``
-            from the local cache; ``featx weights download NAME`` fetches them), a
-            :class:`~featx.weights.MetricWeights` name, a path to a file in the lpips format (keys
-            ``lin0.model.1.weight`` ... ``lin4.model.1.weight``, shape ``(1, C, 1, 1)``), or a
-            state dict with those keys.
+        net: ``"alex"`` (LPIPS's default, the number most SR papers report), ``"vgg"`` or ``"squeeze"``.
+        weights: the backbone: ``"DEFAULT"`` (``ALEXNET_IMAGENET1K_V1`` / ``VGG16_IMAGENET1K_V1`` /
+            ``SQUEEZENET1_1_IMAGENET1K_V1`` from the local cache), a registry member or name, torchvision's enum name, a path,
+            a state dict or ``None`` (random; warns), as for :class:`~featx.VGGFeatures`.
+        lin_weights: the linear layers: ``"DEFAULT"`` (``LPIPS_ALEX_V0_1`` / ``LPIPS_VGG_V0_1`` /
+            ``LPIPS_SQUEEZE_V0_1`` from the local cache; ``featx weights download NAME`` fetches
+            them), a :class:`~featx.weights.MetricWeights` name, a path to a file in the lpips format
+            (keys ``lin0.model.1.weight`` ... ``lin4.model.1.weight``, up to ``lin6`` for
+            ``"squeeze"``, shape ``(1, C, 1, 1)``), or a state dict with those keys.
         input_range: ``(lo, hi)`` of the input values: ``(0, 1)`` is lpips' ``normalize=True``,
             ``(-1, 1)`` its default; ``"normalized"`` for ImageNet-normalised inputs (lpips'
             scaling layer is ImageNet's normalisation, so they go to the backbone unchanged).
@@ -106,7 +113,8 @@ class LPIPS(PairMetric):
 
     Shape:
         - Inputs: ``pred`` ``(B, 3, H, W)`` and ``target`` ``(B, 3, H, W)`` or ``(1, 3, H, W)``
-          (``(., 1, H, W)`` with ``gray="repeat"``), at least :attr:`min_input_size`.
+          (``(., 1, H, W)`` with ``gray="repeat"``), at least :attr:`min_input_size` (31x31 for
+          ``"alex"``, 16x16 for ``"vgg"`` and 17x17 for ``"squeeze"``).
         - Output: ``()`` for ``"mean"``/``"sum"``, ``(B,)`` for ``"none"``; with ``spatial=True``
           ``(B, 1, H, W)`` for ``"none"`` and the batch mean/sum ``(1, H, W)`` otherwise.
 
@@ -147,14 +155,12 @@ class LPIPS(PairMetric):
         self.spatial = check_bool("spatial", spatial)
         self.taps = taps
 
-        def build_backbone() -> Union[VGGFeatures, AlexNetFeatures]:
-            if arch == "alexnet":
-                return AlexNetFeatures(taps, weights=weights, input_range="normalized", verify_weights=verify_weights)
-            return VGGFeatures(arch, taps, weights=weights, input_range="normalized", verify_weights=verify_weights)
+        def make_backbone() -> BackboneFeatures:
+            return build_backbone(arch, taps, weights=weights, input_range="normalized", verify_weights=verify_weights)
 
         expected = {f"lin{k}.model.1.weight": (1, c, 1, 1) for k, c in enumerate(channels)}
         backbone, loaded = gather_missing(  # every missing file (backbone and linear layers) in one error
-            build_backbone,
+            make_backbone,
             lambda: load_learned(lin_weights, default=MetricWeights.lpips(arch), expected=expected, verify=verify_weights),
         )
         self.backbone = backbone

@@ -255,7 +255,8 @@ def score_folders(
         batch_size: pairs of one size per LPIPS/DISTS batch; ``None``: 8 on an accelerator, 1 on
             CPU, where batches of large images run slower than single images (measured: DISTS on
             8 pairs of 256x256, 7.1 s one by one, 9.1 s as one batch; the activations leave the cache).
-        lpips_net: ``"alex"`` (column ``lpips``) or ``"vgg"`` (column ``lpips_vgg``).
+        lpips_net: ``"alex"`` (column ``lpips``), ``"vgg"`` (column ``lpips_vgg``) or ``"squeeze"``
+            (column ``lpips_squeeze``).
         weights: ``"DEFAULT"``: the registry's checkpoints from the local cache; ``None``: random
             backbones (seed 0) and unit learned layers, to try the scoring without downloads
             (warns :class:`~featx.errors.RandomWeightsWarning`; columns ``*_random``).

@@ -53,7 +53,8 @@ def weights_provenance(name: str, module: object, *, random_weights: bool = Fals
 
 def score_column(metric: str, *, lpips_net: str = "alex", provenance: str = "verified") -> str:
     """The column (and ``scores``/``means`` key) of a metric: ``lpips`` for AlexNet LPIPS, the number
-    most SR tables quote, ``lpips_vgg`` for VGG16 LPIPS (a different number), ``dists``; with a
+    most SR tables quote, ``lpips_vgg`` / ``lpips_squeeze`` for VGG16 / SqueezeNet LPIPS (other
+    numbers), ``dists``; with a
     ``_random`` or ``_unverified`` suffix unless the weights are verified (:func:`weights_provenance`).
 
     Example:
@@ -61,10 +62,12 @@ def score_column(metric: str, *, lpips_net: str = "alex", provenance: str = "ver
         ('lpips', 'lpips_vgg', 'dists_random')
         >>> score_column("lpips", provenance="unverified"), score_column("psnr")
         ('lpips_unverified', 'psnr')
+        >>> score_column("lpips", lpips_net="squeeze", provenance="random")
+        'lpips_squeeze_random'
     """
     if metric not in _LEARNED:
         return metric
-    base = "lpips_vgg" if metric == "lpips" and lpips_net == "vgg" else metric
+    base = {"vgg": "lpips_vgg", "squeeze": "lpips_squeeze"}.get(lpips_net, "lpips") if metric == "lpips" else metric
     return base if provenance == "verified" else f"{base}_{provenance}"
 
 
