@@ -18,6 +18,7 @@ from featx._version import __version__
 
 if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDEs
     from featx.backbones.alexnet import AlexNetFeatures
+    from featx.backbones.dinov2.features import DINOv2Features
     from featx.backbones.lte import LTE
     from featx.backbones.squeezenet import SqueezeNetFeatures
     from featx.backbones.table import layer_table
@@ -91,6 +92,7 @@ _EXPORTS = {
     "ConvNeXtWeights": "featx.weights",
     "DINOv2Weights": "featx.weights",
     "DISTS": "featx.metrics.dists",
+    "DINOv2Features": "featx.backbones.dinov2.features",
     "DISTSMetric": "featx.metrics.objects",
     "ExtractOptions": "featx.extract",
     "ExtractSummary": "featx.extract",
@@ -166,6 +168,7 @@ __all__ = [
     "ConvNeXtWeights",
     "DINOv2Weights",
     "DISTS",
+    "DINOv2Features",
     "DISTSMetric",
     "ExtractOptions",
     "ExtractSummary",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 from featx._checks import check_choice
+from featx.backbones.dinov2.names import DINOV2_ARCHS, dinov2_tap_names
 from featx.backbones.vgg.layers import ARCHS as VGG_ARCHS
 from featx.backbones.vgg.layers import layer_names
 
@@ -25,6 +26,8 @@ class Preset:
         pooling: pooling variant the method uses.
         normalize_channels: unit-normalise each feature vector across channels first (LPIPS).
         source: where the numbers come from.
+        extractor_options: ``(name, value)`` keyword options of the extractor that the method's code
+            implies (for DINOv2: how sizes and position embeddings are handled), empty when none.
     """
 
     arch: str
@@ -34,15 +37,18 @@ class Preset:
     style_weights: tuple[tuple[str, float], ...] = ()
     pooling: str = "max"
     normalize_channels: bool = False
+    extractor_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def taps(self) -> tuple[str, ...]:
-        """All taps the preset needs (feature and style terms), in depth order (presets of other
-        families than VGG list them in depth order)."""
+        """All taps the preset needs (feature and style terms), in depth order (presets of families
+        without a layer table here list them in depth order)."""
         names = [name for name, _ in self.layer_weights + self.style_weights]
-        if self.arch not in VGG_ARCHS:
-            return tuple(dict.fromkeys(names))
-        return tuple(name for name in layer_names(self.arch) if name in names)
+        if self.arch in DINOV2_ARCHS:
+            return tuple(name for name in dinov2_tap_names(self.arch) if name in names)
+        if self.arch in VGG_ARCHS:
+            return tuple(name for name in layer_names(self.arch) if name in names)
+        return tuple(dict.fromkeys(names))
 
 
 PRESETS: dict[str, Preset] = {
@@ -114,6 +120,22 @@ PRESETS: dict[str, Preset] = {
         criterion="l2",
         normalize_channels=True,
         source="LPIPS paper sec. 3 (lin=False 'baseline' variant), lpips/pretrained_networks.py squeezenet slices",
+    ),
+    # dino-perceptual 0.1.3 (PyPI; github.com/Na-VAE/dino-perceptual), dino_perceptual/perceptual.py,
+    # DINOPerceptual(model_size="B", version="v2"): facebook/dinov2-base through transformers'
+    # Dinov2Model. Every block's hidden state (class token and patch tokens, before the final
+    # LayerNorm; layers="all"), each token divided by its L2 norm over channels, squared differences
+    # averaged over tokens and channels, then the mean over the 12 blocks: one value per image. Images
+    # are [-1, 1] mapped to [0, 1] and ImageNet-normalised, bicubically downscaled when their longer side
+    # exceeds target_size=512; transformers resamples the position embeddings with size= bicubic
+    # interpolation, and its stride-14 patch convolution drops what is left past the last multiple of 14.
+    "dino_perceptual_v2": Preset(
+        arch="dinov2_vitb14",
+        layer_weights=tuple((f"blocks.{block}.tokens", 1 / 12) for block in range(12)),
+        criterion="l2",
+        normalize_channels=True,
+        extractor_options=(("pos_interpolation", "transformers"), ("remainder", "drop"), ("max_side", 512)),
+        source="dino-perceptual 0.1.3, dino_perceptual/perceptual.py: DINOPerceptual(model_size='B', version='v2')",
     ),
 }
 

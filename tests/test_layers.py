@@ -10,6 +10,7 @@ import torch
 import torchvision
 from click.testing import CliRunner
 
+from featx.backbones.catalog import available_taps
 from featx.backbones.table import layer_table
 from featx.backbones.taps import resolve_taps
 from featx.backbones.vgg.head import ConvHead
@@ -58,7 +59,6 @@ def test_resolve_taps_orders_dedupes_and_accepts_strings():
 
 
 def test_presets_use_valid_taps_and_cite_sources():
-    from featx.backbones.catalog import available_taps
 
     for name, preset in PRESETS.items():
         valid = [info.name for info in available_taps(preset.arch)]  # the arch's layers, in depth order

@@ -2,10 +2,10 @@
 
 One module (or folder) per family: :mod:`~featx.backbones.vgg` (layers, extractor, fully
 convolutional head), :mod:`~featx.backbones.alexnet`, :mod:`~featx.backbones.squeezenet`,
-:mod:`~featx.backbones.lte` (TTSR). Shared parts: :mod:`~featx.backbones.base`
-(``BackboneFeatures``, the contract every family follows), :mod:`~featx.backbones.catalog` (every
-architecture by name: ``build_backbone``), :mod:`~featx.backbones.taps`,
-:mod:`~featx.backbones.pooling`, :mod:`~featx.backbones.table`.
+:mod:`~featx.backbones.dinov2` (on timm's modules), :mod:`~featx.backbones.lte` (TTSR). Shared parts:
+:mod:`~featx.backbones.base` (``BackboneFeatures``, the contract every family follows),
+:mod:`~featx.backbones.catalog` (every architecture by name: ``build_backbone``),
+:mod:`~featx.backbones.taps`, :mod:`~featx.backbones.pooling`, :mod:`~featx.backbones.table`.
 
 Names are imported on first use (PEP 562), so importing the package does not import torch.
 """
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from featx.backbones.catalog import available_taps as available_taps
     from featx.backbones.catalog import build_backbone as build_backbone
     from featx.backbones.catalog import family_of as family_of
+    from featx.backbones.dinov2.features import DINOv2Features as DINOv2Features
+    from featx.backbones.dinov2.features import dinov2_layout as dinov2_layout
+    from featx.backbones.dinov2.features import dinov2_taps as dinov2_taps
+    from featx.backbones.dinov2.features import import_timm as import_timm
     from featx.backbones.lte import LTE as LTE
     from featx.backbones.pooling import L2Pool2d as L2Pool2d
     from featx.backbones.pooling import make_pool as make_pool
@@ -73,6 +77,7 @@ _EXPORTS = {
     "BackboneFeatures": "featx.backbones.base",
     "CLASSIFIER": "featx.backbones.table",
     "ConvHead": "featx.backbones.vgg.head",
+    "DINOv2Features": "featx.backbones.dinov2.features",
     "FAMILIES": "featx.backbones.catalog",
     "FIRE_PARTS": "featx.backbones.squeezenet",
     "HEADS": "featx.backbones.table",
@@ -97,8 +102,11 @@ _EXPORTS = {
     "build_backbone": "featx.backbones.catalog",
     "check_arch": "featx.backbones.vgg.layers",
     "check_image_batch": "featx.backbones.base",
+    "dinov2_layout": "featx.backbones.dinov2.features",
+    "dinov2_taps": "featx.backbones.dinov2.features",
     "family_of": "featx.backbones.catalog",
     "format_layer_table": "featx.backbones.table",
+    "import_timm": "featx.backbones.dinov2.features",
     "input_affine": "featx.backbones.base",
     "layer_names": "featx.backbones.vgg.layers",
     "layer_specs": "featx.backbones.vgg.layers",

@@ -241,9 +241,10 @@ class BackboneFeatures(nn.Module):
         check_bool("requires_grad", requires_grad)
         loaded = load_weights(weights, arch=self.arch, expected=expected, layout=layout, verify=verify)
         if loaded is not None:
+            parameters = dict(self.named_parameters())  # also those not named weight/bias (cls_token, ls1.gamma)
             with torch.no_grad():
                 for key, value in loaded.state_dict.items():
-                    target = self.get_parameter(key) if key.endswith(("weight", "bias")) else self.get_buffer(key)
+                    target = parameters[key] if key in parameters else self.get_buffer(key)
                     target.copy_(value)
             self.weights_id, self.weights_sha256 = loaded.weights_id, loaded.sha256
             self.weights_verified, self.weights_verification = loaded.verified, loaded.verification

@@ -13,6 +13,7 @@ from typing import Any, Union
 from featx._checks import check_choice
 from featx.backbones.alexnet import alexnet_taps
 from featx.backbones.base import BackboneFeatures
+from featx.backbones.dinov2.names import DINOV2_ARCHS
 from featx.backbones.squeezenet import squeezenet_taps
 from featx.backbones.taps import TapInfo
 from featx.backbones.vgg.layers import ARCHS as VGG_ARCHS
@@ -24,6 +25,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "vgg": VGG_ARCHS,
     "alexnet": ("alexnet",),
     "squeezenet": ("squeezenet1_1",),
+    "dinov2": tuple(DINOV2_ARCHS),
 }
 """Family name -> its architectures."""
 
@@ -65,6 +67,10 @@ def available_taps(arch: str, **options: Any) -> tuple[TapInfo, ...]:
         return tuple(TapInfo(s.name, s.index, s.out_channels, s.stride) for s in layer_specs(arch, pooling=pooling))
     if family == "squeezenet":
         return squeezenet_taps()
+    if family == "dinov2":
+        from featx.backbones.dinov2.features import dinov2_taps
+
+        return dinov2_taps(arch)
     return alexnet_taps()
 
 
@@ -86,7 +92,18 @@ def _squeezenet(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> Ba
     return SqueezeNetFeatures(taps, **kwargs)
 
 
-_BUILDERS: dict[str, Callable[..., BackboneFeatures]] = {"vgg": _vgg, "alexnet": _alexnet, "squeezenet": _squeezenet}
+def _dinov2(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> BackboneFeatures:
+    from featx.backbones.dinov2.features import DINOv2Features
+
+    return DINOv2Features(arch, taps, **kwargs)
+
+
+_BUILDERS: dict[str, Callable[..., BackboneFeatures]] = {
+    "vgg": _vgg,
+    "alexnet": _alexnet,
+    "squeezenet": _squeezenet,
+    "dinov2": _dinov2,
+}
 
 
 def build_backbone(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> BackboneFeatures:
