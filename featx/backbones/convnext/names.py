@@ -177,6 +177,12 @@ def convnext_min_input_size(arch: str, deepest_tap: str) -> int:
     return _layer(arch, deepest_tap).stride
 
 
+def _closest(tap: str, names: list[str]) -> str:
+    """The closest name of the same shape first (``stage5`` -> ``stage4``, not ``stage3.5``), else of any."""
+    alike = [name for name in names if name.count(".") == tap.count(".")]
+    return closest(tap, alike) or closest(tap, names)
+
+
 def _layer(arch: str, tap: str) -> ConvNeXtLayer:
     """The layer a tap name (or torchvision module path) names; unknown names get the closest."""
     layers = convnext_layers(arch)
@@ -187,7 +193,7 @@ def _layer(arch: str, tap: str) -> ConvNeXtLayer:
         spec = CONVNEXT_ARCHS[arch]
         last = ", ".join(f"'stage{stage}.{depth - 1}'" for stage, depth in enumerate(spec.depths, start=1))
         raise FeatxValueError(
-            f"unknown tap {tap!r} for {arch}.{closest(tap, [*by_name, *aliases])} Valid choices: 'stem', "
+            f"unknown tap {tap!r} for {arch}.{_closest(tap, [*by_name, *aliases])} Valid choices: 'stem', "
             "'stage1' ... 'stage4', 'downsample2' ... 'downsample4', a block 'stage{s}.{b}' "
             f"(last blocks {last}), or torchvision's module names 'features.0' ... 'features.7' and "
             "'features.{i}.{b}' for a block"
