@@ -18,6 +18,7 @@ from featx._version import __version__
 
 if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDEs
     from featx.backbones.alexnet import AlexNetFeatures
+    from featx.backbones.convnext.features import ConvNeXtFeatures
     from featx.backbones.dinov2.features import DINOv2Features
     from featx.backbones.lte import LTE
     from featx.backbones.squeezenet import SqueezeNetFeatures
@@ -89,6 +90,7 @@ _EXPORTS = {
     "CRITERIA": "featx.losses.functional",
     "ContextualOnFeatures": "featx.losses.texture",
     "ConvHead": "featx.backbones.vgg.head",
+    "ConvNeXtFeatures": "featx.backbones.convnext.features",
     "ConvNeXtWeights": "featx.weights",
     "DINOv2Weights": "featx.weights",
     "DISTS": "featx.metrics.dists",
@@ -165,6 +167,7 @@ __all__ = [
     "CRITERIA",
     "ContextualOnFeatures",
     "ConvHead",
+    "ConvNeXtFeatures",
     "ConvNeXtWeights",
     "DINOv2Weights",
     "DISTS",

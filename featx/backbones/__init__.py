@@ -2,7 +2,8 @@
 
 One module (or folder) per family: :mod:`~featx.backbones.vgg` (layers, extractor, fully
 convolutional head), :mod:`~featx.backbones.alexnet`, :mod:`~featx.backbones.squeezenet`,
-:mod:`~featx.backbones.dinov2` (on timm's modules), :mod:`~featx.backbones.lte` (TTSR). Shared parts:
+:mod:`~featx.backbones.dinov2` (on timm's modules), :mod:`~featx.backbones.convnext` (on
+torchvision's modules), :mod:`~featx.backbones.lte` (TTSR). Shared parts:
 :mod:`~featx.backbones.base` (``BackboneFeatures``, the contract every family follows),
 :mod:`~featx.backbones.catalog` (every architecture by name: ``build_backbone``),
 :mod:`~featx.backbones.taps`, :mod:`~featx.backbones.pooling`, :mod:`~featx.backbones.table`.
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from featx.backbones.catalog import available_taps as available_taps
     from featx.backbones.catalog import build_backbone as build_backbone
     from featx.backbones.catalog import family_of as family_of
+    from featx.backbones.convnext.features import ConvNeXtFeatures as ConvNeXtFeatures
+    from featx.backbones.convnext.names import CONVNEXT_ARCHS as CONVNEXT_ARCHS
+    from featx.backbones.convnext.names import convnext_taps as convnext_taps
     from featx.backbones.dinov2.features import DINOv2Features as DINOv2Features
     from featx.backbones.dinov2.features import dinov2_layout as dinov2_layout
     from featx.backbones.dinov2.features import dinov2_taps as dinov2_taps
@@ -76,7 +80,9 @@ _EXPORTS = {
     "AlexNetLayer": "featx.backbones.alexnet",
     "BackboneFeatures": "featx.backbones.base",
     "CLASSIFIER": "featx.backbones.table",
+    "CONVNEXT_ARCHS": "featx.backbones.convnext.names",
     "ConvHead": "featx.backbones.vgg.head",
+    "ConvNeXtFeatures": "featx.backbones.convnext.features",
     "DINOv2Features": "featx.backbones.dinov2.features",
     "FAMILIES": "featx.backbones.catalog",
     "FIRE_PARTS": "featx.backbones.squeezenet",
@@ -102,6 +108,7 @@ _EXPORTS = {
     "build_backbone": "featx.backbones.catalog",
     "check_arch": "featx.backbones.vgg.layers",
     "check_image_batch": "featx.backbones.base",
+    "convnext_taps": "featx.backbones.convnext.names",
     "dinov2_layout": "featx.backbones.dinov2.features",
     "dinov2_taps": "featx.backbones.dinov2.features",
     "family_of": "featx.backbones.catalog",

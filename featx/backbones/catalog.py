@@ -13,6 +13,7 @@ from typing import Any, Union
 from featx._checks import check_choice
 from featx.backbones.alexnet import alexnet_taps
 from featx.backbones.base import BackboneFeatures
+from featx.backbones.convnext.names import CONVNEXT_ARCHS, convnext_taps
 from featx.backbones.dinov2.names import DINOV2_ARCHS
 from featx.backbones.squeezenet import squeezenet_taps
 from featx.backbones.taps import TapInfo
@@ -26,6 +27,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "alexnet": ("alexnet",),
     "squeezenet": ("squeezenet1_1",),
     "dinov2": tuple(DINOV2_ARCHS),
+    "convnext": tuple(CONVNEXT_ARCHS),
 }
 """Family name -> its architectures."""
 
@@ -71,6 +73,8 @@ def available_taps(arch: str, **options: Any) -> tuple[TapInfo, ...]:
         from featx.backbones.dinov2.features import dinov2_taps
 
         return dinov2_taps(arch)
+    if family == "convnext":
+        return convnext_taps(arch)
     return alexnet_taps()
 
 
@@ -98,11 +102,18 @@ def _dinov2(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> Backbo
     return DINOv2Features(arch, taps, **kwargs)
 
 
+def _convnext(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> BackboneFeatures:
+    from featx.backbones.convnext.features import ConvNeXtFeatures
+
+    return ConvNeXtFeatures(arch, taps, **kwargs)
+
+
 _BUILDERS: dict[str, Callable[..., BackboneFeatures]] = {
     "vgg": _vgg,
     "alexnet": _alexnet,
     "squeezenet": _squeezenet,
     "dinov2": _dinov2,
+    "convnext": _convnext,
 }
 
 

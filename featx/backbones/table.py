@@ -144,16 +144,17 @@ def format_layer_table(rows: Iterable[LayerRow], *, taps: Iterable[str] = (), ti
         Taps (*): relu1_1
     """
     rows, marked = tuple(rows), tuple(taps)
-    rule = 73
+    width = max([10, *(len(row.name) for row in rows)])  # longer names (ConvNeXt's downsample2) widen the column
+    rule = 63 + width
     lines = [title] if title else []
-    lines += ["-" * rule, f"  {'Layer':<10}{'Index':>6}  {'Type':<8}{'Output shape':<22}{'Stride':>7}{'Params':>16}"]
+    lines += ["-" * rule, f"  {'Layer':<{width}}{'Index':>6}  {'Type':<8}{'Output shape':<22}{'Stride':>7}{'Params':>16}"]
     lines.append("=" * rule)
     for row in rows:
         mark = "*" if row.name in marked else " "
         index = "-" if row.index is None else str(row.index)
         shape = "(" + ", ".join(str(d) for d in row.shape) + ")"
         stride = str(row.stride) if row.stride else "-"
-        lines.append(f"{mark} {row.name:<10}{index:>6}  {row.kind:<8}{shape:<22}{stride:>7}{row.params:>16,}")
+        lines.append(f"{mark} {row.name:<{width}}{index:>6}  {row.kind:<8}{shape:<22}{stride:>7}{row.params:>16,}")
     total = sum(row.params for row in rows)
     features = sum(row.params for row in rows if row.index is not None)
     lines += ["=" * rule, f"Total params: {total:,}", f"Features params: {features:,}", f"Head params: {total - features:,}"]
