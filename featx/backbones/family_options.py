@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Union
 
 from featx.backbones.base import BackboneFeatures
-from featx.backbones.catalog import build_backbone, family_of
+from featx.backbones.catalog import available_taps, build_backbone, family_of
 from featx.errors import FeatxValueError
 
-__all__ = ["build_with_options"]
+__all__ = ["build_with_options", "default_taps"]
 
 
 def build_with_options(
@@ -65,3 +65,32 @@ def build_with_options(
             f"{name}={given[name]!r} is not an option of arch {arch!r} (family {family!r}): its extractor takes "
             f"no {name}=; drop {name}=, or pick an arch whose family takes it"
         ) from None
+
+
+def default_taps(arch: str, default: str) -> str:
+    """``default`` (comma-separated taps) where ``arch`` has all those layers, else a clear error.
+
+    Commands with a VGG default (``featx extract``'s ``relu1_1,relu2_1,relu3_1``, ``featx show``'s
+    ``relu1_1,relu2_1``) keep it for every VGG; another family's taps must be named.
+
+    Raises:
+        ValueError: unknown ``arch``, or ``arch`` lacks one of the default taps (the message lists
+            its first taps and the ``featx layers`` command that lists them all).
+
+    Example:
+        >>> default_taps("vgg16", "relu1_1,relu2_1")
+        'relu1_1,relu2_1'
+        >>> try:
+        ...     default_taps("alexnet", "relu1_1,relu2_1")
+        ... except ValueError as error:
+        ...     print(str(error).split(";")[0])
+        arch 'alexnet' has no default taps: name them with taps= (--taps), e.g. --taps relu1
+    """
+    names = [info.name for info in available_taps(arch)]
+    if set(default.split(",")) <= set(names):
+        return default
+    more = ", ..." if len(names) > 8 else ""
+    raise FeatxValueError(
+        f"arch {arch!r} has no default taps: name them with taps= (--taps), e.g. --taps {names[1]}; "
+        f"its taps: {', '.join(names[:8])}{more} (featx layers {arch} lists them all)"
+    )
