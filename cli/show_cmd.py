@@ -21,7 +21,7 @@ from featx._choices import ALPHA_MODES
     "--weights",
     default="DEFAULT",
     show_default=True,
-    help="DEFAULT (ImageNet from the local cache), a VGGWeights name, a .pth/.safetensors path, or 'random'.",
+    help="DEFAULT (ImageNet from the local cache), a checkpoint name, a .pth/.safetensors path, or 'random'.",
 )
 @click.option(
     "--arch",

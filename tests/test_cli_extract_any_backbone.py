@@ -144,3 +144,17 @@ def test_image_that_would_need_tiles_is_its_own_error(tmp_path):
     assert "image of 2000x1500 needs about" in records["img1.png"]["error"]
     assert "arch 'alexnet' has no tile geometry" in records["img1.png"]["error"]
     assert not feature_path(tmp_path / "out", "img1.png").exists()
+
+
+@pytest.mark.parametrize(("arch", "taps", "side"), [("alexnet", "relu1,relu5", 131), ("squeezenet1_1", "fire3,fire9", 97)])
+def test_stored_estimate_bounds_the_real_maps(arch, taps, side):
+    """The untiled families' memory model from the tap table: never below the maps a pass returns."""
+    from featx.extract.family_budget import estimate_image_bytes, estimate_stored_bytes
+
+    model = build_backbone(arch, taps, weights=None)
+    with torch.no_grad():
+        feats = model(torch.rand(1, 3, side, side))
+    real = sum(feat.numel() for feat in feats.values()) * 4
+    estimate = estimate_stored_bytes(model, side, side, reduce="none")
+    assert real <= estimate <= 2 * real
+    assert estimate_image_bytes(model, side, side, reduce="none") > 2 * estimate + 2 * 3 * side * side * 4

@@ -46,7 +46,13 @@ from featx.extract.budget import (
 from featx.extract.decoding import DecodeDataset, collate_decoded, decode_isolated, is_worker_death
 from featx.extract.descriptors import reduce_features
 from featx.extract.distributed import DistContext
-from featx.extract.family_budget import estimate_image_bytes, geometry_of, refuse_sizes, untileable_reason
+from featx.extract.family_budget import (
+    estimate_image_bytes,
+    estimate_stored_bytes,
+    geometry_of,
+    refuse_sizes,
+    untileable_reason,
+)
 from featx.extract.lock import OutputLock
 from featx.extract.options import ExtractOptions, PathLike
 from featx.extract.outfolder import OutputSetup
@@ -142,8 +148,8 @@ def extract_features(
     sorted by path: ``path``, ``source``, ``status`` ``ok``/``skipped``/``error``, ``output`` and
     ``shapes``, or ``error``) and ``OUTPUT/summary.json``. Feature files hold one tensor per tap
     (in ``options.dtype``) and string metadata: ``format``, ``featx_version``, ``torch_version``,
-    ``arch``, ``taps``, ``pooling`` (``n/a`` for families without one), ``weights_id``, ``weights_sha256``, ``weights_verified``
-    (``true``, ``false`` or ``none``), ``input_range``,
+    ``arch``, ``taps``, ``pooling`` (``n/a`` for families without one), ``weights_id``,
+    ``weights_sha256``, ``weights_verified`` (``true``, ``false`` or ``none``), ``input_range``,
     ``reduce``, ``dtype``, ``source_path``, ``source_key``, ``source_bytes``,
     ``source_mtime_ns``, ``source_height``, ``source_width`` (the size stored in the file, before
     EXIF orientation). No timestamps: equal inputs and options give byte-identical files.
@@ -438,7 +444,7 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
             per_batch[size] = images_per_batch(cost, work, options.batch_size)
             if cost > work and options.tile != "off":
                 refused[size] = refused[(width, height)] = untileable_reason(extractor.arch, size, cost, work)
-            largest = max(largest, cost)
+            largest = max(largest, estimate_stored_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store))
             continue
         cost = image_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store)
         per_batch[size] = images_per_batch(cost, work, options.batch_size)

@@ -15,12 +15,20 @@ from dataclasses import replace
 from typing import Any, Optional
 
 from featx.backbones.catalog import available_taps
+from featx.backbones.taps import TapInfo
 from featx.errors import FeatxValueError
 from featx.extract.budget import CONV_WORKSPACE
 from featx.extract.plan import ImagePlan
 from featx.extract.tiling import TileGeometry, tile_geometry
 
-__all__ = ["check_untiled_options", "estimate_image_bytes", "geometry_of", "refuse_sizes", "untileable_reason"]
+__all__ = [
+    "check_untiled_options",
+    "estimate_image_bytes",
+    "estimate_stored_bytes",
+    "geometry_of",
+    "refuse_sizes",
+    "untileable_reason",
+]
 
 
 def geometry_of(extractor: Any) -> Optional[TileGeometry]:
@@ -91,21 +99,38 @@ def estimate_image_bytes(extractor: Any, height: int, width: int, *, reduce: str
     """
     deepest = extractor.feature_info[-1].index
     layers = [info for info in available_taps(extractor.arch) if info.index <= deepest]
-
-    def values(channels: int, stride: int) -> int:
-        stride = max(1, stride)
-        return channels * math.ceil(height / stride) * math.ceil(width / stride)
-
-    kept = sum(values(info.channels, info.stride) for info in extractor.feature_info)
-    largest = max(values(info.channels, info.stride) for info in layers)
+    kept = sum(_values(info.channels, info.stride, height, width) for info in extractor.feature_info)
+    largest = max(_values(info.channels, info.stride, height, width) for info in layers)
     forward = (3 * height * width + kept + (1 + CONV_WORKSPACE) * largest) * 4
-    if reduce == "none":
-        stored = kept * store_bytes
-    elif reduce == "gram":
-        stored = sum(info.channels**2 for info in extractor.feature_info) * store_bytes
-    else:
-        stored = sum(info.channels for info in extractor.feature_info) * store_bytes
+    stored = estimate_stored_bytes(extractor, height, width, reduce=reduce, store_bytes=store_bytes)
     return 2 * 3 * height * width * 4 + forward + 2 * stored
+
+
+def _values(channels: int, stride: int, height: int, width: int) -> int:
+    """Values of a ``channels``-deep map at ``stride`` for a ``height x width`` input (rounded up)."""
+    stride = max(1, stride)
+    return channels * math.ceil(height / stride) * math.ceil(width / stride)
+
+
+def estimate_stored_bytes(extractor: Any, height: int, width: int, *, reduce: str, store_bytes: int = 4) -> int:
+    """Bytes of one image's stored result from the tap table: every tap's map (an upper bound for
+    token taps), or its descriptor (``C`` values; ``C x C`` for ``gram``).
+
+    Example:
+        >>> import warnings
+        >>> from featx.backbones.catalog import build_backbone
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     alex = build_backbone("alexnet", "relu2", weights=None)
+        >>> estimate_stored_bytes(alex, 64, 64, reduce="gram") == 192 * 192 * 4
+        True
+    """
+    infos: tuple[TapInfo, ...] = tuple(extractor.feature_info)
+    if reduce == "none":
+        return sum(_values(info.channels, info.stride, height, width) for info in infos) * store_bytes
+    if reduce == "gram":
+        return sum(info.channels**2 for info in infos) * store_bytes
+    return sum(info.channels for info in infos) * store_bytes
 
 
 def untileable_reason(arch: str, size: tuple[int, int], cost: int, budget: int) -> str:
