@@ -174,11 +174,17 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
 @click.argument("paths", nargs=-1, metavar="INPUT... OUTPUT")
 @click.option("--files-from", type=click.Path(dir_okay=False), help="Text file listing images, one per line.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Walk subfolders.")
-@click.option("--arch", default=None, help="VGG architecture (default vgg19).")
+@click.option(
+    "--arch",
+    default=None,
+    help="Backbone architecture of any family: vgg11 ... vgg19_bn, alexnet, squeezenet1_1, dinov2_vits14, "
+    "dinov2_vitb14, ... (default vgg19; `featx layers ARCH` lists its taps).",
+)
 @click.option(
     "--taps",
     default=None,
-    help=f"Preset name or comma-separated taps (default {DEFAULT_TAPS}: the ttsr_lte layers, valid for every arch).",
+    help=f"Preset name or comma-separated taps (default for VGG {DEFAULT_TAPS}: the ttsr_lte layers, valid for "
+    "every VGG; required for other families).",
 )
 @click.option("--preset", default=None, help="Use a preset's arch, taps and pooling (e.g. gatys).")
 @click.option(
@@ -371,7 +377,7 @@ def _extract(
                 files_from=files_from,
                 recursive=recursive,
                 arch=arch or "vgg19",
-                taps=taps or DEFAULT_TAPS,
+                taps=taps,  # None: DEFAULT_TAPS for VGG, other families name theirs
                 preset=preset,
                 weights=weights_arg,
                 reduce=reduce,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import click
 
 from featx._choices import ALPHA_MODES
@@ -9,17 +11,27 @@ from featx._choices import ALPHA_MODES
 
 @click.command(name="show")
 @click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--taps", default="relu1_1,relu2_1", show_default=True, help="Comma-separated tap names or a preset.")
+@click.option(
+    "--taps",
+    default=None,
+    help="Comma-separated tap names or a preset (default for VGG relu1_1,relu2_1; required for other families).",
+)
 @click.option("--out", default="features.png", show_default=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.option(
     "--weights",
     default="DEFAULT",
     show_default=True,
-    help="DEFAULT (ImageNet from the local cache), a VGGWeights name, a .pth/.safetensors path, or 'random'.",
+    help="DEFAULT (ImageNet from the local cache), a checkpoint name, a .pth/.safetensors path, or 'random'.",
 )
-@click.option("--arch", default="vgg19", show_default=True, help="vgg11 ... vgg19_bn.")
+@click.option(
+    "--arch",
+    default="vgg19",
+    show_default=True,
+    help="Backbone of any family: vgg11 ... vgg19_bn, alexnet, squeezenet1_1, dinov2_vits14, dinov2_vitb14, ... "
+    "(`featx layers ARCH` lists its taps).",
+)
 @click.option("--channels", default=8, show_default=True, type=click.IntRange(min=1), help="Channels shown per tap.")
-@click.option("--pooling", default="max", show_default=True, help="max, avg, blur or none.")
+@click.option("--pooling", default=None, help="VGG only: max (default), avg, blur or none.")
 @click.option(
     "--max-size",
     default=512,
@@ -35,11 +47,20 @@ from featx._choices import ALPHA_MODES
     help="Refuse an image with an alpha channel, or drop the alpha channel.",
 )
 def show(
-    image: str, taps: str, out: str, weights: str, arch: str, channels: int, pooling: str, max_size: int, alpha: str
+    image: str,
+    taps: Optional[str],
+    out: str,
+    weights: str,
+    arch: str,
+    channels: int,
+    pooling: Optional[str],
+    max_size: int,
+    alpha: str,
 ) -> None:
     """Picture what a loss compares: the strongest feature maps and the Gram matrix of each tap.
 
     Example: featx show photo.png --taps relu1_1,relu2_1 --out fig.png
+    (or --arch squeezenet1_1 --taps relu1,fire3)
     """
     import warnings
 
@@ -54,7 +75,7 @@ def show(
         ) from None
     chosen = None if weights.lower() == "random" else weights
     if chosen is None:
-        click.echo("warning: --weights random: the feature maps come from an untrained VGG", err=True)
+        click.echo(f"warning: --weights random: the feature maps come from an untrained {arch.upper()}", err=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)  # reported above, once

@@ -236,36 +236,47 @@ def _unverified_note(extractor: Any) -> str:
     return f" (sha256 {str(extractor.weights_sha256)[:12]}... not verified)"
 
 
+def _pooling_note(extractor: Any) -> str:
+    """``, pooling=max`` for an extractor with a pooling option (VGG), nothing for other families."""
+    pooling = getattr(extractor, "pooling", None)
+    return "" if pooling is None else f", pooling={pooling}"
+
+
 def show_features(
     image: Union[PathLike, torch.Tensor],
-    taps: Union[str, Iterable[str]] = "relu1_1,relu2_1",
+    taps: Union[str, Iterable[str], None] = None,
     out: Optional[PathLike] = None,
     *,
     arch: str = "vgg19",
     weights: WeightsSpec = "DEFAULT",
     channels: int = 8,
-    pooling: str = "max",
+    pooling: Optional[str] = None,
     max_size: Optional[int] = 512,
     alpha: str = "error",
     extractor: Optional[Any] = None,
     panel: float = 1.6,
     dpi: int = 100,
 ) -> tuple[Figure, dict[str, TapSummary]]:
-    """Run an image through VGG and picture the strongest channels and the Gram matrix of each tap.
+    """Run an image through a backbone of any family and picture the strongest channels and the
+    Gram matrix of each tap.
 
     Args:
         image: an image file (decoded by :func:`featx.io.images.load_image`) or a ``(3, H, W)`` tensor in ``[0, 1]``.
-        taps: tap names as for :class:`featx.VGGFeatures` (``"relu1_1,relu2_1"``, a list, a preset).
+        taps: tap names of ``arch`` (``"relu1_1,relu2_1"``, ``"relu2,relu5"``, a list, a preset);
+            ``None``: ``relu1_1,relu2_1`` for a VGG, other families must name theirs. Every tap must
+            give a ``(B, C, H, W)`` map (DINOv2's ``blocks.N`` does, ``blocks.N.cls`` does not).
         out: write the figure here as an RGB PNG (parent folders are created); ``None`` writes nothing.
-        arch: VGG architecture.
-        weights: as for :class:`featx.VGGFeatures`; ``None`` is random weights (warns).
+        arch: any architecture of :func:`featx.backbones.catalog.architectures` (VGG, AlexNet,
+            SqueezeNet, DINOv2, ...).
+        weights: as for the family's extractor (e.g. :class:`featx.VGGFeatures`); ``None`` is random weights (warns).
         channels: strongest channels to show per tap.
-        pooling: pooling variant.
+        pooling: pooling variant, for families that take one (VGG; default ``max``).
         max_size: downscale (antialiased, aspect kept) so the longer side is at most this; ``None`` keeps the size.
         alpha: for an image file with an alpha channel: ``"error"`` refuses it, ``"drop"`` discards
             alpha (see :func:`featx.io.images.load_image`; CLI ``--alpha``). Ignored for tensors.
-        extractor: a ready :class:`featx.VGGFeatures` to use instead of building one (``taps``,
-            ``arch``, ``weights`` and ``pooling`` are then ignored).
+        extractor: a ready featx backbone of any family (a
+            :class:`~featx.backbones.base.BackboneFeatures`) to use instead of building one
+            (``taps``, ``arch``, ``weights`` and ``pooling`` are then ignored).
         panel: panel size in inches.
         dpi: resolution.
 
@@ -274,8 +285,9 @@ def show_features(
 
     Raises:
         featx.errors.ImageDecodeError: the image file cannot be read (missing, corrupt, ...).
-        ValueError: unknown arch/tap/pooling/alpha, ``channels`` < 1, bad ``max_size``, or an image
-            smaller than the deepest tap needs.
+        ValueError: unknown arch/tap/pooling/alpha, ``pooling`` for a family without it, no
+            ``taps`` for a family without default taps, a tap that is no map, ``channels`` < 1,
+            bad ``max_size``, or an image smaller than the deepest tap needs.
         featx.errors.WeightsNotFoundError: ``weights`` names a checkpoint that is not on disk.
         ImportError: matplotlib is not installed (checked first, before any work).
 
@@ -286,11 +298,16 @@ def show_features(
         ...     fig, summaries = show_features(torch.rand(3, 16, 16), "relu1_1", weights=None, channels=2)
         >>> summaries["relu1_1"].shape, len(fig.axes)
         ((64, 16, 16), 6)
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     fig, summaries = show_features(torch.rand(3, 40, 40), "fire3", arch="squeezenet1_1", weights=None)
+        >>> summaries["fire3"].shape
+        (128, 9, 9)
     """
     import torch.nn.functional as F
 
     from featx._checks import check_choice
-    from featx.backbones.vgg.features import VGGFeatures
+    from featx.backbones.family_options import build_with_options, default_taps
     from featx.io.images import ALPHA_MODES
 
     require_matplotlib()
@@ -312,12 +329,13 @@ def show_features(
         picture = F.interpolate(picture[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
         picture = picture.clamp(0, 1)
     if extractor is None:
-        extractor = VGGFeatures(arch, taps, weights=weights, pooling=pooling)
+        chosen = default_taps(arch, "relu1_1,relu2_1") if taps is None else taps
+        extractor = build_with_options(arch, chosen, {"pooling": pooling}, weights=weights)
     with torch.no_grad():
         feats = extractor(picture[None].to(extractor.input_scale.device))
     summaries = summarize_features(feats, channels=channels)
     title = (
-        f"{source}: {extractor.arch}, pooling={extractor.pooling}, weights={extractor.weights_id}"
+        f"{source}: {extractor.arch}{_pooling_note(extractor)}, weights={extractor.weights_id}"
         f"{_unverified_note(extractor)}; "
         f"strongest {channels} channels by mean activation, Gram = F F^T / (C H W)"
     )

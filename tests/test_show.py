@@ -223,3 +223,59 @@ def test_show_features_without_matplotlib_fails_first_with_the_fix(monkeypatch):
     # weights="DEFAULT" is not on disk (tests/conftest.py): the matplotlib check comes before the model
     with pytest.raises(ImportError, match="pip install matplotlib"):
         show_features(torch.rand(3, 16, 16), "relu1_1")
+
+
+# ---------------------------------------------------------------- any backbone family
+
+
+def test_show_features_any_family_equals_its_extractor(sample_png, tmp_path):
+    """The summaries come from the family's extractor (built by the catalog, same weights file)."""
+    from featx.backbones.catalog import build_backbone
+
+    torch.manual_seed(5)
+    reference = build_backbone("squeezenet1_1", "relu1,fire3", weights=None)
+    ckpt = tmp_path / "squeeze.pth"
+    torch.save(reference.state_dict(), ckpt)
+    fig, summaries = show_features(sample_png, "relu1,fire3", arch="squeezenet1_1", weights=str(ckpt), channels=3)
+    pixels = torch.from_numpy(np.asarray(Image.open(sample_png), dtype=np.float32) / 255).permute(2, 0, 1)
+    with torch.no_grad():
+        feats = reference(pixels[None])
+    for tap, feat in feats.items():
+        expected = torch.argsort(feat[0].mean(dim=(1, 2)), descending=True, stable=True)[:3].tolist()
+        assert list(summaries[tap].channels) == expected
+        assert summaries[tap].shape == tuple(feat.shape[1:])
+    title = " ".join(text.get_text() for ax in fig.axes for text in ax.texts)
+    assert "squeezenet1_1, weights=file:" in title and "pooling" not in title
+
+
+def test_show_features_dinov2_patch_maps_and_clear_error_for_class_token():
+    _, summaries = show_features(torch.rand(3, 28, 42), "blocks.0", arch="dinov2_vits14", weights=None, channels=2)
+    assert summaries["blocks.0"].shape == (384, 2, 3)
+    with pytest.raises(ValueError, match=r"'blocks.0.cls' must be 4-D \(B, C, H, W\), got shape \(1, 384\)"):
+        show_features(torch.rand(3, 28, 28), "blocks.0.cls", arch="dinov2_vits14", weights=None)
+
+
+def test_cli_show_other_family_writes_png(sample_png, tmp_path):
+    out = tmp_path / "fig.png"
+    result = CliRunner().invoke(
+        cli,
+        ["show", str(sample_png), "--arch", "alexnet", "--taps", "relu1,relu2", "--out", str(out)]
+        + ["--weights", "random", "--channels", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "untrained ALEXNET" in result.stderr
+    # AlexNet: conv1 11x11 stride 4 padding 2 on 40x56 -> 9x13; pool1 3x3 stride 2 -> 4x6 (conv2 keeps it)
+    assert "relu1: 64x9x13" in result.stdout and "relu2: 192x4x6" in result.stdout
+    assert Image.open(out).mode == "RGB"
+
+
+def test_cli_show_other_family_needs_taps_and_refuses_pooling(sample_png, tmp_path):
+    result = CliRunner().invoke(cli, ["show", str(sample_png), "--arch", "squeezenet1_1", "--weights", "random"])
+    assert result.exit_code == 2
+    assert "arch 'squeezenet1_1' has no default taps" in result.stderr and "relu1" in result.stderr
+    result = CliRunner().invoke(
+        cli, ["show", str(sample_png), "--arch", "alexnet", "--taps", "relu2", "--pooling", "avg", "--weights", "random"]
+    )
+    assert result.exit_code == 2
+    assert "pooling='avg' is not an option of arch 'alexnet'" in result.stderr
+    assert not (tmp_path / "features.png").exists()

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -46,6 +46,13 @@ from featx.extract.budget import (
 from featx.extract.decoding import DecodeDataset, collate_decoded, decode_isolated, is_worker_death
 from featx.extract.descriptors import reduce_features
 from featx.extract.distributed import DistContext
+from featx.extract.family_budget import (
+    estimate_image_bytes,
+    estimate_stored_bytes,
+    geometry_of,
+    refuse_sizes,
+    untileable_reason,
+)
 from featx.extract.lock import OutputLock
 from featx.extract.options import ExtractOptions, PathLike
 from featx.extract.outfolder import OutputSetup
@@ -78,14 +85,30 @@ _NOT_COMPUTED = ("error", "ignored")
 
 
 def _build_extractor(options: ExtractOptions) -> Any:
-    """The extractor; random weights come from a fixed seed so every rank and rerun agrees."""
-    from featx.backbones.vgg.features import VGGFeatures
+    """The extractor of any catalog arch (or of a preset); random weights come from a fixed seed so
+    every rank and rerun agrees. Settings the family cannot honour are refused here, before compute."""
+    from featx.backbones.family_options import build_with_options, default_taps
+    from featx.extract.family_budget import check_untiled_options
+    from featx.extract.options import DEFAULT_TAPS
+    from featx.presets import get_preset
 
+    taps: Union[str, Sequence[str], None]
+    if options.preset is not None:
+        preset = get_preset(options.preset)
+        arch, taps = preset.arch, preset.taps
+        family = {"pooling": preset.pooling if preset.pooling != "max" else None, **dict(preset.extractor_options)}
+    else:
+        arch, taps, family = options.arch, options.taps, {}
+        if taps is None:  # DEFAULT_TAPS where the arch has those layers (every VGG), else the user names them
+            taps = default_taps(arch, DEFAULT_TAPS)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
-        if options.preset is not None:
-            return VGGFeatures.from_preset(options.preset, weights=options.weights)
-        return VGGFeatures(options.arch, options.taps, weights=options.weights)
+        extractor = build_with_options(arch, taps, family, weights=options.weights)
+    with torch.no_grad():  # which taps are (B, C, H, W) maps: one pass on the smallest input
+        side = extractor.min_input_size
+        probe = extractor.forward_features(extractor.normalize(torch.zeros(1, 3, side, side)))
+    check_untiled_options(extractor, options.tile, options.reduce, {name: feat.ndim for name, feat in probe.items()})
+    return extractor
 
 
 def _resolve_device(device: str, local_rank: int) -> torch.device:
@@ -117,15 +140,16 @@ def _resolve_device(device: str, local_rank: int) -> torch.device:
 def extract_features(
     inputs: Sequence[PathLike], output: PathLike, options: Optional[ExtractOptions] = None
 ) -> ExtractSummary:
-    """Extract VGG features of every image under ``inputs`` into ``output``.
+    """Extract the features of every image under ``inputs`` into ``output``, with a backbone of
+    any catalog family (``options.arch``: VGG, AlexNet, SqueezeNet, DINOv2, ...).
 
     Writes ``OUTPUT/KEY.safetensors`` per image (keys are paths relative to the inputs' common
     root; see :func:`featx.io.discovery.find_images`), ``OUTPUT/manifest.jsonl`` (one line per image,
     sorted by path: ``path``, ``source``, ``status`` ``ok``/``skipped``/``error``, ``output`` and
     ``shapes``, or ``error``) and ``OUTPUT/summary.json``. Feature files hold one tensor per tap
     (in ``options.dtype``) and string metadata: ``format``, ``featx_version``, ``torch_version``,
-    ``arch``, ``taps``, ``pooling``, ``weights_id``, ``weights_sha256``, ``weights_verified``
-    (``true``, ``false`` or ``none``), ``input_range``,
+    ``arch``, ``taps``, ``pooling`` (``n/a`` for families without one), ``weights_id``,
+    ``weights_sha256``, ``weights_verified`` (``true``, ``false`` or ``none``), ``input_range``,
     ``reduce``, ``dtype``, ``source_path``, ``source_key``, ``source_bytes``,
     ``source_mtime_ns``, ``source_height``, ``source_width`` (the size stored in the file, before
     EXIF orientation). No timestamps: equal inputs and options give byte-identical files.
@@ -144,7 +168,9 @@ def extract_features(
 
     Raises:
         FileNotFoundError: an input or ``files_from`` does not exist.
-        ValueError: no images found, unknown arch/tap/preset, bad device.
+        ValueError: no images found, unknown arch/tap/preset, bad device, no taps named for a
+            family without default taps, an explicit ``tile`` size for a family without tile
+            geometry, or a descriptor ``reduce`` of a tap that is no map (DINOv2's ``.cls``).
         TypeError: ``options`` is not an ``ExtractOptions``.
         OutputNotWritableError: ``output`` cannot be created or written (also a full disk when
             the ownership record is written: nothing else was written).
@@ -210,6 +236,7 @@ def extract_features(
             )
         # rank 0 decides for all ranks: every rank must build the same batch list
         memory = dist.broadcast(_memory_plan(plans, extractor, options, torch_device) if dist.rank == 0 else None)
+        plans = refuse_sizes(plans, memory.refused)  # each such image is its own error, on every rank alike
         batches = make_batches([plan.size for plan in plans], options.batch_size, limits=memory.per_batch)
         mine = batches[dist.rank :: dist.world]
         setup.commit(root, config, add_inputs=options.add_inputs)
@@ -382,6 +409,7 @@ class _MemoryPlan:
     bands: frozenset[tuple[int, int]]
     queue_capacity: int
     workers: int
+    refused: dict[tuple[int, int], str]  # sizes that need tiles no tile geometry gives: their images' errors
 
 
 def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions, device: torch.device) -> _MemoryPlan:
@@ -407,8 +435,17 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
     work = budget - own - workers * WORKER_BYTES
     store = TORCH_DTYPES[options.dtype].itemsize
     per_batch, tiles, bands, largest = {}, {}, set(), 1
+    refused: dict[tuple[int, int], str] = {}
+    untiled = geometry_of(extractor) is None  # a family without tile geometry: estimate, and refuse what needs tiles
     for size in sorted({plan.size for plan in plans if plan.size is not None}):
         height, width = size
+        if untiled:
+            cost = estimate_image_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store)
+            per_batch[size] = images_per_batch(cost, work, options.batch_size)
+            if cost > work and options.tile != "off":
+                refused[size] = refused[(width, height)] = untileable_reason(extractor.arch, size, cost, work)
+            largest = max(largest, estimate_stored_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store))
+            continue
         cost = image_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store)
         per_batch[size] = images_per_batch(cost, work, options.batch_size)
         if options.tile == "auto":
@@ -430,7 +467,7 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
             largest = max(largest, stored_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store))
     # the writer's queue of serialised files may take a quarter of the budget
     capacity = max(1, min(max(2 * options.batch_size, 4), work // 4 // largest))
-    return _MemoryPlan(per_batch, tiles, frozenset(bands), capacity, workers)
+    return _MemoryPlan(per_batch, tiles, frozenset(bands), capacity, workers, refused)
 
 
 def _memory_format(device: torch.device, dtype: torch.dtype) -> torch.memory_format:

@@ -35,8 +35,9 @@ DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 """Compute dtypes (bf16/fp16 run under autocast); feature files store tensors in this dtype."""
 
 DEFAULT_TAPS = "relu1_1,relu2_1,relu3_1"
-"""Taps extracted when none are given: the layers of the ``ttsr_lte`` preset, named so that they
-exist in every VGG (the preset itself is defined for vgg19 only)."""
+"""Taps extracted from a VGG when none are given: the layers of the ``ttsr_lte`` preset, named so
+that they exist in every VGG (the preset itself is defined for vgg19 only). Other families have no
+default: their taps must be named (``featx layers ARCH`` lists them)."""
 
 
 def _check_optional_path(name: str, value: object) -> None:
@@ -69,15 +70,20 @@ class ExtractOptions:
     recursive: bool = True
     """Walk subfolders of folder inputs."""
     arch: str = "vgg19"
-    """VGG architecture (ignored with ``preset``)."""
-    taps: Union[str, Sequence[str]] = DEFAULT_TAPS
-    """Preset name, tap name, ``"a,b"`` or a sequence of names (ignored with ``preset``); the default
-    :data:`DEFAULT_TAPS` exists in every ``arch``. A sequence is stored as a tuple."""
+    """Any architecture of :func:`featx.backbones.catalog.architectures`, of any family: VGG
+    (``vgg11`` ... ``vgg19_bn``), AlexNet (``alexnet``), SqueezeNet (``squeezenet1_1``), DINOv2
+    (``dinov2_vits14``, ``dinov2_vitb14``) and the families added to the catalog (ignored with ``preset``)."""
+    taps: Union[str, Sequence[str], None] = None
+    """Tap name, ``"a,b"``, a sequence of names or a tap-set name the family knows (ignored with
+    ``preset``). ``None``: :data:`DEFAULT_TAPS` for a VGG (every VGG has those layers); other families
+    have no default and raise ``ValueError`` listing their taps. A sequence is stored as a tuple."""
     preset: Optional[str] = None
-    """Build the extractor with :meth:`featx.backbones.vgg.features.VGGFeatures.from_preset` (its arch, taps and pooling)."""
+    """Build the extractor a :data:`featx.presets.PRESETS` entry describes: its arch (of any family),
+    taps, pooling and extractor options."""
     weights: WeightsSpec = "DEFAULT"
-    """As for :class:`featx.backbones.vgg.features.VGGFeatures`; ``None`` gives random weights from a fixed seed (0),
-    so reruns and ranks agree (a :class:`~featx.errors.RandomWeightsWarning` is issued)."""
+    """As for the family's extractor (e.g. :class:`featx.backbones.vgg.features.VGGFeatures`); ``None``
+    gives random weights from a fixed seed (0), so reruns and ranks agree (a
+    :class:`~featx.errors.RandomWeightsWarning` is issued)."""
     reduce: str = "none"
     """Per-tap descriptor, one of :data:`DESCRIPTORS` (see :func:`featx.extract.reduce_features`)."""
     dtype: str = "float32"
@@ -110,7 +116,10 @@ class ExtractOptions:
     tile: Union[str, int] = "auto"
     """``"auto"``: tile images whose single pass exceeds the budget; ``"off"``: never tile; a
     number of pixels: tile images larger than that, with tiles of that side (a multiple of the
-    deepest tap's stride). Tiled features equal one untiled pass (:func:`featx.extract.tiling.tiled_features`)."""
+    deepest tap's stride). Tiled features equal one untiled pass (:func:`featx.extract.tiling.tiled_features`).
+    Tiling needs the family's tile geometry (VGG's); for another family ``"auto"`` records an image
+    that does not fit the budget as that image's error, and a number of pixels is refused before
+    compute (:mod:`featx.extract.family_budget`)."""
     fsync: bool = True
     """fsync each feature file before its atomic rename (durable across power loss). ``False`` keeps
     the atomic rename (a killed run never leaves partial files); the resume check recomputes files
@@ -130,7 +139,7 @@ class ExtractOptions:
         check_bool("recursive", self.recursive)
         if not isinstance(self.arch, str):
             raise FeatxTypeError(f"arch must be a string such as 'vgg19', got {type(self.arch).__name__}")
-        if isinstance(self.taps, str):
+        if self.taps is None or isinstance(self.taps, str):
             pass
         elif isinstance(self.taps, Sequence) and all(isinstance(tap, str) for tap in self.taps):
             object.__setattr__(self, "taps", tuple(self.taps))

@@ -173,7 +173,7 @@ def common_metadata(extractor: Any, reduce: str, dtype: str) -> dict[str, str]:
         "torch_version": torch.__version__,
         "arch": extractor.arch,
         "taps": ",".join(extractor.taps),
-        "pooling": extractor.pooling,
+        "pooling": str(getattr(extractor, "pooling", "n/a")),  # n/a: a family without a pooling option
         "weights_id": str(extractor.weights_id),
         "weights_sha256": extractor.weights_sha256 or "none",
         "weights_verified": _verified_text(extractor),

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from featx._checks import InputRange, check_choice, check_layer_weights, check_number
-from featx.backbones.vgg.features import VGGFeatures
+from featx.backbones.base import BackboneFeatures
+from featx.backbones.family_options import build_with_options
 from featx.errors import FeatxTypeError, FeatxValueError
 from featx.losses._features import LossResult, check_finite, check_reduction
 from featx.losses.functional import CRITERIA, GRAM_NORMALIZATIONS, gram_matrices, perceptual_loss, style_loss
@@ -78,7 +79,7 @@ class Backbone(NamedTuple):
     input_range: Optional[InputRange]
     pooling: Optional[str]
     gray: Optional[str]
-    extractor: Optional[VGGFeatures]
+    extractor: Optional[BackboneFeatures]
 
 
 def optional_preset(preset: Optional[str]) -> Optional[Preset]:
@@ -127,20 +128,23 @@ class ImageLoss(nn.Module):
         needed: list[str] = []
         for term in self.terms:
             needed += [name for name in term.layer_weights if name not in needed]
+        extra: dict[str, Any] = {}
         if preset is not None:
             if arch is not None and arch != preset.arch:
                 raise FeatxValueError(f"arch={arch!r} conflicts with the preset's arch {preset.arch!r}")
             if pooling is not None and pooling != preset.pooling:
                 raise FeatxValueError(f"pooling={pooling!r} conflicts with the preset's pooling {preset.pooling!r}")
-            arch, pooling = preset.arch, preset.pooling
+            arch = preset.arch
+            # "max" is every preset's default (VGG's own); families without pooling never see it
+            pooling = preset.pooling if preset.pooling != "max" else pooling
+            extra = dict(preset.extractor_options)  # e.g. DINOv2's size rules of dino_perceptual_v2
         if extractor is None:
-            self.extractor = VGGFeatures(
+            self.extractor = build_with_options(
                 arch or "vgg19",
                 needed,
+                {"pooling": pooling, "gray": gray, **extra},
                 weights=weights,
                 input_range=(0.0, 1.0) if input_range is None else input_range,
-                pooling=pooling or "max",
-                gray=gray or "error",
             )
         else:
             self.extractor = self._check_extractor(extractor, needed, backbone)
@@ -159,10 +163,13 @@ class ImageLoss(nn.Module):
             )
 
     @staticmethod
-    def _check_extractor(extractor: VGGFeatures, needed: list[str], backbone: Backbone) -> VGGFeatures:
+    def _check_extractor(extractor: BackboneFeatures, needed: list[str], backbone: Backbone) -> BackboneFeatures:
         arch, weights, input_range, pooling, gray, _ = backbone
-        if not isinstance(extractor, VGGFeatures):
-            raise FeatxTypeError(f"extractor must be a featx.VGGFeatures, got {type(extractor).__name__}")
+        if not isinstance(extractor, BackboneFeatures):
+            raise FeatxTypeError(
+                "extractor must be a featx.VGGFeatures or another featx backbone (a BackboneFeatures, e.g. from "
+                f"featx.backbones.catalog.build_backbone), got {type(extractor).__name__}"
+            )
         if not (isinstance(weights, str) and weights == "DEFAULT"):
             raise FeatxValueError(
                 f"weights={weights!r} cannot be combined with extractor=: the loss uses the extractor's "
@@ -172,6 +179,10 @@ class ImageLoss(nn.Module):
         if input_range is not None:
             given["input_range"] = input_range if isinstance(input_range, str) else tuple(map(float, input_range))
         for name, value in given.items():
+            if value is not None and not hasattr(extractor, name):
+                raise FeatxValueError(
+                    f"{name}={value!r} given, but the shared {extractor.arch} extractor has no {name} option; drop {name}="
+                )
             if value is not None and value != getattr(extractor, name):
                 raise FeatxValueError(
                     f"{name}={value!r} does not match the shared extractor's {name} {getattr(extractor, name)!r}; "
@@ -250,9 +261,7 @@ class ImageLoss(nn.Module):
     def forward(
         self, pred: torch.Tensor, target: Optional[torch.Tensor] = ..., *, return_terms: Literal[True]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
-    def forward(
-        self, pred: torch.Tensor, target: Optional[torch.Tensor] = None, *, return_terms: bool = False
-    ) -> LossResult:
+    def forward(self, pred: torch.Tensor, target: Optional[torch.Tensor] = None, *, return_terms: bool = False) -> LossResult:
         """Compute the loss of ``pred`` against ``target`` (or the cached target).
 
         One extractor pass over ``pred`` and, unless a target is cached, one over ``target`` under
@@ -270,7 +279,7 @@ class ImageLoss(nn.Module):
 
         Raises:
             ValueError: no target given and none cached; a target batch other than the pred batch
-                or 1 (the message shows both shapes); bad images (see :class:`VGGFeatures`).
+                or 1 (the message shows both shapes); bad images (see the extractor's ``forward``).
         """
         if target is None:
             if self._target is None:

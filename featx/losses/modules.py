@@ -1,4 +1,4 @@
-"""Loss modules on images: they own (or share) a :class:`~featx.backbones.vgg.features.VGGFeatures` and call
+"""Loss modules on images: they own (or share) a backbone of any family (``arch=`` or ``extractor=``) and call
 :mod:`featx.losses.functional` / :mod:`featx.losses.texture` on its feature dicts.
 
 Every module here takes images (``forward(pred, target, *, return_terms=False)``); the modules on
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from featx._checks import InputRange
-from featx.backbones.vgg.features import VGGFeatures
+from featx.backbones.base import BackboneFeatures
 from featx.errors import FeatxValueError
 from featx.losses._image_loss import (
     TEXTURE_KINDS,
@@ -37,34 +37,46 @@ __all__ = [
     "TextureLoss",
 ]
 
+
 class PerceptualLoss(ImageLoss):
     r"""Perceptual (feature) loss on images: :math:`\sum_l w_l D(\phi_l(\hat y), \phi_l(y))`.
 
-    Builds a frozen :class:`VGGFeatures` with exactly the taps in ``layer_weights`` (or shares
-    ``extractor``) and calls :func:`featx.losses.functional.perceptual_loss`. With neither
-    ``layer_weights`` nor ``preset``, the ``esrgan`` preset is used (conv5_4, L1).
+    Builds a frozen backbone of ``arch`` (any architecture of
+    :func:`featx.backbones.catalog.architectures`: VGG, AlexNet, SqueezeNet, DINOv2, ...) with
+    exactly the taps in ``layer_weights`` (or shares ``extractor``) and calls
+    :func:`featx.losses.functional.perceptual_loss`. With neither ``layer_weights`` nor ``preset``,
+    the ``esrgan`` preset is used (conv5_4, L1). Layer names are the family's tap names
+    (``conv5_4`` for VGG, ``relu2`` for AlexNet, ``fire5`` for SqueezeNet, ``blocks.11`` or
+    ``blocks.11.tokens`` for DINOv2; ``featx layers ARCH`` lists them).
 
     Args:
         layer_weights: ``{layer: weight}``, e.g. ``{"conv5_4": 1.0}``.
         preset: a :data:`featx.presets.PRESETS` name (``esrgan``, ``real_esrgan``, ``srgan``, ``ttsr``,
-            ``gatys``, ``lpips_vgg``): its arch, pooling, layer weights, criterion and channel
-            normalisation; explicit ``layer_weights``/``criterion``/``normalize_channels`` win.
-        arch: VGG architecture (default ``vgg19``).
-        weights: backbone weights (see :class:`VGGFeatures`); ``None`` for random (warns).
+            ``gatys``, ``lpips_vgg``, ``lpips_squeeze``, ``dino_perceptual_v2``): its arch, pooling,
+            extractor options, layer weights, criterion and channel normalisation; explicit
+            ``layer_weights``/``criterion``/``normalize_channels`` win.
+        arch: any catalog architecture (default ``vgg19``).
+        weights: backbone weights (see the family's extractor, e.g. :class:`VGGFeatures`);
+            ``None`` for random (warns).
         criterion: one of :data:`featx.losses.functional.CRITERIA` (default ``l1``).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         input_range: value range of the images (default ``(0, 1)``).
         normalize_channels: unit-normalise feature vectors over channels (LPIPS).
-        pooling: pooling variant of a built backbone (default ``max``).
-        gray: ``"repeat"`` to accept 1-channel images.
-        extractor: a :class:`VGGFeatures` to share (then ``arch``/``input_range``/``pooling``/``gray``
-            must be omitted or match, ``weights`` omitted); it must have every needed tap.
+        pooling: pooling variant of a built backbone, for families that take one (VGG; default
+            ``max``); given to another family it raises ``ValueError``.
+        gray: ``"repeat"`` to accept 1-channel images (families that take it; the family's default
+            otherwise).
+        extractor: any featx backbone (a :class:`~featx.backbones.base.BackboneFeatures`) to share
+            (then ``arch``/``input_range``/``pooling``/``gray`` must be omitted or match,
+            ``weights`` omitted); it must have every needed tap.
         eps: Charbonnier constant.
         check_finite: raise on NaN/Inf features, naming the layer.
 
     Raises:
-        ValueError: unknown preset/criterion/reduction/layer (with the valid choices), conflicting
-            arguments, or a shared extractor that lacks a needed tap (named).
+        ValueError: unknown preset/criterion/reduction/layer/arch (with the valid choices),
+            conflicting arguments, a family option (``pooling``) that ``arch``'s family does not
+            take, or a shared extractor that lacks a needed tap (named).
+        TypeError: ``extractor`` is not a featx backbone.
 
     Example:
         >>> import warnings
@@ -77,6 +89,11 @@ class PerceptualLoss(ImageLoss):
         >>> value.backward()
         >>> loss.extractor.taps, x.grad.shape, list(loss.state_dict())
         (('relu2_1',), torch.Size([2, 3, 16, 16]), [])
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     alex = PerceptualLoss({"relu2": 1.0}, arch="alexnet", weights=None)  # any catalog arch
+        >>> alex.extractor.arch, alex(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)).shape
+        ('alexnet', torch.Size([]))
     """
 
     def __init__(
@@ -92,7 +109,7 @@ class PerceptualLoss(ImageLoss):
         normalize_channels: Optional[bool] = None,
         pooling: Optional[str] = None,
         gray: Optional[str] = None,
-        extractor: Optional[VGGFeatures] = None,
+        extractor: Optional[BackboneFeatures] = None,
         eps: float = 1e-3,
         check_finite: bool = False,
     ) -> None:
@@ -149,7 +166,7 @@ class StyleLoss(ImageLoss):
         input_range: Optional[InputRange] = None,
         pooling: Optional[str] = None,
         gray: Optional[str] = None,
-        extractor: Optional[VGGFeatures] = None,
+        extractor: Optional[BackboneFeatures] = None,
         eps: float = 1e-3,
         check_finite: bool = False,
     ) -> None:
@@ -202,7 +219,7 @@ class TextureLoss(ImageLoss):
         input_range: Optional[InputRange] = None,
         pooling: Optional[str] = None,
         gray: Optional[str] = None,
-        extractor: Optional[VGGFeatures] = None,
+        extractor: Optional[BackboneFeatures] = None,
         check_finite: bool = False,
         **options: Any,
     ) -> None:
@@ -301,7 +318,7 @@ class FeatureLoss(ImageLoss):
         input_range: Optional[InputRange] = None,
         pooling: Optional[str] = None,
         gray: Optional[str] = None,
-        extractor: Optional[VGGFeatures] = None,
+        extractor: Optional[BackboneFeatures] = None,
         eps: float = 1e-3,
         check_finite: bool = False,
     ) -> None:
@@ -359,5 +376,3 @@ class FeatureLoss(ImageLoss):
             terms.append(texture_term(texture, weight, texture_kind or "sliced_wasserstein", texture_options))
         backbone = Backbone(arch, weights, input_range, pooling, gray, extractor)
         self._setup(terms, spec, reduction, check_finite, backbone)
-
-
