@@ -14,6 +14,7 @@ from featx._checks import check_choice
 from featx.backbones.alexnet import alexnet_taps
 from featx.backbones.base import BackboneFeatures
 from featx.backbones.dinov2.names import DINOV2_ARCHS
+from featx.backbones.resnet.names import RESNET_ARCHS
 from featx.backbones.squeezenet import squeezenet_taps
 from featx.backbones.taps import TapInfo
 from featx.backbones.vgg.layers import ARCHS as VGG_ARCHS
@@ -26,6 +27,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "alexnet": ("alexnet",),
     "squeezenet": ("squeezenet1_1",),
     "dinov2": tuple(DINOV2_ARCHS),
+    "resnet": tuple(RESNET_ARCHS),
 }
 """Family name -> its architectures."""
 
@@ -71,6 +73,10 @@ def available_taps(arch: str, **options: Any) -> tuple[TapInfo, ...]:
         from featx.backbones.dinov2.features import dinov2_taps
 
         return dinov2_taps(arch)
+    if family == "resnet":
+        from featx.backbones.resnet.features import resnet_taps
+
+        return resnet_taps(arch)
     return alexnet_taps()
 
 
@@ -98,11 +104,18 @@ def _dinov2(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> Backbo
     return DINOv2Features(arch, taps, **kwargs)
 
 
+def _resnet(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> BackboneFeatures:
+    from featx.backbones.resnet.features import ResNetFeatures
+
+    return ResNetFeatures(arch, taps, **kwargs)
+
+
 _BUILDERS: dict[str, Callable[..., BackboneFeatures]] = {
     "vgg": _vgg,
     "alexnet": _alexnet,
     "squeezenet": _squeezenet,
     "dinov2": _dinov2,
+    "resnet": _resnet,
 }
 
 
