@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from featx.backbones.resnet.features import resnet_taps as resnet_taps
     from featx.backbones.resnet.names import RESNET_ARCHS as RESNET_ARCHS
     from featx.backbones.resnet.names import ResNetLayer as ResNetLayer
+    from featx.backbones.resnet.names import resnet_layer as resnet_layer
     from featx.backbones.resnet.names import resnet_layers as resnet_layers
     from featx.backbones.resnet.names import resnet_min_input_size as resnet_min_input_size
     from featx.backbones.resnet.names import resnet_output_size as resnet_output_size
+    from featx.backbones.resnet.names import resolve_resnet_taps as resolve_resnet_taps
     from featx.backbones.resnet.table import RESNET_HEADS as RESNET_HEADS
     from featx.backbones.resnet.table import resnet_layer_table as resnet_layer_table
 
@@ -28,11 +30,13 @@ _EXPORTS = {
     "ResNetFeatures": "featx.backbones.resnet.features",
     "ResNetLayer": "featx.backbones.resnet.names",
     "resnet_layer_table": "featx.backbones.resnet.table",
+    "resnet_layer": "featx.backbones.resnet.names",
     "resnet_layers": "featx.backbones.resnet.names",
     "resnet_layout": "featx.backbones.resnet.features",
     "resnet_min_input_size": "featx.backbones.resnet.names",
     "resnet_output_size": "featx.backbones.resnet.names",
     "resnet_taps": "featx.backbones.resnet.features",
+    "resolve_resnet_taps": "featx.backbones.resnet.names",
 }
 
 __all__ = sorted(_EXPORTS)

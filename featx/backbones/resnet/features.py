@@ -10,12 +10,17 @@ from typing import TYPE_CHECKING, Optional, Union
 import torch
 from torch import nn
 
-from featx._checks import InputRange, check_choice, closest
+from featx._checks import InputRange, check_choice
 from featx.backbones.base import BackboneFeatures
-from featx.backbones.resnet.names import RESNET_ARCHS, STEM, ResNetLayer, resnet_layers, resnet_min_input_size
-from featx.backbones.taps import TapInfo, tap_names
-from featx.errors import FeatxValueError
-from featx.presets import PRESETS
+from featx.backbones.resnet.names import (
+    RESNET_ARCHS,
+    STEM,
+    ResNetLayer,
+    resnet_layers,
+    resnet_min_input_size,
+    resolve_resnet_taps,
+)
+from featx.backbones.taps import TapInfo
 
 if TYPE_CHECKING:
     from featx.weights import WeightsSpec
@@ -71,27 +76,6 @@ def resnet_layout(arch: str, deepest: ResNetLayer) -> KeyLayout:
         "ResNets use the same names); fc.* and the layers featx does not build are ignored."
     )
     return KeyLayout(canonical, built, scope, hint, cache_tag="resnet")
-
-
-def _layer(arch: str, tap: str) -> ResNetLayer:
-    """The layer a tap names; unknown names get the closest and the valid spellings."""
-    by_name = {layer.name: layer for layer in resnet_layers(arch)}
-    if tap in by_name:
-        return by_name[tap]
-    depths = RESNET_ARCHS[arch].depths
-    blocks = ", ".join(f"'layer{stage}.0' ... 'layer{stage}.{depth - 1}'" for stage, depth in enumerate(depths, start=1))
-    raise FeatxValueError(
-        f"unknown tap {tap!r} for {arch}.{closest(tap, by_name)} Valid choices: 'conv1', 'bn1', 'relu', 'maxpool', "
-        f"'layer1', 'layer2', 'layer3', 'layer4' (torchvision's module names) and the residual blocks {blocks}"
-    )
-
-
-def _resolve(arch: str, taps: Union[str, Iterable[str]]) -> tuple[TapInfo, ...]:
-    """Tap infos of the named taps, duplicates dropped, in depth order."""
-    groups = {name: preset.taps for name, preset in PRESETS.items() if preset.arch == arch}
-    names = list(groups[taps]) if isinstance(taps, str) and taps in groups else tap_names(taps, arch=arch)
-    layers = {layer.position: layer for layer in (_layer(arch, name) for name in names)}
-    return tuple(TapInfo(layer.name, layer.position, layer.channels, layer.stride) for _, layer in sorted(layers.items()))
 
 
 def _init(modules: Iterable[nn.Module]) -> None:
@@ -165,7 +149,7 @@ class ResNetFeatures(BackboneFeatures):
         verify_weights: Optional[str] = None,
     ) -> None:
         arch = check_choice("arch", arch, tuple(RESNET_ARCHS))
-        feature_info = _resolve(arch, taps)
+        feature_info = resolve_resnet_taps(arch, taps)
         layers = resnet_layers(arch)
         deepest = layers[feature_info[-1].index]
         super().__init__(

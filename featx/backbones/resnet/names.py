@@ -7,9 +7,14 @@ stages ``layer1`` ... ``layer4`` and their residual blocks ``layer{i}.{j}``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Union
 
-from featx._checks import check_choice
+from featx._checks import check_choice, closest
+from featx.backbones.taps import TapInfo, tap_names
+from featx.errors import FeatxValueError
+from featx.presets import PRESETS
 
 __all__ = [
     "RESNET_ARCHS",
@@ -19,7 +24,9 @@ __all__ = [
     "block_params",
     "resnet_layers",
     "resnet_min_input_size",
+    "resnet_layer",
     "resnet_output_size",
+    "resolve_resnet_taps",
     "stem_params",
 ]
 
@@ -180,3 +187,42 @@ def resnet_min_input_size(arch: str, deepest_tap: str) -> int:
     """
     by_name = {layer.name: layer for layer in resnet_layers(arch)}
     return by_name[check_choice("tap", deepest_tap, tuple(by_name), context=f" for {arch}")].stride
+
+
+def resnet_layer(arch: str, tap: str) -> ResNetLayer:
+    """The layer a tap of ``arch`` names.
+
+    Raises:
+        ValueError: unknown tap, with the closest name and the valid spellings.
+
+    Example:
+        >>> resnet_layer("resnet34", "layer2.3").channels
+        128
+    """
+    by_name = {layer.name: layer for layer in resnet_layers(arch)}
+    if tap in by_name:
+        return by_name[tap]
+    depths = RESNET_ARCHS[arch].depths
+    blocks = ", ".join(f"'layer{stage}.0' ... 'layer{stage}.{depth - 1}'" for stage, depth in enumerate(depths, start=1))
+    raise FeatxValueError(
+        f"unknown tap {tap!r} for {arch}.{closest(tap, by_name)} Valid choices: 'conv1', 'bn1', 'relu', 'maxpool', "
+        f"'layer1', 'layer2', 'layer3', 'layer4' (torchvision's module names) and the residual blocks {blocks}"
+    )
+
+
+def resolve_resnet_taps(arch: str, taps: Union[str, Iterable[str]]) -> tuple[TapInfo, ...]:
+    """Tap infos of the taps ``taps`` names (one name, ``"a,b"``, a list, or a preset of ``arch``),
+    duplicates dropped, in depth order.
+
+    Raises:
+        TypeError: ``taps`` is not a string or an iterable of strings.
+        ValueError: no tap, or an unknown one (with the closest name).
+
+    Example:
+        >>> [info.name for info in resolve_resnet_taps("resnet18", "layer2,conv1,layer2")]
+        ['conv1', 'layer2']
+    """
+    groups = {name: preset.taps for name, preset in PRESETS.items() if preset.arch == arch}
+    names = list(groups[taps]) if isinstance(taps, str) and taps in groups else tap_names(taps, arch=arch)
+    layers = {layer.position: layer for layer in (resnet_layer(arch, name) for name in names)}
+    return tuple(TapInfo(layer.name, layer.position, layer.channels, layer.stride) for _, layer in sorted(layers.items()))
