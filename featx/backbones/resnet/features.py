@@ -165,6 +165,8 @@ class ResNetFeatures(BackboneFeatures):
             path = layer.name if layer.stage == 0 else f"layer{layer.stage}.{layer.block}"
             self._taps_after.setdefault(path, []).append(info.name)
         self._build(arch, deepest)
+        if weights is None:  # a checkpoint overwrites every built tensor: initialise only random weights
+            _init(self.modules())
         self.load_and_freeze(
             weights,
             expected=self.loadable_shapes(),
@@ -202,7 +204,6 @@ class ResNetFeatures(BackboneFeatures):
                 blocks.append(block_class(inplanes, width, stride if block == 0 else 1, downsample))
                 inplanes = out
             self.add_module(f"layer{stage}", nn.Sequential(*blocks))
-        _init(self.modules())
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The truncated ResNet on normalised input: the tapped maps, shallowest first."""
