@@ -306,6 +306,24 @@ def test_only_the_modules_up_to_the_deepest_tap_are_built(monkeypatch):
     assert len(cut.layer3) == 2 and not hasattr(cut, "fc") and not hasattr(cut, "avgpool")
 
 
+def test_a_checkpoint_is_copied_into_uninitialised_modules(monkeypatch):
+    """With weights given, the modules are created on the meta device and allocated: no random initialisation
+    runs (construction cost), and every tensor, BatchNorm statistics included, comes from the checkpoint."""
+    state = torchvision_resnet("resnet18").state_dict()
+
+    def refuse(tensor, *args, **kwargs):
+        if not tensor.is_meta:  # on the meta device an initialiser touches no memory
+            raise AssertionError("a random initialisation ran although a checkpoint was given")
+        return tensor
+
+    for name in ("kaiming_normal_", "kaiming_uniform_", "uniform_", "constant_", "ones_", "zeros_"):
+        monkeypatch.setattr(torch.nn.init, name, refuse)
+    extractor = ResNetFeatures("resnet18", "layer2", weights=state)
+    for key, value in extractor.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert all(tensor.device.type == "cpu" for tensor in [*extractor.parameters(), *extractor.buffers()])
+
+
 @pytest.mark.parametrize(("arch", "tap"), [("resnet18", "layer4"), ("resnet50", "layer3.1"), ("resnet101", "layer2.0")])
 def test_truncated_parameters_equal_torchvision_counts(arch, tap):
     with torch.device("meta"):

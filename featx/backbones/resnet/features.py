@@ -164,9 +164,14 @@ class ResNetFeatures(BackboneFeatures):
             layer = layers[info.index]
             path = layer.name if layer.stage == 0 else f"layer{layer.stage}.{layer.block}"
             self._taps_after.setdefault(path, []).append(info.name)
-        self._build(arch, deepest)
-        if weights is None:  # a checkpoint overwrites every built tensor: initialise only random weights
+        if weights is None:
+            self._build(arch, deepest)
             _init(self.modules())
+        else:  # a checkpoint fills every built tensor: create them on the meta device, then allocate
+            with torch.device("meta"):
+                self._build(arch, deepest)
+            for module in self.children():  # not the input-range buffers of BackboneFeatures
+                module.to_empty(device="cpu")
         self.load_and_freeze(
             weights,
             expected=self.loadable_shapes(),
