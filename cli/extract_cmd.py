@@ -177,8 +177,8 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
 @click.option(
     "--arch",
     default=None,
-    help="Backbone architecture of any family: vgg11 ... vgg19_bn, alexnet, squeezenet1_1, dinov2_vits14, "
-    "dinov2_vitb14, ... (default vgg19; `featx layers ARCH` lists its taps).",
+    help="Backbone architecture of any family: vgg11 ... vgg19_bn, alexnet, squeezenet1_1, resnet18 ... "
+    "resnet101, convnext_tiny/small/base, dinov2_vits14, dinov2_vitb14 (default vgg19; `featx layers ARCH` lists its taps).",
 )
 @click.option(
     "--taps",

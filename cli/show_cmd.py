@@ -27,7 +27,8 @@ from featx._choices import ALPHA_MODES
     "--arch",
     default="vgg19",
     show_default=True,
-    help="Backbone of any family: vgg11 ... vgg19_bn, alexnet, squeezenet1_1, dinov2_vits14, dinov2_vitb14, ... "
+    help="Backbone of any family: vgg11 ... vgg19_bn, alexnet, squeezenet1_1, resnet18 ... resnet101, "
+    "convnext_tiny/small/base, dinov2_vits14, dinov2_vitb14 "
     "(`featx layers ARCH` lists its taps).",
 )
 @click.option("--channels", default=8, show_default=True, type=click.IntRange(min=1), help="Channels shown per tap.")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the lazily exported names, visible to type checkers and IDE
     from featx.backbones.convnext.features import ConvNeXtFeatures
     from featx.backbones.dinov2.features import DINOv2Features
     from featx.backbones.lte import LTE
+    from featx.backbones.resnet.features import ResNetFeatures
     from featx.backbones.squeezenet import SqueezeNetFeatures
     from featx.backbones.table import layer_table
     from featx.backbones.taps import TapInfo, resolve_taps
@@ -118,6 +119,7 @@ _EXPORTS = {
     "PerceptualLoss": "featx.losses.modules",
     "REDUCTIONS": "featx.losses.functional",
     "RandomWeightsWarning": "featx.errors",
+    "ResNetFeatures": "featx.backbones.resnet.features",
     "ResNetWeights": "featx.weights",
     "SlicedWassersteinOnFeatures": "featx.losses.texture",
     "SqueezeNetFeatures": "featx.backbones.squeezenet",
@@ -195,6 +197,7 @@ __all__ = [
     "PerceptualLoss",
     "REDUCTIONS",
     "RandomWeightsWarning",
+    "ResNetFeatures",
     "ResNetWeights",
     "SlicedWassersteinOnFeatures",
     "SqueezeNetFeatures",

@@ -3,7 +3,8 @@
 One module (or folder) per family: :mod:`~featx.backbones.vgg` (layers, extractor, fully
 convolutional head), :mod:`~featx.backbones.alexnet`, :mod:`~featx.backbones.squeezenet`,
 :mod:`~featx.backbones.dinov2` (on timm's modules), :mod:`~featx.backbones.convnext` (on
-torchvision's modules), :mod:`~featx.backbones.lte` (TTSR). Shared parts:
+torchvision's modules), :mod:`~featx.backbones.resnet` (on torchvision's
+blocks), :mod:`~featx.backbones.lte` (TTSR). Shared parts:
 :mod:`~featx.backbones.base` (``BackboneFeatures``, the contract every family follows),
 :mod:`~featx.backbones.catalog` (every architecture by name: ``build_backbone``),
 :mod:`~featx.backbones.taps`, :mod:`~featx.backbones.pooling`, :mod:`~featx.backbones.table`.
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
     from featx.backbones.lte import LTE as LTE
     from featx.backbones.pooling import L2Pool2d as L2Pool2d
     from featx.backbones.pooling import make_pool as make_pool
+    from featx.backbones.resnet import RESNET_ARCHS as RESNET_ARCHS
+    from featx.backbones.resnet import ResNetFeatures as ResNetFeatures
+    from featx.backbones.resnet import resnet_layer_table as resnet_layer_table
+    from featx.backbones.resnet import resnet_taps as resnet_taps
     from featx.backbones.squeezenet import FIRE_PARTS as FIRE_PARTS
     from featx.backbones.squeezenet import SQUEEZENET_ALIASES as SQUEEZENET_ALIASES
     from featx.backbones.squeezenet import SQUEEZENET_LAYERS as SQUEEZENET_LAYERS
@@ -95,6 +100,8 @@ _EXPORTS = {
     "LayerSpec": "featx.backbones.vgg.layers",
     "POOLINGS": "featx.backbones.vgg.layers",
     "RANGE_CHECKED_CALLS": "featx.backbones.base",
+    "RESNET_ARCHS": "featx.backbones.resnet.names",
+    "ResNetFeatures": "featx.backbones.resnet.features",
     "SQUEEZENET_ALIASES": "featx.backbones.squeezenet",
     "SQUEEZENET_LAYERS": "featx.backbones.squeezenet",
     "SqueezeNetFeatures": "featx.backbones.squeezenet",
@@ -121,6 +128,8 @@ _EXPORTS = {
     "make_pool": "featx.backbones.pooling",
     "min_input_size": "featx.backbones.vgg.layers",
     "resolve_taps": "featx.backbones.taps",
+    "resnet_layer_table": "featx.backbones.resnet.table",
+    "resnet_taps": "featx.backbones.resnet.features",
     "run_tapped": "featx.backbones.base",
     "select_taps": "featx.backbones.taps",
     "squeezenet_min_input_size": "featx.backbones.squeezenet",

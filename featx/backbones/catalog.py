@@ -15,6 +15,7 @@ from featx.backbones.alexnet import alexnet_taps
 from featx.backbones.base import BackboneFeatures
 from featx.backbones.convnext.names import CONVNEXT_ARCHS, convnext_taps
 from featx.backbones.dinov2.names import DINOV2_ARCHS
+from featx.backbones.resnet.names import RESNET_ARCHS
 from featx.backbones.squeezenet import squeezenet_taps
 from featx.backbones.taps import TapInfo
 from featx.backbones.vgg.layers import ARCHS as VGG_ARCHS
@@ -28,6 +29,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "squeezenet": ("squeezenet1_1",),
     "dinov2": tuple(DINOV2_ARCHS),
     "convnext": tuple(CONVNEXT_ARCHS),
+    "resnet": tuple(RESNET_ARCHS),
 }
 """Family name -> its architectures."""
 
@@ -75,6 +77,10 @@ def available_taps(arch: str, **options: Any) -> tuple[TapInfo, ...]:
         return dinov2_taps(arch)
     if family == "convnext":
         return convnext_taps(arch)
+    if family == "resnet":
+        from featx.backbones.resnet.features import resnet_taps
+
+        return resnet_taps(arch)
     return alexnet_taps()
 
 
@@ -108,12 +114,19 @@ def _convnext(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> Back
     return ConvNeXtFeatures(arch, taps, **kwargs)
 
 
+def _resnet(arch: str, taps: Union[str, Iterable[str]], **kwargs: Any) -> BackboneFeatures:
+    from featx.backbones.resnet.features import ResNetFeatures
+
+    return ResNetFeatures(arch, taps, **kwargs)
+
+
 _BUILDERS: dict[str, Callable[..., BackboneFeatures]] = {
     "vgg": _vgg,
     "alexnet": _alexnet,
     "squeezenet": _squeezenet,
     "dinov2": _dinov2,
     "convnext": _convnext,
+    "resnet": _resnet,
 }
 
 
