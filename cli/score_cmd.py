@@ -141,7 +141,7 @@ def score(
     """
     from featx.errors import FeatxWarning, OutputWriteError, RandomWeightsWarning, WeightsNotFoundError
     from featx.metrics.score import score_folders
-    from featx.metrics.score_output import check_output, write_csv, write_summary
+    from featx.metrics.score_output import check_output, csv_text, write_csv, write_summary
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()]
     random_weights = weights.lower() == "random"
@@ -176,7 +176,7 @@ def score(
             "not LPIPS/DISTS)"
         ) from None
     except (OSError, ValueError, TypeError, RuntimeError) as error:
-        raise ScoreSetupError(" ".join(str(error).split()) or type(error).__name__) from None
+        raise ScoreSetupError(_one_line(error)) from None
     _echo_warnings(caught)
     unverified = summary.config["unverified_weights"]
     if unverified:
@@ -186,20 +186,28 @@ def score(
             err=True,
         )
     for pair in summary.errors:
-        click.echo(f"featx: error: {_printable(pair.key)}: {pair.error}", err=True)
+        click.echo(f"featx: error: {_printable(pair.key)}: {_one_line(pair.error)}", err=True)
     note = " (RANDOM weights: the *_random numbers are not LPIPS/DISTS)" if summary.config["random_weights"] else ""
     click.echo(f"featx score: {_counts_line(summary)}; mean {_means_line(summary)}{note}")
-    written, failed = [], False
+    written, failed, lost_rows = [], False, False
     for write, path in ((write_csv, out), (write_summary, json_path)):
         try:
             written.append(str(write(summary, path)))
-        except OutputWriteError as error:
-            click.echo(f"featx: error: {error}", err=True)
-            failed = True
+        except (OutputWriteError, ValueError) as error:  # ValueError: a summary that is not strict JSON
+            failed, lost_rows = True, lost_rows or write is write_csv
+            rest = f"; its {summary.counts['scored']} row(s) follow on stdout, as CSV" if write is write_csv else ""
+            click.echo(f"featx: error: {_one_line(error)}{rest}", err=True)
     if written:
         click.echo(f"featx score: wrote {' and '.join(_printable(path) for path in written)}")
+    if lost_rows:  # the CSV could not be written: its rows are printed, last, so that no score is lost
+        click.echo(csv_text(summary), nl=False)
     if failed or summary.errors:
         sys.exit(EXIT_FAILED)
+
+
+def _one_line(error: object) -> str:
+    """A message on one line (an error's text may hold line breaks)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _printable(name: str) -> str:
