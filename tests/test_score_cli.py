@@ -139,6 +139,35 @@ def test_out_inside_an_input_or_named_json_is_refused(folders, tmp_path):
     assert not (tmp_path / "scores.json").exists()
 
 
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links")
+def test_out_reaching_an_input_through_a_link_is_refused_before_scoring(folders, tmp_path, monkeypatch):
+    pred, ref = folders
+    before = (pred / "a.png").read_bytes()
+    (tmp_path / "link.csv").symlink_to(pred / "a.png")  # --out names an input image through a link
+    (tmp_path / "pred_link").symlink_to(pred, target_is_directory=True)  # PRED given through a link
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before --out was checked")
+
+    monkeypatch.setattr("featx.metrics.score.score_folders", never)
+    for pred_arg, out in ((pred, tmp_path / "link.csv"), (tmp_path / "pred_link", pred / "s.csv"),
+                          (pred, tmp_path / "pred_link" / "s.csv"), (pred, ref / ".." / "hr" / "a.png")):  # fmt: skip
+        result = run(pred_arg, ref, "--out", out)
+        assert result.exit_code == 2 and "would be written inside the input folder" in result.output, (out, result.output)
+        assert len(result.output.strip().splitlines()) == 1
+    assert (pred / "a.png").read_bytes() == before and sorted(os.listdir(pred)) == ["a.png", "same.png"]
+
+
+@pytest.mark.parametrize("metric", ["psnr", "ssim"])
+def test_a_pred_batch_of_one_is_never_broadcast_over_three_targets(metric):
+    from featx.metrics import ssim
+
+    function = {"psnr": psnr, "ssim": ssim}[metric]
+    pred, target = torch.rand(1, 3, 16, 16, dtype=torch.float64), torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"same shape \(B, C, H, W\), got \(1, 3, 16, 16\) and \(3, 3, 16, 16\)"):
+        function(pred, target)
+
+
 def test_setup_errors_exit_2_with_one_line(tmp_path):
     (tmp_path / "sr").mkdir(), (tmp_path / "hr").mkdir()
     empty = run(tmp_path / "sr", tmp_path / "hr", "--out", tmp_path / "s.csv")
