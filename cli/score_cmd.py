@@ -17,7 +17,7 @@ LPIPS_NETS = ("alex", "vgg", "squeeze")
 GRAY_MODES = ("keep", "repeat")
 CROP_SCOPES = ("psnr_ssim", "all")
 
-EXIT_FAILED, EXIT_SETUP = 1, 2
+EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
 
 
 class ScoreSetupError(click.ClickException):
@@ -130,8 +130,9 @@ def score(
 
     Writes one CSV row per scored pair and a JSON summary, and prints the mean of each metric.
     Exit 0 when every pair was scored; 1 when a pair failed, a file is unpaired or an output could
-    not be written (the rest is scored and written); 2 for a setup error (missing folder or
-    weights, no images, bad option or --out), with nothing written.
+    not be written (the rest is scored and written; the rows of a CSV that could not be written
+    are printed on stdout); 2 for a setup error (missing folder or weights, no images, bad option
+    or --out), with nothing written; 130 on Ctrl-C.
 
     \b
     Example:
@@ -139,6 +140,35 @@ def score(
       featx score results/Set14/ Set14/HR/ --pred-suffix _ESRGAN_x4 --crop-border 4 --y-channel
       featx score results/ DIV2K_valid_HR/ --metrics lpips,dists --weights random   # no downloads, not LPIPS/DISTS
     """
+    try:
+        _score(**locals())
+    except KeyboardInterrupt:  # one line and 130, as a shell does for SIGINT, not click's "Aborted!"
+        click.echo("featx score: interrupted (Ctrl-C); each file at --out is either complete or as it was before", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _score(
+    pred_dir: str,
+    ref_dir: str,
+    metrics: str,
+    out: str,
+    crop_border: int,
+    crop_scope: str,
+    y_channel: bool,
+    gray: str,
+    modcrop: Optional[int],
+    pair_by: str,
+    pred_suffix: Optional[str],
+    pred_pattern: Optional[str],
+    alpha: str,
+    device: str,
+    batch_size: Optional[int],
+    workers: Optional[int],
+    lpips_net: str,
+    weights: str,
+    require_verified: bool,
+    quiet: bool,
+) -> None:
     from featx.errors import FeatxWarning, OutputWriteError, RandomWeightsWarning, WeightsNotFoundError
     from featx.metrics.score import score_folders
     from featx.metrics.score_output import check_output, csv_text, write_csv, write_summary

@@ -158,6 +158,32 @@ def test_out_reaching_an_input_through_a_link_is_refused_before_scoring(folders,
     assert (pred / "a.png").read_bytes() == before and sorted(os.listdir(pred)) == ["a.png", "same.png"]
 
 
+@pytest.mark.parametrize("where", ["scoring", "summary"])
+def test_ctrl_c_is_one_line_and_exit_130_with_files_complete_or_as_they_were(folders, tmp_path, monkeypatch, where):
+    pred, ref = folders
+    (tmp_path / "s.csv").write_text("old rows\n"), (tmp_path / "s.json").write_text("{}\n")
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where == "scoring":
+        monkeypatch.setattr("featx.metrics.score.score_folders", interrupt)
+    else:  # after the CSV was written, while the summary is
+        monkeypatch.setattr(score_output, "write_summary", interrupt)
+    result = run(pred, ref, "--out", tmp_path / "s.csv")
+    assert result.exit_code == 130, result.output
+    assert result.stderr.splitlines()[-1] == (
+        "featx score: interrupted (Ctrl-C); each file at --out is either complete or as it was before"
+    )
+    assert "Aborted!" not in result.output and (tmp_path / "s.json").read_text() == "{}\n"
+    rows = (tmp_path / "s.csv").read_text()
+    if where == "scoring":
+        assert rows == "old rows\n"
+    else:
+        assert rows.startswith("key,psnr,ssim\na.png,")  # complete: written before the interrupt
+    assert sorted(os.listdir(tmp_path)) == ["hr", "s.csv", "s.json", "sr"]  # no temporary left
+
+
 @pytest.mark.parametrize("metric", ["psnr", "ssim"])
 def test_a_pred_batch_of_one_is_never_broadcast_over_three_targets(metric):
     from featx.metrics import ssim
