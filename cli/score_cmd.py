@@ -17,7 +17,7 @@ LPIPS_NETS = ("alex", "vgg", "squeeze")
 GRAY_MODES = ("keep", "repeat")
 CROP_SCOPES = ("psnr_ssim", "all")
 
-EXIT_FAILED, EXIT_SETUP = 1, 2
+EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
 
 
 class ScoreSetupError(click.ClickException):
@@ -130,8 +130,9 @@ def score(
 
     Writes one CSV row per scored pair and a JSON summary, and prints the mean of each metric.
     Exit 0 when every pair was scored; 1 when a pair failed, a file is unpaired or an output could
-    not be written (the rest is scored and written); 2 for a setup error (missing folder or
-    weights, no images, bad option or --out), with nothing written.
+    not be written (the rest is scored and written; the rows of a CSV that could not be written
+    are printed on stdout); 2 for a setup error (missing folder or weights, no images, bad option
+    or --out), with nothing written; 130 on Ctrl-C.
 
     \b
     Example:
@@ -139,9 +140,38 @@ def score(
       featx score results/Set14/ Set14/HR/ --pred-suffix _ESRGAN_x4 --crop-border 4 --y-channel
       featx score results/ DIV2K_valid_HR/ --metrics lpips,dists --weights random   # no downloads, not LPIPS/DISTS
     """
+    try:
+        _score(**locals())
+    except KeyboardInterrupt:  # one line and 130, as a shell does for SIGINT, not click's "Aborted!"
+        click.echo("featx score: interrupted (Ctrl-C); each file at --out is either complete or as it was before", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _score(
+    pred_dir: str,
+    ref_dir: str,
+    metrics: str,
+    out: str,
+    crop_border: int,
+    crop_scope: str,
+    y_channel: bool,
+    gray: str,
+    modcrop: Optional[int],
+    pair_by: str,
+    pred_suffix: Optional[str],
+    pred_pattern: Optional[str],
+    alpha: str,
+    device: str,
+    batch_size: Optional[int],
+    workers: Optional[int],
+    lpips_net: str,
+    weights: str,
+    require_verified: bool,
+    quiet: bool,
+) -> None:
     from featx.errors import FeatxWarning, OutputWriteError, RandomWeightsWarning, WeightsNotFoundError
     from featx.metrics.score import score_folders
-    from featx.metrics.score_output import check_output, write_csv, write_summary
+    from featx.metrics.score_output import check_output, csv_text, write_csv, write_summary
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()]
     random_weights = weights.lower() == "random"
@@ -176,7 +206,7 @@ def score(
             "not LPIPS/DISTS)"
         ) from None
     except (OSError, ValueError, TypeError, RuntimeError) as error:
-        raise ScoreSetupError(" ".join(str(error).split()) or type(error).__name__) from None
+        raise ScoreSetupError(_one_line(error)) from None
     _echo_warnings(caught)
     unverified = summary.config["unverified_weights"]
     if unverified:
@@ -186,20 +216,28 @@ def score(
             err=True,
         )
     for pair in summary.errors:
-        click.echo(f"featx: error: {_printable(pair.key)}: {pair.error}", err=True)
+        click.echo(f"featx: error: {_printable(pair.key)}: {_one_line(pair.error)}", err=True)
     note = " (RANDOM weights: the *_random numbers are not LPIPS/DISTS)" if summary.config["random_weights"] else ""
     click.echo(f"featx score: {_counts_line(summary)}; mean {_means_line(summary)}{note}")
-    written, failed = [], False
+    written, failed, lost_rows = [], False, False
     for write, path in ((write_csv, out), (write_summary, json_path)):
         try:
             written.append(str(write(summary, path)))
-        except OutputWriteError as error:
-            click.echo(f"featx: error: {error}", err=True)
-            failed = True
+        except (OutputWriteError, ValueError) as error:  # ValueError: a summary that is not strict JSON
+            failed, lost_rows = True, lost_rows or write is write_csv
+            rest = f"; its {summary.counts['scored']} row(s) follow on stdout, as CSV" if write is write_csv else ""
+            click.echo(f"featx: error: {_one_line(error)}{rest}", err=True)
     if written:
         click.echo(f"featx score: wrote {' and '.join(_printable(path) for path in written)}")
+    if lost_rows:  # the CSV could not be written: its rows are printed, last, so that no score is lost
+        click.echo(csv_text(summary), nl=False)
     if failed or summary.errors:
         sys.exit(EXIT_FAILED)
+
+
+def _one_line(error: object) -> str:
+    """A message on one line (an error's text may hold line breaks)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _printable(name: str) -> str:

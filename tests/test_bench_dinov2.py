@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm  # in the test extra: a broken install fails here instead of skipping
 import torch
-
-timm = pytest.importorskip("timm")
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("timm_full", "timm_depth", "timm_slice", "featx_cold", "featx_cached")
@@ -24,7 +23,7 @@ def test_small_run_writes_json(tmp_path):
         [sys.executable, str(ROOT / "benchmarks" / "bench_dinov2.py"), "--small", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=2400,  # 425 s seen on a loaded 2-core machine (2026-12-04): several times that
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "dinov2.json").read_text())

@@ -84,7 +84,10 @@ def test_quick_run_json_structure(quick_run):
     assert _finite(cached["ratios"]["time_cached_over_uncached"])
     bf16 = on_disk["bf16"][0]
     assert {(f["criterion"], f["pred"]) for f in bf16["fidelity"]} == {
-        ("l1", "near"), ("l1", "far"), ("mse", "near"), ("mse", "far")
+        ("l1", "near"),
+        ("l1", "far"),
+        ("mse", "near"),
+        ("mse", "far"),
     }
     for f in bf16["fidelity"]:
         assert 0.0 <= f["loss_rel_err"] < 0.5 and -1.0 <= f["grad_cosine"] <= 1.0
@@ -108,8 +111,6 @@ def test_featx_and_baselines_compute_the_same_loss(quick_run):
 def test_render_prints_every_section(bench, quick_run):
     results, _ = quick_run
     text = bench.render(results)
-    titles = (
-        "Single perceptual term", "Perceptual + style", "Fixed style target", "bf16 autocast", "Allocator", "Targets"
-    )
+    titles = ("Single perceptual term", "Perceptual + style", "Fixed style target", "bf16 autocast", "Allocator", "Targets")
     for title in titles:
         assert title in text

@@ -21,11 +21,20 @@ from featx._choices import PAIR_BY
 from featx.errors import FeatxTypeError, FeatxValueError, InputNotFoundError
 from featx.io.discovery import find_images, printable_name
 
-__all__ = ["PAIR_BY", "ScoredPair", "count_pairs", "pair_folders", "pattern_matcher"]
+__all__ = ["GRAY_RGB_CONVENTION", "PAIR_BY", "ScoredPair", "count_pairs", "gray_rgb_warning", "pair_folders", "pattern_matcher"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 NO_REFERENCE, NO_PREDICTION = "no reference image", "no prediction image"
+
+GRAY_RGB_CONVENTION = (
+    "the gray image is repeated to RGB for every metric, as BasicSR's test.py reads images (cv2.IMREAD_COLOR); "
+    "BasicSR's calculate_psnr_ssim.py would stop on such a pair"
+)
+"""How ``featx score`` scores a gray image paired with an RGB one (whatever ``gray`` says)."""
+
+SHOWN_GRAY_PAIRS = 5
+"""How many gray-against-RGB pairs :func:`gray_rgb_warning` names (all are in the JSON summary)."""
 
 
 @dataclass
@@ -164,3 +173,23 @@ def count_pairs(pairs: Iterable[ScoredPair]) -> dict[str, int]:
         else:
             counts["failed" if pair.error is not None else "scored"] += 1
     return counts
+
+
+def gray_rgb_warning(pairs: Iterable[ScoredPair]) -> Optional[str]:
+    """The one warning for the scored pairs that compared a gray image with an RGB one: how many,
+    which (the first :data:`SHOWN_GRAY_PAIRS`, each with its gray side) and the convention used;
+    ``None`` when there is none.
+
+    Example:
+        >>> note = "gray reference against an RGB prediction: scored as RGB"
+        >>> print(gray_rgb_warning([ScoredPair("a.png", "x", "y", {"psnr": 30.0}, warning=note)]))
+        1 pair(s) compare a gray image with an RGB one: a.png (gray reference); the gray image is repeated to RGB ...
+    """
+    noted = [pair for pair in pairs if pair.warning is not None and pair.error is None and not pair.unpaired]
+    if not noted:
+        return None
+    shown = noted[:SHOWN_GRAY_PAIRS]  # each with its gray side: "gray prediction" or "gray reference"
+    names = ", ".join(f"{printable_name(pair.key)} ({str(pair.warning).split(' against ')[0]})" for pair in shown)
+    more = len(noted) - SHOWN_GRAY_PAIRS
+    names += f" and {more} more (all under warnings in the JSON summary)" if more > 0 else ""
+    return f"{len(noted)} pair(s) compare a gray image with an RGB one: {names}; {GRAY_RGB_CONVENTION}"

@@ -37,7 +37,7 @@ from featx.io._truncation import strict_loading
 from featx.io.discovery import printable_name
 from featx.metrics.conventions import CROP_SCOPES, GRAY_MODES, PAIR_ERRORS, DecodedPair, crop, read_pair
 from featx.metrics.fidelity import SSIM_WINDOW, psnr, rgb_to_y, ssim
-from featx.metrics.pairing import ScoredPair, count_pairs, pair_folders
+from featx.metrics.pairing import ScoredPair, count_pairs, gray_rgb_warning, pair_folders
 from featx.metrics.score_models import (
     RANDOM_SEED,
     MetricModule,
@@ -362,13 +362,7 @@ def score_folders(
 
 
 def _warn_gray(pairs: list[ScoredPair]) -> None:
-    """One warning for every pair that compared a gray image with an RGB one."""
-    noted = [pair for pair in pairs if pair.warning is not None]
-    if noted:
-        first = noted[0]
-        warnings.warn(
-            f"{len(noted)} pair(s) compare a gray image with an RGB one and were scored as RGB "
-            f"(first: {printable_name(first.key)}: {first.warning})",
-            FeatxWarning,
-            stacklevel=3,
-        )
+    """One warning for every scored pair that compared a gray image with an RGB one."""
+    message = gray_rgb_warning(pairs)
+    if message is not None:
+        warnings.warn(message, FeatxWarning, stacklevel=3)

@@ -31,7 +31,16 @@ from featx.io.atomic import write_atomic
 from featx.io.discovery import name_bytes, printable_name
 from featx.metrics.pairing import ScoredPair, count_pairs
 
-__all__ = ["ScoreSummary", "check_output", "summary_path", "summary_payload", "write_csv", "write_scores", "write_summary"]
+__all__ = [
+    "ScoreSummary",
+    "check_output",
+    "csv_text",
+    "summary_path",
+    "summary_payload",
+    "write_csv",
+    "write_scores",
+    "write_summary",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -161,13 +170,31 @@ def write_csv(summary: ScoreSummary, csv_path: PathLike) -> Path:
         key,psnr
         a.png,30.0
     """
+    _write(Path(csv_path), _csv_lines(summary))
+    return Path(csv_path)
+
+
+def _csv_lines(summary: ScoreSummary) -> list[bytes]:
     columns = summary.columns
     lines = [_csv_line(["key", *columns])]
     for pair in summary.pairs:
         if pair.error is None and not pair.unpaired:
             lines.append(_csv_line([printable_name(pair.key), *(repr(pair.scores[name]) for name in columns)]))
-    _write(Path(csv_path), lines)
-    return Path(csv_path)
+    return lines
+
+
+def csv_text(summary: ScoreSummary) -> str:
+    """The per-pair CSV :func:`write_csv` writes, as text (what ``featx score`` prints when the
+    file cannot be written, so that no score is lost).
+
+    Example:
+        >>> from featx.metrics.pairing import ScoredPair
+        >>> s = ScoreSummary([ScoredPair("a.png", "x", "y", {"psnr": 30.0})], {"psnr": 30.0}, {"metrics": ["psnr"]})
+        >>> print(csv_text(s), end="")
+        key,psnr
+        a.png,30.0
+    """
+    return b"".join(_csv_lines(summary)).decode("utf-8")
 
 
 def _finite(value: float) -> Optional[float]:
