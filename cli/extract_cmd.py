@@ -139,6 +139,20 @@ def _print_plan(summary: Any) -> None:
     )
 
 
+def rate(images: int, seconds: float) -> str:
+    """The speed as people read it: ``img/s`` from one image a second up, ``s/img`` below.
+
+    Example:
+        >>> rate(96, 12.0), rate(2, 560.0), rate(0, 3.0)
+        ('8.00 img/s', '280.0 s/img', '0 img/s')
+    """
+    if images <= 0 or seconds <= 0:
+        return "0 img/s"
+    if images >= seconds:
+        return f"{images / seconds:.2f} img/s"
+    return f"{seconds / images:.1f} s/img"
+
+
 def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str], quiet: bool) -> None:
     if quiet:
         if summary.errors:
@@ -146,7 +160,7 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
         return
     lines = [
         f"featx extract: {summary.files} images: {summary.ok} extracted, {summary.skipped} skipped (up to date), "
-        f"{summary.errors} failed in {summary.seconds:.1f} s ({summary.images_per_second:.2f} img/s extracted)"
+        f"{summary.errors} failed in {summary.seconds:.1f} s ({rate(summary.ok, summary.seconds)} extracted)"
     ]
     if summary.ignored:
         lines.append(f"  ignored:  {len(summary.ignored)} entries that are not regular files (listed in the manifest)")

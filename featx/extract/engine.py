@@ -232,7 +232,8 @@ def extract_features(
             for index in planned_errors:
                 state, reason = plans[index].state, plans[index].reason
                 field = "error" if state == "error" else "reason"
-                writer.put(manifest_record(sources[index], state, **{field: reason}))
+                kept = {} if plans[index].kept is None else {"kept": plans[index].kept}
+                writer.put(manifest_record(sources[index], state, **{field: reason}, **kept))
             _compute(sources, plans, mine, ctx, extractor, torch_device, options, writer, memory)
         except KeyboardInterrupt:
             if dist.world > 1:  # ranks cannot meet at a barrier now: each stops, files kept
@@ -285,12 +286,19 @@ def _compute(
 ) -> None:
     """Decode (in workers), forward, reduce, and queue writes for this rank's batches; images the
     memory plan tiles are extracted in exact tiles."""
+    recorded: set[int] = set()
+
+    def put(index: int, record: Any, *args: Any) -> None:
+        if index not in recorded:  # a batch retried after a worker died is never recorded twice
+            writer.put(record, *args)
+            recorded.add(index)
+
     work = []
-    for batch in batches:
-        if all(plans[i].state == "done" for i in batch):
-            for i in batch:
-                writer.put(manifest_record(sources[i], "skipped", shapes=plans[i].shapes))
-        else:
+    for batch in batches:  # every up-to-date image is counted before any work starts
+        for i in batch:
+            if plans[i].state == "done":
+                put(i, manifest_record(sources[i], "skipped", shapes=plans[i].shapes))
+        if any(plans[i].state != "done" for i in batch):  # computed whole: the same batch, the same bytes
             work.append(batch)
     if not work:
         return
@@ -299,12 +307,6 @@ def _compute(
     autocast = options.dtype != "float32"
     layout = _memory_format(device, store)
     extractor = extractor.to(memory_format=layout)
-    recorded: set[int] = set()
-
-    def put(index: int, record: Any, *args: Any) -> None:
-        if index not in recorded:  # a batch retried after a worker died is never recorded twice
-            writer.put(record, *args)
-            recorded.add(index)
 
     def handle(decoded: dict[str, Any]) -> None:
         for index, reason in decoded["errors"]:
