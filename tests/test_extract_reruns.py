@@ -206,3 +206,36 @@ def test_warnings_print_as_one_featx_line_without_python_file_and_line(tmp_path,
     assert len(warned) == 1 and warned[0].startswith("featx: warning: max_memory "), lines
     assert "decoding runs in 0 worker process(es) (the main process)" in warned[0]
     assert not [line for line in lines if ".py:" in line or "warnings.warn" in line or "FeatxWarning" in line]
+
+
+def test_dry_run_summary_and_manifest_say_which_images_are_tiled_and_the_disk_the_run_writes(tmp_path, ckpt):
+    # Fails on the code before the change: neither the dry run, the summary nor the manifest said
+    # which images were tiled or how, and the dry run gave no estimate of the disk it would write.
+    # Reference for the estimate, by hand: float32 relu1_1 (64, 24, 32) + relu2_1 (128, 12, 16) per
+    # 24x32 image = 196608 + 98304 bytes; the real files add only their JSON headers.
+    make_images(tmp_path / "in", ["a.png", "b.png"])
+    make_images(tmp_path / "in", ["small.png"], size=(16, 16))  # not above --tile 16: untiled
+    out = tmp_path / "out"
+    args = [tmp_path / "in", out, "--weights", ckpt, "--taps", TAPS, "--workers", "0", "--tile", "16"]
+    dry = invoke(*args, "--dry-run", "--quiet")
+    assert dry.exit_code == 0, dry.output
+    lines = dry.output.splitlines()
+    assert "extract  a.png (tiles of 16 px)" in lines and "extract  b.png (tiles of 16 px)" in lines
+    assert "extract  small.png" in lines
+    expected = 2 * (196608 + 98304) + (64 * 16 * 16 + 128 * 8 * 8) * 4
+    assert expected == 688128  # 672.0 KiB
+    assert (
+        "dry run: 3 images: 3 to extract (2 in tiles), 0 up to date, 0 failing; "
+        "about 672.0 KiB of feature files to write; nothing written"
+    ) in lines
+    assert not out.exists()
+
+    real = invoke(*args)
+    assert real.exit_code == 0, real.output
+    assert "\n  tiled:    2 images in tiles of 16 px (a.png, b.png; \"tile\" in the manifest)\n" in real.output
+    records = {line["path"]: line for line in manifest(out)}
+    assert records["a.png"]["tile"] == records["b.png"]["tile"] == 16 and "tile" not in records["small.png"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tiled"] == [{"path": "a.png", "tile": 16}, {"path": "b.png", "tile": 16}]
+    written = sum(path.stat().st_size for path in out.glob("*.safetensors"))
+    assert expected < written < expected + 3 * 4096  # the estimate leaves out only the headers

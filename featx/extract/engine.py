@@ -204,10 +204,18 @@ def extract_features(
             sources = [ImageSource(source.path, f"{prefix}/{source.key}") for source in sources]
         bar_enabled = options.progress and dist.rank == 0
         plans = plan_all(sources, ctx, dist, bar_enabled)
-        if options.dry_run:
-            return dry_run_summary(
-                sources, plans, output, str(extractor.weights_id), extractor.weights_verified, dist.world, start
+        if options.dry_run:  # what the real run would tile, and the disk its files would take
+            tiles = _memory_plan(plans, extractor, options, torch_device).tiles
+            store = TORCH_DTYPES[options.dtype].itemsize
+            disk = sum(
+                stored_bytes(extractor, *plan.size, reduce=options.reduce, store_bytes=store)
+                for plan in plans
+                if plan.state == "todo" and plan.size is not None
             )
+            return dry_run_summary(
+                sources, plans, output, str(extractor.weights_id), extractor.weights_verified, dist.world, start,
+                tiles=tiles, disk_bytes=disk,
+            )  # fmt: skip
         # rank 0 decides for all ranks: every rank must build the same batch list
         memory = dist.broadcast(_memory_plan(plans, extractor, options, torch_device) if dist.rank == 0 else None)
         batches = make_batches([plan.size for plan in plans], options.batch_size, limits=memory.per_batch)
@@ -324,7 +332,7 @@ def _compute(
                             extractor, batch, tile=tile, bands=(batch.shape[2], batch.shape[3]) in memory.bands,
                             path=path, metadata=metadata, store=store, fsync=options.fsync, source=source,
                         )  # fmt: skip
-                        put(index, record)
+                        put(index, {**record, "tile": tile} if record["status"] == "ok" else record)
                     continue
                 if tile is not None:  # too large for one pass within the budget: exact tiles
                     feats = tiled_features(extractor, batch, tile=tile, reduce=options.reduce)
@@ -344,7 +352,7 @@ def _compute(
                 # laid out here (both cores, between forwards); the writer thread only does I/O
                 metadata = ctx.metadata(source, plan.stat, plan.size)
                 data = serialize_features({name: feat[row] for name, feat in feats.items()}, metadata)
-                record = manifest_record(source, "ok", shapes=shapes)
+                record = manifest_record(source, "ok", shapes=shapes, **({} if tile is None else {"tile": tile}))
                 put(index, record, feature_path(ctx.output, source.key), data)
 
     pending = work
