@@ -232,7 +232,7 @@ def test_dry_run_summary_and_manifest_say_which_images_are_tiled_and_the_disk_th
 
     real = invoke(*args)
     assert real.exit_code == 0, real.output
-    assert "\n  tiled:    2 images in tiles of 16 px (a.png, b.png; \"tile\" in the manifest)\n" in real.output
+    assert '\n  tiled:    2 images in tiles of 16 px (a.png, b.png; "tile" in the manifest)\n' in real.output
     records = {line["path"]: line for line in manifest(out)}
     assert records["a.png"]["tile"] == records["b.png"]["tile"] == 16 and "tile" not in records["small.png"]
     summary = json.loads((out / "summary.json").read_text())
