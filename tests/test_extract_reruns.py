@@ -239,3 +239,17 @@ def test_dry_run_summary_and_manifest_say_which_images_are_tiled_and_the_disk_th
     assert summary["tiled"] == [{"path": "a.png", "tile": 16}, {"path": "b.png", "tile": 16}]
     written = sum(path.stat().st_size for path in out.glob("*.safetensors"))
     assert expected < written < expected + 3 * 4096  # the estimate leaves out only the headers
+
+
+def test_a_dry_run_refuses_a_budget_the_real_run_would_refuse(tmp_path, ckpt):
+    # The dry run now plans memory as the real run does (to name the images it would tile), so a
+    # --max-memory below what the process already uses is refused by both, in one line, exit 2.
+    make_images(tmp_path / "in", ["a.png"])
+    out = tmp_path / "out"
+    args = [tmp_path / "in", out, "--weights", ckpt, "--taps", TAPS, "--workers", "0", "--max-memory", "1MiB", "--quiet"]
+    for extra in (["--dry-run"], []):
+        result = invoke(*args, *extra)
+        assert result.exit_code == 2, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+        assert len(errors) == 1 and "is below what the process already uses" in errors[0]
+        assert "Traceback" not in result.output and not out.exists()
