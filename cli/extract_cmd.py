@@ -123,20 +123,54 @@ def _weights_arg(weights: str) -> Any:
     return None if weights.lower() == "random" else weights
 
 
+def size_text(nbytes: int) -> str:
+    """A byte count as people read it (binary units).
+
+    Example:
+        >>> size_text(512), size_text(3 * 2**20 + 2**19), size_text(5 * 2**40)
+        ('512 B', '3.5 MiB', '5.0 TiB')
+    """
+    value, unit = float(nbytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{nbytes} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
 def _print_plan(summary: Any) -> None:
-    """Dry run: one line per image on stdout (extract / skip / error with reason), counts on stderr."""
+    """Dry run: one line per image on stdout (extract, with its tiles / skip / error with reason),
+    counts, tiled images and the disk the run would write on stderr."""
     for key, action in summary.planned:
         if action.startswith(("error: ", "ignored: ")):
             state, reason = action.split(": ", 1)
             click.echo(f"{state:<8} {printable_name(key)}: {reason}")
+        elif action.startswith("extract (tiles"):
+            click.echo(f"{'extract':<8} {printable_name(key)} {action[len('extract ') :]}")
         else:
             click.echo(f"{action.split(' ')[0]:<8} {printable_name(key)}")
-    todo = summary.files - summary.skipped - summary.errors
+    todo = summary.files - summary.skipped - summary.errors - len(summary.ignored)
+    tiled = f" ({len(summary.tiled)} in tiles)" if summary.tiled else ""
+    disk = f"; about {size_text(summary.disk_bytes)} of feature files to write" if summary.disk_bytes is not None else ""
     click.echo(
-        f"dry run: {summary.files} images: {todo} to extract, {summary.skipped} up to date, "
-        f"{summary.errors} failing; nothing written",
+        f"dry run: {summary.files} images: {todo} to extract{tiled}, {summary.skipped} up to date, "
+        f"{summary.errors} failing{disk}; nothing written",
         err=True,
     )
+
+
+def rate(images: int, seconds: float) -> str:
+    """The speed as people read it: ``img/s`` from one image a second up, ``s/img`` below.
+
+    Example:
+        >>> rate(96, 12.0), rate(2, 560.0), rate(0, 3.0)
+        ('8.00 img/s', '280.0 s/img', '0 img/s')
+    """
+    if images <= 0 or seconds <= 0:
+        return "0 img/s"
+    if images >= seconds:
+        return f"{images / seconds:.2f} img/s"
+    return f"{seconds / images:.1f} s/img"
 
 
 def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str], quiet: bool) -> None:
@@ -146,10 +180,17 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
         return
     lines = [
         f"featx extract: {summary.files} images: {summary.ok} extracted, {summary.skipped} skipped (up to date), "
-        f"{summary.errors} failed in {summary.seconds:.1f} s ({summary.images_per_second:.2f} img/s extracted)"
+        f"{summary.errors} failed in {summary.seconds:.1f} s ({rate(summary.ok, summary.seconds)} extracted)"
     ]
     if summary.ignored:
         lines.append(f"  ignored:  {len(summary.ignored)} entries that are not regular files (listed in the manifest)")
+    if summary.tiled:
+        sides = sorted({tile for _, tile in summary.tiled})
+        names = ", ".join(printable_name(key) for key, _ in summary.tiled[:3]) + (", ..." if len(summary.tiled) > 3 else "")
+        lines.append(
+            f"  tiled:    {len(summary.tiled)} images in tiles of {'/'.join(map(str, sides))} px ({names}; "
+            "\"tile\" in the manifest)"
+        )
     if sample_root is not None:
         lines.append(f"  images:   {os.path.abspath(os.path.join(sample_root, 'images'))} (scikit-image samples)")
     lines.append(f"  features: {summary.output} (one .safetensors per image, mirroring the input tree)")

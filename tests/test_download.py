@@ -357,3 +357,53 @@ def test_killed_download_leaves_nothing(tmp_path, sig):
             download("vgg11", dest_dir=dest, progress=False, url=source.as_uri(),
                      sha256=hashlib.sha256(payload).hexdigest())  # fmt: skip
             assert [p.name for p in dest.iterdir()] == [VGG11]
+
+
+def test_a_planted_part_symlink_in_a_shared_home_is_neither_followed_nor_removed(tmp_path):
+    # Fails on the code before the change: the stale-part check opened `.FILE.PID.part` with a plain
+    # open (following the link to its target, flocking the target) and then deleted the link.
+    # Reference: the victim's own bytes and mode, and the link's target read back with os.readlink.
+    dest = tmp_path / "home"
+    dest.mkdir()
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"someone else's checkpoint")
+    before = (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_mtime_ns)
+    dead = dead_pid()
+    link = dest / f".{VGG11}.{dead}.part"
+    link.symlink_to(victim)
+    fifo = dest / f".{VGG11}.{dead}.{uuid.uuid4().hex}.part"
+    os.mkfifo(fifo)  # a FIFO named like a part: never opened for reading, never removed
+    source = fake_checkpoint(tmp_path / "fake.pth")
+    download("vgg11", dest_dir=dest, progress=False, url=source.as_uri(),
+             sha256=hashlib.sha256(source.read_bytes()).hexdigest())  # fmt: skip
+    assert remove_stale_parts(dest, VGG11) == []
+    assert link.is_symlink() and os.readlink(link) == str(victim)  # the link is kept
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_mtime_ns) == before
+    assert (dest / VGG11).read_bytes() == source.read_bytes()
+
+
+def test_open_no_follow_refuses_links_fifos_and_folders_and_opens_regular_files(tmp_path):
+    # Reference: the bytes written by hand; errno ELOOP is POSIX's answer to O_NOFOLLOW on a link.
+    from featx.errors import UnsafeFileError
+    from featx.io.atomic import open_no_follow
+
+    regular = tmp_path / "regular"
+    regular.write_bytes(b"data")
+    fd = open_no_follow(regular, os.O_RDWR)
+    try:
+        assert os.read(fd, 10) == b"data"
+    finally:
+        os.close(fd)
+    (tmp_path / "link").symlink_to(regular)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "folder").mkdir()
+    for name, code, reason in [("link", errno.ELOOP, "is a symbolic link, which featx does not follow here"),
+                               ("fifo", errno.EINVAL, "is not a regular file"),
+                               ("folder", errno.EISDIR, "is not a regular file")]:  # fmt: skip
+        with pytest.raises(UnsafeFileError) as caught:
+            open_no_follow(tmp_path / name, os.O_RDWR)
+        assert (caught.value.errno, caught.value.strerror) == (code, reason)
+    with pytest.raises(FileNotFoundError):
+        open_no_follow(tmp_path / "absent")
+    assert regular.read_bytes() == b"data"

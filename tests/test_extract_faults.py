@@ -326,3 +326,19 @@ def test_feature_files_are_fsynced_before_their_rename(tmp_path, ckpt, monkeypat
         published = feature_path(tmp_path / name, "a.png")
         (renamed,) = [event for event in events if event[0] == "replace" and event[2] == str(published)]
         assert ("fsync", renamed[1]) in events[: events.index(renamed)], f"{name}: the file was not fsynced before its rename"
+
+
+def test_a_resume_with_nothing_to_compute_that_cannot_write_its_owner_record_is_one_line(tmp_path, ckpt):
+    # Issue 18 item 6: a resume whose images are all up to date still rewrites featx-owner.json
+    # when its configuration changed (here --alpha drop); a real EFBIG there (RLIMIT_FSIZE of 200
+    # bytes: the probe's 5 bytes and the lock's line fit, the record does not) must be one line and
+    # exit 2 (docs/cli.md: OUTPUT not writable), with every earlier file as it was.
+    inputs, out, before = prepared(tmp_path, ckpt)
+    done = run_limited(featx_command(inputs, out, *common(ckpt), "--alpha", "drop"), 200)
+    assert_one_line_error(done.stderr, 2, done.returncode, f"cannot write {out / 'featx-owner.json'} (File too large)")
+    assert "the previous record is kept" in done.stderr
+    after = snapshot(out)
+    assert {name: data for name, data in after.items() if name != "featx.lock"} == {
+        name: data for name, data in before.items() if name != "featx.lock"
+    }
+    assert_manifest_truthful(out)

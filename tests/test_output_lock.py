@@ -130,13 +130,18 @@ def test_forked_children_do_not_keep_the_folder_locked_after_the_run_is_killed(t
         run.stdout.close()
 
 
-def test_a_filesystem_without_flock_is_a_one_line_setup_error_naming_it(tmp_path, ckpt, monkeypatch):
+@pytest.mark.parametrize(
+    "code",
+    [errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS],  # NFS without its lock daemon; FUSE; Lustre without -o flock
+    ids=["ENOLCK", "EOPNOTSUPP", "ENOSYS"],
+)
+def test_a_filesystem_without_flock_is_a_one_line_setup_error_naming_it(tmp_path, ckpt, monkeypatch, code):
     # Fails on the code before the change: OSError [Errno 37] No locks available from
     # OutputLock.acquire ended `featx extract` in a traceback (exit 1, "some images failed").
     make_images(tmp_path / "in", 1)
 
     def no_locks(fd, operation):
-        raise OSError(errno.ENOLCK, "No locks available")  # NFS without its lock daemon
+        raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(fcntl, "flock", no_locks)
     out = tmp_path / "out"
@@ -149,7 +154,7 @@ def test_a_filesystem_without_flock_is_a_one_line_setup_error_naming_it(tmp_path
     inside = [m for m in mounts if real == m[1] or real.startswith(m[1].rstrip("/") + "/")]
     if inside:
         point, kind = max(inside, key=lambda m: len(m[1]))[1:3]
-        assert f"({kind} mounted at {point}) does not support file locks (flock: No locks available)" in result.output
+        assert f"({kind} mounted at {point}) does not support file locks (flock: {os.strerror(code)})" in result.output
     assert "Write OUTPUT to a local folder" in result.output and "-o flock" in result.output
     assert not out.exists()  # a refused setup leaves nothing behind
 
@@ -192,3 +197,32 @@ def test_a_lock_taken_by_a_second_process_is_refused_while_held_and_free_after(t
             assert time.monotonic() < deadline
             time.sleep(0.05)
     lock.release()
+
+
+@pytest.mark.parametrize("swap", ["deleted", "replaced"])
+def test_a_lock_file_deleted_or_replaced_between_open_and_flock_is_never_the_one_held(tmp_path, monkeypatch, swap):
+    # Kills the mutant "acquire keeps the first file it locked": a run that locked a file someone
+    # deleted (`rm featx.lock`) or replaced right after featx opened it would hold a lock nobody
+    # else can see, and a second run would get in. References: inodes from os.stat/os.fstat, and a
+    # second OutputLock on the same folder.
+    path = tmp_path / LOCK_NAME
+    real_flock, swapped = fcntl.flock, []
+
+    def flock_after_swap(fd, operation):
+        if not swapped:  # the first attempt only: the file at the name changes under featx
+            swapped.append(os.fstat(fd).st_ino)
+            os.unlink(path)
+            if swap == "replaced":
+                path.write_bytes(b"")
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_swap)
+    lock = OutputLock(tmp_path)
+    lock.acquire()
+    try:
+        assert os.fstat(lock.fd).st_ino == os.stat(path).st_ino and os.fstat(lock.fd).st_nlink == 1
+        monkeypatch.setattr(fcntl, "flock", real_flock)
+        with pytest.raises(OutputInUseError):
+            OutputLock(tmp_path).acquire()
+    finally:
+        lock.release()

@@ -140,6 +140,52 @@ def test_the_writability_probe_never_follows_a_symlink_and_is_never_left(tmp_pat
     assert not [name for name in os.listdir(out) if "probe" in name and name != f".featx-probe-{os.getpid()}"]
 
 
+@pytest.mark.parametrize("tile", ["off", "16"], ids=["whole-file", "streamed"])
+def test_a_planted_folder_symlink_in_the_output_is_never_written_through(tmp_path, ckpt, tile):
+    # Fails on the code before the change: the writer made OUT/sub/deeper with os.makedirs, which
+    # followed OUT/sub -> elsewhere and created "deeper" there before noticing the link; the
+    # streamed path (tiled images) made its folder with Path.mkdir(parents=True) and wrote the
+    # feature file into the link's target. Reference: the victim folder's listing before the run.
+    make_images(tmp_path / "in", ["a.png"])
+    make_images(tmp_path / "in" / "sub", ["c.png"])
+    make_images(tmp_path / "in" / "sub" / "deeper", ["b.png"])
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_bytes(VICTIM)
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    summary = run(tmp_path / "in", out, ckpt, tile=tile, max_memory="8GiB")
+    assert sorted(os.listdir(elsewhere)) == ["keep.txt"] and (elsewhere / "keep.txt").read_bytes() == VICTIM
+    assert (out / "sub").is_symlink()
+    lines = {line["path"]: line for line in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert lines["a.png"]["status"] == "ok" and summary.ok == 1
+    for key in ("sub/deeper/b.png", "sub/c.png"):
+        assert lines[key]["status"] == "error"
+        assert "is a symbolic link, which featx does not follow here" in lines[key]["error"], lines[key]
+
+
+def test_make_folders_refuses_a_link_anywhere_on_the_way_and_makes_nothing_through_it(tmp_path):
+    # Reference: directory listings taken by hand; ELOOP is POSIX's answer to O_NOFOLLOW on a link.
+    from featx.io.atomic import make_folders
+
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "a").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "a" / "link").symlink_to(elsewhere, target_is_directory=True)
+    (root / "file").write_bytes(b"x")
+    make_folders(root, root / "b" / "c")
+    assert (root / "b" / "c").is_dir()
+    with pytest.raises(UnsafeFileError) as caught:
+        make_folders(root, root / "a" / "link" / "x" / "y")
+    assert caught.value.errno == errno.ELOOP and caught.value.filename == str(root / "a" / "link")
+    with pytest.raises(UnsafeFileError, match="is not a folder"):
+        make_folders(root, root / "file" / "x")
+    with pytest.raises(ValueError, match="is not inside"):
+        make_folders(root, tmp_path / "outside")
+    assert os.listdir(elsewhere) == [] and not (tmp_path / "outside").exists()
+
+
 def test_create_new_and_read_no_follow_refuse_links_and_special_files(tmp_path):
     target = victim(tmp_path)
     (tmp_path / "link").symlink_to(target)

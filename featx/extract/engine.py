@@ -230,10 +230,18 @@ def extract_features(
             sources = [ImageSource(source.path, f"{prefix}/{source.key}") for source in sources]
         bar_enabled = options.progress and dist.rank == 0
         plans = plan_all(sources, ctx, dist, bar_enabled)
-        if options.dry_run:
-            return dry_run_summary(
-                sources, plans, output, str(extractor.weights_id), extractor.weights_verified, dist.world, start
+        if options.dry_run:  # what the real run would tile, and the disk its files would take
+            tiles = _memory_plan(plans, extractor, options, torch_device).tiles
+            store = TORCH_DTYPES[options.dtype].itemsize
+            disk = sum(
+                stored_bytes(extractor, *plan.size, reduce=options.reduce, store_bytes=store)
+                for plan in plans
+                if plan.state == "todo" and plan.size is not None
             )
+            return dry_run_summary(
+                sources, plans, output, str(extractor.weights_id), extractor.weights_verified, dist.world, start,
+                tiles=tiles, disk_bytes=disk,
+            )  # fmt: skip
         # rank 0 decides for all ranks: every rank must build the same batch list
         memory = dist.broadcast(_memory_plan(plans, extractor, options, torch_device) if dist.rank == 0 else None)
         plans = refuse_sizes(plans, memory.refused)  # each such image is its own error, on every rank alike
@@ -259,7 +267,8 @@ def extract_features(
             for index in planned_errors:
                 state, reason = plans[index].state, plans[index].reason
                 field = "error" if state == "error" else "reason"
-                writer.put(manifest_record(sources[index], state, **{field: reason}))
+                kept = {} if plans[index].kept is None else {"kept": plans[index].kept}
+                writer.put(manifest_record(sources[index], state, **{field: reason}, **kept))
             _compute(sources, plans, mine, ctx, extractor, torch_device, options, writer, memory)
         except KeyboardInterrupt:
             if dist.world > 1:  # ranks cannot meet at a barrier now: each stops, files kept
@@ -312,12 +321,19 @@ def _compute(
 ) -> None:
     """Decode (in workers), forward, reduce, and queue writes for this rank's batches; images the
     memory plan tiles are extracted in exact tiles."""
+    recorded: set[int] = set()
+
+    def put(index: int, record: Any, *args: Any) -> None:
+        if index not in recorded:  # a batch retried after a worker died is never recorded twice
+            writer.put(record, *args)
+            recorded.add(index)
+
     work = []
-    for batch in batches:
-        if all(plans[i].state == "done" for i in batch):
-            for i in batch:
-                writer.put(manifest_record(sources[i], "skipped", shapes=plans[i].shapes))
-        else:
+    for batch in batches:  # every up-to-date image is counted before any work starts
+        for i in batch:
+            if plans[i].state == "done":
+                put(i, manifest_record(sources[i], "skipped", shapes=plans[i].shapes))
+        if any(plans[i].state != "done" for i in batch):  # computed whole: the same batch, the same bytes
             work.append(batch)
     if not work:
         return
@@ -326,12 +342,6 @@ def _compute(
     autocast = options.dtype != "float32"
     layout = _memory_format(device, store)
     extractor = extractor.to(memory_format=layout)
-    recorded: set[int] = set()
-
-    def put(index: int, record: Any, *args: Any) -> None:
-        if index not in recorded:  # a batch retried after a worker died is never recorded twice
-            writer.put(record, *args)
-            recorded.add(index)
 
     def handle(decoded: dict[str, Any]) -> None:
         for index, reason in decoded["errors"]:
@@ -349,7 +359,7 @@ def _compute(
                             extractor, batch, tile=tile, bands=(batch.shape[2], batch.shape[3]) in memory.bands,
                             path=path, metadata=metadata, store=store, fsync=options.fsync, source=source,
                         )  # fmt: skip
-                        put(index, record)
+                        put(index, {**record, "tile": tile} if record["status"] == "ok" else record)
                     continue
                 if tile is not None:  # too large for one pass within the budget: exact tiles
                     feats = tiled_features(extractor, batch, tile=tile, reduce=options.reduce)
@@ -369,7 +379,7 @@ def _compute(
                 # laid out here (both cores, between forwards); the writer thread only does I/O
                 metadata = ctx.metadata(source, plan.stat, plan.size)
                 data = serialize_features({name: feat[row] for name, feat in feats.items()}, metadata)
-                record = manifest_record(source, "ok", shapes=shapes)
+                record = manifest_record(source, "ok", shapes=shapes, **({} if tile is None else {"tile": tile}))
                 put(index, record, feature_path(ctx.output, source.key), data)
 
     pending = work

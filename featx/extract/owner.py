@@ -64,6 +64,11 @@ def read_owner(output: os.PathLike[str] | str) -> Optional[dict[str, Any]]:
     return dict(record)
 
 
+def _same_folder(recorded: str, root: str) -> bool:
+    """Whether a recorded root and ``root`` name one folder (one may be reached through a symlink)."""
+    return recorded == root or os.path.realpath(recorded) == os.path.realpath(root)
+
+
 def _new_prefix(output: Path, root: str, taken: set[str]) -> str:
     base = os.path.basename(root.rstrip(os.sep)) or "root"
     prefix, n = base, 1
@@ -109,7 +114,7 @@ def claim_output(
     output = Path(output)
     record = read_owner(output)
     roots: dict[str, str] = {} if record is None else dict(record["roots"])
-    prefix = next((key for key, value in roots.items() if value == root), None)
+    prefix = next((key for key, value in roots.items() if _same_folder(value, root)), None)
     if prefix is None and roots and not add_inputs:
         recorded = ", ".join(sorted(roots.values()))
         proposal = _new_prefix(output, root, set(roots))

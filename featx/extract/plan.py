@@ -113,9 +113,7 @@ def collect_sources(
         if not os.path.lexists(item):
             raise InputNotFoundError(f"input not found: {os.fspath(item)} (expected a folder or an image file)")
     if files_from is not None:
-        if not os.path.isfile(files_from):
-            raise InputNotFoundError(f"file list not found: {os.fspath(files_from)}")
-        listed = read_file_list(files_from)
+        listed = read_file_list(files_from)  # "-" (stdin) and pipes included, read once
         # listed files that vanished are reported per image (file not found), not up front
         sources, root = discover([*inputs, *listed], recursive=recursive, must_exist=False) if listed or inputs else ([], "")
         where = f"the list {os.fspath(files_from)}"
@@ -203,7 +201,8 @@ def _same_source(metadata: dict[str, str], source: ImageSource) -> bool:
     """Whether a feature file's metadata names ``source`` (or names no source at all)."""
     if "source_path" not in metadata:
         return True
-    return decode_name(metadata["source_path"], metadata.get("source_path_b64")) == source.path
+    recorded = decode_name(metadata["source_path"], metadata.get("source_path_b64"))
+    return recorded == source.path or os.path.realpath(recorded) == os.path.realpath(source.path)
 
 
 def record_source(record: ManifestRecord) -> ImageSource:
@@ -212,6 +211,9 @@ def record_source(record: ManifestRecord) -> ImageSource:
         decode_name(str(record["source"]), record.get("source_b64")),
         decode_name(str(record["path"]), record.get("path_b64")),
     )
+
+
+_NO_LIMIT = 1 << 62  # a pixel limit no image header reaches
 
 
 @dataclass
@@ -259,6 +261,7 @@ class ImagePlan:
         reason: why the image fails (``state == "error"``) or is ignored.
         stat: ``(bytes, mtime_ns)`` of the source file.
         shapes: per-tap shapes of an up-to-date output.
+        kept: an error's existing output that stays valid (named in its manifest line as ``kept``).
     """
 
     state: str
@@ -266,6 +269,7 @@ class ImagePlan:
     reason: str = ""
     stat: tuple[int, int] = (0, 0)
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    kept: Optional[str] = None
 
 
 def read_existing(path: Path) -> Optional[tuple[dict[str, str], dict[str, list[int]]]]:
@@ -311,7 +315,7 @@ def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
         # it would if computed now; and a dry run fails what the real run fails
         height, width = probe_image(source.path, alpha=ctx.alpha, max_pixels=ctx.max_pixels)
     except ImageDecodeError as error:
-        return ImagePlan("error", reason=error.reason)
+        return _despite_limit(source, ctx, stat, error.reason)
     if min(height, width) < ctx.min_size:
         return ImagePlan(
             "error",
@@ -333,6 +337,26 @@ def plan_image(source: ImageSource, ctx: RunContext) -> ImagePlan:
         if ctx.resume and metadata == ctx.metadata(source, stat, size) and set(shapes) == set(ctx.taps):
             return ImagePlan("done", size=size, stat=stat, shapes=shapes)
     return ImagePlan("todo", size=size, stat=stat)
+
+
+def _despite_limit(source: ImageSource, ctx: RunContext, stat: tuple[int, int], reason: str) -> ImagePlan:
+    """The plan of an image the decoder's header rules refuse (``reason``). One refused only by a
+    lower ``max_pixels`` whose output of the same features exists keeps it: ``"done"`` with
+    ``resume``, else an error that names the output as ``kept`` (the limit never changes features)."""
+    refused = ImagePlan("error", reason=reason)
+    if ctx.max_pixels is None:
+        return refused
+    try:
+        size = probe_image(source.path, alpha=ctx.alpha, max_pixels=_NO_LIMIT)
+    except ImageDecodeError:
+        return refused  # refused for another reason too (alpha, channels, a corrupt header)
+    existing = read_existing(feature_path(ctx.output, source.key))
+    if existing is None or existing[0] != ctx.metadata(source, stat, size) or set(existing[1]) != set(ctx.taps):
+        return refused
+    if ctx.resume:
+        return ImagePlan("done", size=size, stat=stat, shapes=existing[1])
+    kept = printable_name(feature_path(".", source.key).as_posix())
+    return ImagePlan("error", reason=f"{reason}; its previous output is kept", kept=kept)
 
 
 def remove_failed_output(output: Path, source: ImageSource) -> Optional[str]:

@@ -15,6 +15,7 @@ from featx.extract.options import ManifestRecord
 from featx.extract.plan import manifest_record
 from featx.extract.tiling import tap_sizes, tile_cores
 from featx.extract.writer import write_failure
+from featx.io.atomic import make_folders
 from featx.io.discovery import ImageSource
 from featx.io.featstream import FeatureFileStream
 
@@ -50,7 +51,8 @@ def stream_tiled(
     specs = {name: (store, (channels[name], *sizes[name])) for name in extractor.taps}
     record = manifest_record(source, "ok", shapes={name: list(shape) for name, (_, shape) in specs.items()})
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        output = path.parents[len(Path(source.key).parts) - 1]  # the key's folders lie below the output folder
+        make_folders(output, path.parent)  # never through a symlink planted in the output folder
         with FeatureFileStream(path, specs, metadata, fsync=fsync) as stream:
             band: dict[str, tuple[int, torch.Tensor]] = {}  # tap -> (top row, C x rows x W maps)
             for name, core, (top, bottom, left, right) in tile_cores(extractor, image, tile=tile):

@@ -58,6 +58,10 @@ class ExtractSummary:
             never opened, listed in the manifest with status ``"ignored"``, not failures.
         interrupted: the run was stopped by Ctrl-C (``SIGINT``); the counts cover what it did.
         pending: images an interrupted run did not reach (a rerun does them).
+        tiled: ``(key, tile side in pixels)`` of the images computed in tiles (their manifest lines
+            say ``"tile"``); for a dry run, those the run would tile.
+        disk_bytes: dry runs only: the bytes of the feature files the run would write (the maps
+            or descriptors, without the small headers); ``None`` otherwise.
     """
 
     files: int = 0
@@ -80,6 +84,8 @@ class ExtractSummary:
     ignored: list[tuple[str, str]] = field(default_factory=list)
     interrupted: bool = False
     pending: int = 0
+    tiled: list[tuple[str, int]] = field(default_factory=list)
+    disk_bytes: Optional[int] = None
 
 
 def _key(record: dict[str, Any]) -> tuple[str, Optional[str]]:
@@ -169,6 +175,7 @@ def finish_run(
         ignored=ignored,
         interrupted=interrupted_sources is not None,
         pending=len(pending),
+        tiled=[(str(record["path"]), int(record["tile"])) for record in records if "tile" in record],
     )
     payload = {
         "files": summary.files,
@@ -185,6 +192,7 @@ def finish_run(
         "other_inputs": len(kept),
         "interrupted": summary.interrupted,
         "pending": summary.pending,
+        "tiled": [{"path": key, "tile": tile} for key, tile in summary.tiled],
     }
     _write(output / SUMMARY, [(json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")], 0)
     if interrupted_sources is None and (len(records) != expected or len(done) != expected):
@@ -231,11 +239,31 @@ def dry_run_summary(
     weights_verified: Optional[bool],
     world: int,
     start: float,
+    *,
+    tiles: Optional[dict[tuple[int, int], int]] = None,
+    disk_bytes: Optional[int] = None,
 ) -> ExtractSummary:
-    """The summary of a dry run: counts and ``planned`` actions, nothing written."""
+    """The summary of a dry run: counts and ``planned`` actions, nothing written.
+
+    Args:
+        tiles: the tile side the run would use per image size ``(H, W)`` (sizes not listed: untiled).
+        disk_bytes: the bytes the run's feature files would take (see :attr:`ExtractSummary.disk_bytes`).
+    """
+    tiles = tiles or {}
+    tiled = [
+        (source.key, tiles[plan.size])
+        for source, plan in zip(sources, plans, strict=True)
+        if plan.state == "todo" and plan.size in tiles
+    ]
+    sides = dict(tiled)
     actions = {"todo": "extract", "done": "skip (up to date)"}
     planned = [
-        (source.key, actions.get(plan.state, f"{plan.state}: {plan.reason}"))
+        (
+            source.key,
+            f"extract (tiles of {sides[source.key]} px)"
+            if source.key in sides
+            else actions.get(plan.state, f"{plan.state}: {plan.reason}"),
+        )
         for source, plan in zip(sources, plans, strict=True)
     ]
     return ExtractSummary(
@@ -250,4 +278,6 @@ def dry_run_summary(
         world_size=world,
         planned=planned,
         ignored=[(s.key, p.reason) for s, p in zip(sources, plans, strict=True) if p.state == "ignored"],
+        tiled=tiled,
+        disk_bytes=disk_bytes,
     )

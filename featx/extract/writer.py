@@ -15,7 +15,6 @@ previous ``manifest.jsonl`` is left as it was, and the feature files already wri
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import queue
@@ -27,10 +26,10 @@ from typing import Any, Optional
 
 import torch
 
-from featx.errors import ExtractionError, FeatxError, OutputNotWritableError, OutputWriteError, UnsafeFileError
+from featx.errors import ExtractionError, FeatxError, OutputNotWritableError, OutputWriteError
 from featx.extract.options import ManifestRecord
 from featx.extract.plan import feature_path, read_existing, record_source
-from featx.io.atomic import create_new, write_atomic_buffer
+from featx.io.atomic import create_new, make_folders, write_atomic_buffer
 from featx.io.discovery import ImageSource, decode_name, printable_name
 
 __all__ = ["WATCH_SECONDS", "FeatureWriter", "own_output", "write_failure"]
@@ -210,17 +209,15 @@ class FeatureWriter:
             self.on_record(record)
 
     def _make_folder(self, folder: Path) -> None:
-        """Create ``folder`` (inside the output folder); a symlink on the way is refused, never followed."""
+        """Create ``folder`` (inside the output folder); a symlink on the way is refused, never followed
+        (:func:`featx.io.atomic.make_folders`: nothing is created through it)."""
         key = str(folder)
         if key in self.made:
             return
-        os.makedirs(folder, exist_ok=True)
-        if self.output is not None and folder != self.output:
-            for parent in [folder, *folder.parents]:
-                if parent == self.output:
-                    break
-                if parent.is_symlink():
-                    raise UnsafeFileError(errno.ELOOP, "is a symbolic link, which featx does not write through", str(parent))
+        if self.output is not None:
+            make_folders(self.output, folder)
+        else:
+            os.makedirs(folder, exist_ok=True)
         self.made.add(key)
 
     def close(self) -> None:

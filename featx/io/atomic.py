@@ -26,13 +26,13 @@ import errno
 import os
 import re
 import secrets
-import stat
 from collections.abc import Callable, Iterable
 from typing import Any, Union
 
 import torch
 
 from featx.errors import FeatxTypeError, FeatxValueError, UnsafeFileError
+from featx.io.nofollow import make_folders, open_no_follow, read_no_follow
 
 __all__ = [
     "ALIGNMENT",
@@ -41,6 +41,8 @@ __all__ = [
     "create_new",
     "create_temp",
     "is_temp_name",
+    "make_folders",
+    "open_no_follow",
     "read_no_follow",
     "temp_name",
     "write_atomic",
@@ -199,49 +201,6 @@ def create_new(path: PathLike) -> int:
     return fd
 
 
-def read_no_follow(path: PathLike) -> bytes:
-    """The bytes of the regular file ``path``, never read through a symlink at its last component.
-
-    A FIFO or device planted at ``path`` is not read either (the open does not block on it).
-
-    Raises:
-        FileNotFoundError: nothing at ``path``.
-        featx.errors.UnsafeFileError: ``path`` is a symlink (``errno`` ``ELOOP``, "is a symbolic link,
-            which featx does not follow here") or not a regular file.
-        OSError: ``path`` cannot be read.
-
-    Example:
-        >>> import tempfile
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     with open(os.path.join(d, "a"), "w") as handle:
-        ...         _ = handle.write("text")
-        ...     os.symlink(os.path.join(d, "a"), os.path.join(d, "link"))
-        ...     read_no_follow(os.path.join(d, "a"))
-        ...     try:
-        ...         read_no_follow(os.path.join(d, "link"))
-        ...     except OSError as error:
-        ...         print(error.strerror)
-        b'text'
-        is a symbolic link, which featx does not follow here
-    """
-    path = os.fspath(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _BINARY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as error:
-        if error.errno != errno.ENOENT and os.path.islink(path):  # ELOOP on Linux, EMLINK/EFTYPE on BSDs
-            raise UnsafeFileError(errno.ELOOP, "is a symbolic link, which featx does not follow here", path) from None
-        raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnsafeFileError(errno.EINVAL, "is not a regular file", path)
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
 def _discard(path: str) -> None:
     try:
         os.unlink(path)
@@ -369,9 +328,7 @@ def _write_direct(fd: int, data: memoryview, nbytes: int) -> bool:
     return True
 
 
-def write_atomic_buffer(
-    path: PathLike, buffer: torch.Tensor, nbytes: int, *, fsync: bool = True, direct: bool = True
-) -> None:
+def write_atomic_buffer(path: PathLike, buffer: torch.Tensor, nbytes: int, *, fsync: bool = True, direct: bool = True) -> None:
     """Atomically write the first ``nbytes`` of an :func:`aligned_buffer` to ``path``.
 
     Same guarantees as :func:`write_atomic` (a new hidden temporary, optional fsync, rename; the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,15 @@ def _walk(root: str, recursive: bool, unreadable: list[tuple[str, str]]) -> Iter
                 yield os.path.join(folder, name)
 
 
+def _canonical(path: str) -> str:
+    """``path`` absolute, with the symlinks of its folders resolved (the last part kept as named), so a
+    folder reached through a symlinked path is the same root as the real one."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return os.path.realpath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
 def find_images(inputs: Iterable[PathLike], *, recursive: bool = True, must_exist: bool = True) -> list[ImageSource]:
     """Collect the images named by folders and files, sorted by key: :func:`discover` without the root.
 
@@ -156,7 +166,9 @@ def discover(
     are followed once (a link back to a folder already walked is not entered again). A folder that
     cannot be listed is returned as an entry with a ``problem`` (reported as a failed image). Files named
     directly are kept whatever their extension. Keys are relative to the deepest folder holding
-    all inputs (for one folder, the folder itself; for a file, its parent).
+    all inputs (for one folder, the folder itself; for a file, its parent), with symlinks in the
+    inputs' folders resolved: a folder named through a symlinked path has the same root, keys
+    and image paths as its real path (a file named directly keeps its own name).
 
     Args:
         inputs: folders and/or files.
@@ -179,7 +191,7 @@ def discover(
         ...     [s.key for s in sources], root == d
         (['x.png'], True)
     """
-    paths = [os.path.abspath(os.fspath(item)) for item in inputs]
+    paths = [_canonical(os.fspath(item)) for item in inputs]
     if not paths:
         raise FeatxValueError("no inputs given: expected at least one folder or image file")
     roots: list[str] = []
@@ -205,10 +217,13 @@ def discover(
 def read_file_list(list_path: PathLike) -> list[str]:
     """Read a ``--files-from`` list: one path per line; blank lines and ``#`` comments skipped.
 
-    Relative paths are taken relative to the current directory (as ``find ... > list`` writes them).
+    ``"-"`` reads standard input; a pipe (``--files-from <(find ...)``, a FIFO) is read as it
+    comes, once. Relative paths are taken relative to the current directory (as ``find ... > list``
+    writes them). Names that are not UTF-8 are kept losslessly (``os.fsdecode``'s escapes).
 
     Raises:
-        FileNotFoundError: the list file does not exist.
+        featx.errors.InputNotFoundError: the list file does not exist or cannot be read (a folder,
+            permissions); a ``FileNotFoundError``.
 
     Example:
         >>> import tempfile
@@ -217,6 +232,16 @@ def read_file_list(list_path: PathLike) -> list[str]:
         ...     read_file_list(f.name)
         ['a.png', 'b.jpg']
     """
-    with open(list_path, encoding="utf-8") as handle:
-        lines = (line.strip() for line in handle)
-        return [line for line in lines if line and not line.startswith("#")]
+    if os.fspath(list_path) == "-":
+        stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+        data = stdin.read() if stdin is not None else os.fsencode(sys.stdin.read())
+    else:
+        try:
+            with open(list_path, "rb") as handle:  # read once: a pipe cannot be read again
+                data = handle.read()
+        except FileNotFoundError:
+            raise InputNotFoundError(f"file list not found: {os.fspath(list_path)}") from None
+        except OSError as error:  # a folder, no permission: a setup error like a missing list
+            raise InputNotFoundError(f"cannot read the file list {os.fspath(list_path)} ({error.strerror or error})") from None
+    lines = (line.strip() for line in data.decode("utf-8", "surrogateescape").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]

@@ -68,11 +68,13 @@ def _pixel_limit(max_pixels: Union[int, None]) -> Union[int, None]:
 
 @contextlib.contextmanager
 def _pillow_limit(limit: Union[int, None]) -> Iterator[None]:
-    """Let Pillow open images above its own limit when an explicit ``max_pixels`` is larger:
-    ``PIL.Image.MAX_IMAGE_PIXELS`` is lifted meanwhile (and restored) and featx applies ``limit``
-    to the header itself, before any pixel is decoded (:func:`_open`)."""
+    """Let featx alone judge an image's size: ``PIL.Image.MAX_IMAGE_PIXELS`` is lifted meanwhile (and
+    restored) and featx applies ``limit`` to the header itself, before any pixel is decoded
+    (:func:`_open`). So an explicit ``max_pixels`` above Pillow's limit opens a trusted scan, and a
+    refusal always quotes featx's limit (``--max-pixels 50000000`` on a 100-megapixel image names
+    50000000, not Pillow's 89478485)."""
     saved = Image.MAX_IMAGE_PIXELS
-    if limit is not None and saved is not None and limit > saved:
+    if limit is not None:
         Image.MAX_IMAGE_PIXELS = None
     try:
         yield

@@ -23,6 +23,7 @@ from typing import Any, Optional, Union
 
 from featx._version import __version__
 from featx.errors import DownloadError, HashMismatchError, OutputNotWritableError
+from featx.io.nofollow import open_no_follow
 from featx.weights._common import PathLike
 from featx.weights.checkpoint import sha256_file
 from featx.weights.locations import featx_home
@@ -54,17 +55,19 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _locked(path: Path) -> bool:
-    """Whether another open file holds ``path``'s flock (a download in progress on another host
-    sharing the folder, where its pid means nothing here)."""
+    """Whether ``path`` must be left alone: another open file holds its flock (a download in
+    progress on another host sharing the folder, where its pid means nothing here), or it is not
+    a regular file featx can open (a symlink planted in a shared ``FEATX_HOME``: never opened
+    through, never removed)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         return False
     try:
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        fd = open_no_follow(path, os.O_RDWR)
     except FileNotFoundError:
         return False
-    except OSError:  # cannot even open it: not ours to judge
+    except OSError:  # a symlink, a FIFO, or cannot even open it: not ours to judge
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
