@@ -30,6 +30,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -63,6 +64,18 @@ def make_sr_pairs(root: Path, count: int, height: int, width: int, scale: int = 
         crop.save(ref / f"{index:04d}.png")
         small.resize((width, height), Image.BICUBIC).save(pred / f"{index:04d}.png")
     return pred, ref
+
+
+def fidelity_pairs(tmp: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    """The fidelity part's pairs: made in ``tmp``, or in ``--data`` (kept, and reused by later runs
+    with the same count and size)."""
+    if args.data is None:
+        return make_sr_pairs(tmp, args.pairs, args.height, args.width)
+    root = args.data / f"{args.pairs}x{args.height}x{args.width}"
+    if not (root / "ref" / f"{args.pairs - 1:04d}.png").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        make_sr_pairs(root, args.pairs, args.height, args.width)
+    return root / "pred", root / "ref"
 
 
 def basicsr_functions():
@@ -114,7 +127,7 @@ def fidelity_part(args: argparse.Namespace) -> dict:
     functions = basicsr_functions()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        pred, ref = make_sr_pairs(Path(tmp), args.pairs, args.height, args.width)
+        pred, ref = fidelity_pairs(Path(tmp), args)
         made = time.perf_counter() - start
         names = sorted(p.name for p in pred.iterdir())
         results: dict[str, dict[str, tuple[float, float]]] = {}
@@ -290,6 +303,7 @@ def main() -> None:
     parser.add_argument("--deep-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=None, help="deep part: default featx score's (1 on CPU, 8 on GPU)")
+    parser.add_argument("--data", type=Path, default=None, help="fidelity: keep the pairs under this folder and reuse them")
     parser.add_argument("--json", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     if args.small:
