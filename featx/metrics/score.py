@@ -3,16 +3,19 @@
 Pairs come from :mod:`featx.metrics.pairing`, are read by :mod:`featx.metrics.conventions` and
 scored here:
 
-- ``psnr``, ``ssim``: :func:`featx.metrics.fidelity.psnr` / :func:`~featx.metrics.fidelity.ssim`
-  on the decoded values in ``[0, 1]`` (``data_range=1``, float64), after ``crop_border``; with
+- ``psnr``, ``ssim``: computed from the decoded integer pixels by
+  :func:`featx.metrics.pixel_fidelity.fidelity_scores` (float64, no float32 RGB copies), equal to
+  :func:`featx.metrics.fidelity.psnr` / :func:`~featx.metrics.fidelity.ssim` on
+  :func:`featx.io.images.load_image`'s tensors (``data_range=1``) after ``crop_border``; with
   ``y_channel`` on BT.601 luma. The numbers of BasicSR's ``calculate_psnr``/``calculate_ssim``.
 - ``lpips``, ``dists``: :class:`featx.LPIPS` (v0.1, AlexNet by default, VGG16 with
   ``lpips_net="vgg"``) and :class:`featx.DISTS` on RGB, batched by image size on the device;
   ``crop_border`` applies to them only with ``crop_scope="all"`` (BasicSR's ``calculate_lpips.py``
   does not crop). Columns are named by :func:`featx.metrics.score_models.score_column`.
 
-Pairs are decoded and their PSNR/SSIM computed in ``num_workers`` threads (decoding and the
-float64 filters release the GIL); LPIPS and DISTS run in the calling thread. A pair that cannot
+Pairs are decoded and their PSNR/SSIM computed in ``num_workers`` threads (Pillow's decoding,
+numpy and OpenCV release the GIL); the float32 tensors LPIPS and DISTS need are made only when
+they are asked for, and those run in the calling thread. A pair that cannot
 be scored (undecodable, sizes that differ, too small for a metric) is that pair's error; the
 others are scored.
 """
