@@ -21,8 +21,13 @@ weights shipped inside the packages).
 Timings are interleaved round-robin in one process (medians of the repeats), so load on a shared
 machine affects each side alike. The script prints the ratios and writes JSON (date, machine).
 
+The fidelity pairs take seconds each to make (bicubic resizes and PNG encoding of 2040x1356
+pictures); ``--data DIR`` keeps them under ``DIR/{pairs}x{height}x{width}`` and reuses them in
+later runs (the first N pairs are the same for every count), outside the timings either way.
+
 Usage:
     python benchmarks/bench_score.py                           # fidelity: 100 DIV2K-size pairs, writes results/score.json
+    python benchmarks/bench_score.py --pairs 20 --data /tmp/pairs --json /tmp/score.json   # iterate on kept pairs
     python benchmarks/bench_score.py --part all --pairs 20     # both parts
     python benchmarks/bench_score.py --small --part all --json /tmp/score.json   # a quick smoke run
 """
@@ -30,6 +35,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -63,6 +69,19 @@ def make_sr_pairs(root: Path, count: int, height: int, width: int, scale: int = 
         crop.save(ref / f"{index:04d}.png")
         small.resize((width, height), Image.BICUBIC).save(pred / f"{index:04d}.png")
     return pred, ref
+
+
+def fidelity_pairs(tmp: Path, args: argparse.Namespace) -> tuple[Path, Path, bool]:
+    """The fidelity part's pairs, and whether they were reused: made in ``tmp``, or in ``--data``
+    (kept, and reused by later runs with the same count and size)."""
+    if args.data is None:
+        return (*make_sr_pairs(tmp, args.pairs, args.height, args.width), False)
+    root = args.data / f"{args.pairs}x{args.height}x{args.width}"
+    reused = (root / "ref" / f"{args.pairs - 1:04d}.png").exists()
+    if not reused:
+        shutil.rmtree(root, ignore_errors=True)
+        make_sr_pairs(root, args.pairs, args.height, args.width)
+    return root / "pred", root / "ref", reused
 
 
 def basicsr_functions():
@@ -114,7 +133,7 @@ def fidelity_part(args: argparse.Namespace) -> dict:
     functions = basicsr_functions()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        pred, ref = make_sr_pairs(Path(tmp), args.pairs, args.height, args.width)
+        pred, ref, reused = fidelity_pairs(Path(tmp), args)
         made = time.perf_counter() - start
         names = sorted(p.name for p in pred.iterdir())
         results: dict[str, dict[str, tuple[float, float]]] = {}
@@ -163,6 +182,7 @@ def fidelity_part(args: argparse.Namespace) -> dict:
             "repeats": args.repeats,
             "pyiqa_pairs": args.pyiqa_pairs,
             "making_pairs_s": made,
+            "pairs_reused": reused,
         },  # fmt: skip
         "seconds": {name: t["times_s"] for name, t in timing.items()},
         "median_s": {name: t["median_s"] for name, t in timing.items()},
@@ -290,6 +310,7 @@ def main() -> None:
     parser.add_argument("--deep-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=None, help="deep part: default featx score's (1 on CPU, 8 on GPU)")
+    parser.add_argument("--data", type=Path, default=None, help="fidelity: keep the pairs under this folder and reuse them")
     parser.add_argument("--json", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     if args.small:

@@ -21,13 +21,24 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Union
 
+import numpy as np
 import torch
 from PIL import Image
 
 from featx.errors import FeatxValueError, ImageDecodeError
-from featx.io.images import load_image
+from featx.io.images import load_pixels, pixels_to_tensor
 
-__all__ = ["CROP_SCOPES", "GRAY_MODES", "PAIR_ERRORS", "DecodedPair", "crop", "is_gray_file", "read_pair"]
+__all__ = [
+    "CROP_SCOPES",
+    "GRAY_MODES",
+    "PAIR_ERRORS",
+    "DecodedPair",
+    "PixelPair",
+    "crop",
+    "is_gray_file",
+    "read_pair",
+    "read_pixel_pair",
+]
 
 GRAY_MODES: tuple[str, ...] = ("keep", "repeat")
 """``featx score --gray``: keep 1-channel images for PSNR/SSIM (BasicSR's metrics script), or
@@ -92,31 +103,69 @@ def crop(image: torch.Tensor, border: int) -> torch.Tensor:
     return image[..., border:-border, border:-border] if border else image
 
 
-def read_pair(
+@dataclass
+class PixelPair:
+    """A decoded pair as integer pixels (what ``featx score`` scores PSNR/SSIM on, without float copies).
+
+    Attributes:
+        pred: ``uint8``/``uint16`` pixels (:func:`featx.io.images.load_pixels`), ``(H, W)`` or ``(H, W, 3)``.
+        ref: the reference's, same ``(H, W)`` (after ``modcrop``).
+        channels: 1 for a kept gray pair (both sides ``(H, W)``), else 3 (gray sides count as repeated).
+        warning: a note on the pair (gray against RGB), or ``None``.
+    """
+
+    pred: np.ndarray
+    ref: np.ndarray
+    channels: int
+    warning: Optional[str] = None
+
+    def tensors(self) -> DecodedPair:
+        """The pair as :func:`read_pair` gives it: float32 ``(C, H, W)`` in ``[0, 1]``."""
+        pred, ref = pixels_to_tensor(self.pred), pixels_to_tensor(self.ref)
+        if self.channels == 1:
+            pred, ref = pred[:1].contiguous(), ref[:1].contiguous()
+        return DecodedPair(pred, ref, self.warning)
+
+
+def read_pixel_pair(
     pred_path: str, ref_path: str, *, alpha: str = "error", gray: str = "keep", modcrop: Optional[int] = None
-) -> DecodedPair:
-    """Decode a pair by :func:`featx.io.images.load_image`'s rules (``alpha`` for both files) and
-    the conventions above.
+) -> PixelPair:
+    """Decode a pair to integer pixels by :func:`featx.io.images.load_image`'s rules (``alpha`` for
+    both files) and the conventions above.
 
     Raises:
         ImageDecodeError: a file cannot be decoded (the message names it).
         ValueError: the sizes differ after ``modcrop`` (the message gives both, as ``(H, W)``).
     """
-    pred, ref = load_image(pred_path, alpha=alpha), load_image(ref_path, alpha=alpha)
+    pred, ref = load_pixels(pred_path, alpha=alpha), load_pixels(ref_path, alpha=alpha)
     if modcrop is not None and modcrop > 1:
-        height, width = ref.shape[1:]
-        ref = ref[:, : height - height % modcrop, : width - width % modcrop]
-    if pred.shape != ref.shape:
+        height, width = ref.shape[:2]
+        ref = ref[: height - height % modcrop, : width - width % modcrop]
+    if pred.shape[:2] != ref.shape[:2]:
         hint = "" if modcrop else "; --modcrop SCALE crops a reference to a multiple of the scale"
-        raise _SizeError(f"sizes differ: prediction {tuple(pred.shape[1:])}, reference {tuple(ref.shape[1:])} (H, W){hint}")
+        raise _SizeError(f"sizes differ: prediction {tuple(pred.shape[:2])}, reference {tuple(ref.shape[:2])} (H, W){hint}")
     pred_gray, ref_gray = is_gray_file(pred_path), is_gray_file(ref_path)
-    warning = None
+    warning, channels = None, 3
     if pred_gray != ref_gray:
         which = "prediction" if pred_gray else "reference"
         warning = f"gray {which} against an RGB {'reference' if pred_gray else 'prediction'}: scored as RGB"
-    elif gray == "keep" and pred_gray:
-        pred, ref = pred[:1], ref[:1]
-    return DecodedPair(pred.contiguous(), ref.contiguous(), warning)
+    elif gray == "keep" and pred_gray:  # the first channel, as the float path keeps it
+        pred, ref = (a if a.ndim == 2 else a[..., 0] for a in (pred, ref))
+        channels = 1
+    return PixelPair(pred, ref, channels, warning)
+
+
+def read_pair(
+    pred_path: str, ref_path: str, *, alpha: str = "error", gray: str = "keep", modcrop: Optional[int] = None
+) -> DecodedPair:
+    """Decode a pair by :func:`featx.io.images.load_image`'s rules (``alpha`` for both files) and
+    the conventions above, as float32 tensors (:meth:`PixelPair.tensors` of :func:`read_pixel_pair`).
+
+    Raises:
+        ImageDecodeError: a file cannot be decoded (the message names it).
+        ValueError: the sizes differ after ``modcrop`` (the message gives both, as ``(H, W)``).
+    """
+    return read_pixel_pair(pred_path, ref_path, alpha=alpha, gray=gray, modcrop=modcrop).tensors()
 
 
 class _SizeError(FeatxValueError):

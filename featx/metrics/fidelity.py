@@ -24,13 +24,13 @@ from __future__ import annotations
 
 from typing import Optional, cast
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from featx._checks import check_bool, check_int, check_number
 from featx.errors import FeatxTypeError, FeatxValueError
 from featx.losses._features import check_reduction, reduce_batch
+from featx.metrics._filters import separable_valid
 
 __all__ = ["BT601_Y", "SSIM_K1", "SSIM_K2", "SSIM_SIGMA", "SSIM_WINDOW", "gaussian_window", "psnr", "rgb_to_y", "ssim"]
 
@@ -197,30 +197,12 @@ def psnr(
     return reduce_batch(10.0 * torch.log10(data_range**2 / (mse + eps)), reduction)
 
 
-def _filter_numpy(maps: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """The valid region of a separable filter on each ``(H, W)`` float64 map of ``(N, H, W)``."""
-    pad = (len(window) - 1) // 2
-    out = np.empty((maps.shape[0], maps.shape[1] - 2 * pad, maps.shape[2] - 2 * pad))
-    try:
-        import cv2  # type: ignore[import-not-found,unused-ignore]  # optional: the fastest separable filter
-    except ImportError:
-        from scipy import ndimage
-
-        for index, image in enumerate(maps):
-            rows = ndimage.correlate1d(image, window, axis=1, mode="constant")[:, pad:-pad]
-            out[index] = ndimage.correlate1d(rows, window, axis=0, mode="constant")[pad:-pad]
-        return out
-    for index, image in enumerate(maps):
-        out[index] = cv2.sepFilter2D(image, cv2.CV_64F, window, window, borderType=cv2.BORDER_CONSTANT)[pad:-pad, pad:-pad]
-    return out
-
-
 def _filter(maps: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     """The valid region of the separable filter ``window`` on each map of ``(N, K, H, W)``."""
     n, k, height, width = maps.shape
     if maps.device.type == "cpu" and not (torch.is_grad_enabled() and maps.requires_grad):
         arrays = maps.detach().reshape(n * k, height, width).contiguous().numpy()
-        filtered = torch.from_numpy(_filter_numpy(arrays, window.numpy()))
+        filtered = torch.from_numpy(separable_valid(arrays, window.numpy()))
         return filtered.view(n, k, *filtered.shape[-2:])
     kernel = window.to(maps)
     rows = F.conv2d(maps.reshape(n * k, 1, height, width), kernel.view(1, 1, 1, -1))

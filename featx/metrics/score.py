@@ -3,16 +3,19 @@
 Pairs come from :mod:`featx.metrics.pairing`, are read by :mod:`featx.metrics.conventions` and
 scored here:
 
-- ``psnr``, ``ssim``: :func:`featx.metrics.fidelity.psnr` / :func:`~featx.metrics.fidelity.ssim`
-  on the decoded values in ``[0, 1]`` (``data_range=1``, float64), after ``crop_border``; with
+- ``psnr``, ``ssim``: computed from the decoded integer pixels by
+  :func:`featx.metrics.pixel_fidelity.fidelity_scores` (float64, no float32 RGB copies), equal to
+  :func:`featx.metrics.fidelity.psnr` / :func:`~featx.metrics.fidelity.ssim` on
+  :func:`featx.io.images.load_image`'s tensors (``data_range=1``) after ``crop_border``; with
   ``y_channel`` on BT.601 luma. The numbers of BasicSR's ``calculate_psnr``/``calculate_ssim``.
 - ``lpips``, ``dists``: :class:`featx.LPIPS` (v0.1, AlexNet by default, VGG16 with
   ``lpips_net="vgg"``) and :class:`featx.DISTS` on RGB, batched by image size on the device;
   ``crop_border`` applies to them only with ``crop_scope="all"`` (BasicSR's ``calculate_lpips.py``
   does not crop). Columns are named by :func:`featx.metrics.score_models.score_column`.
 
-Pairs are decoded and their PSNR/SSIM computed in ``num_workers`` threads (decoding and the
-float64 filters release the GIL); LPIPS and DISTS run in the calling thread. A pair that cannot
+Pairs are decoded and their PSNR/SSIM computed in ``num_workers`` threads (Pillow's decoding,
+numpy and OpenCV release the GIL); the float32 tensors LPIPS and DISTS need are made only when
+they are asked for, and those run in the calling thread. A pair that cannot
 be scored (undecodable, sizes that differ, too small for a metric) is that pair's error; the
 others are scored.
 """
@@ -35,9 +38,10 @@ from featx._choices import ALPHA_MODES, METRICS, PAIR_BY
 from featx.errors import FeatxError, FeatxValueError, FeatxWarning, RandomWeightsWarning
 from featx.io._truncation import strict_loading
 from featx.io.discovery import printable_name
-from featx.metrics.conventions import CROP_SCOPES, GRAY_MODES, PAIR_ERRORS, DecodedPair, crop, read_pair
-from featx.metrics.fidelity import SSIM_WINDOW, psnr, rgb_to_y, ssim
+from featx.metrics.conventions import CROP_SCOPES, GRAY_MODES, PAIR_ERRORS, DecodedPair, PixelPair, crop, read_pixel_pair
+from featx.metrics.fidelity import SSIM_WINDOW
 from featx.metrics.pairing import ScoredPair, count_pairs, gray_rgb_warning, pair_folders
+from featx.metrics.pixel_fidelity import fidelity_scores
 from featx.metrics.score_models import (
     RANDOM_SEED,
     MetricModule,
@@ -89,27 +93,18 @@ def _no_pairs_error(pairs: list[ScoredPair], pred_dir: PathLike, ref_dir: PathLi
     return None
 
 
-def _fidelity(decoded: DecodedPair, classic: list[str], crop_border: int, y_channel: bool) -> dict[str, float]:
-    """PSNR / SSIM of one decoded pair; the crop and luma are computed once for both."""
+def _fidelity(decoded: PixelPair, classic: list[str], crop_border: int, y_channel: bool) -> dict[str, float]:
+    """PSNR / SSIM of one decoded pair, from its integer pixels (:mod:`featx.metrics.pixel_fidelity`)."""
     need = SSIM_WINDOW if "ssim" in classic else 1
-    height, width = decoded.pred.shape[1:]
+    height, width = decoded.pred.shape[:2]
     if min(height, width) - 2 * crop_border < need:
         name = "ssim" if need > 1 else "psnr"
         raise FeatxValueError(
             f"too small for {name}: needs at least {need}x{need} pixels after crop_border={crop_border} "
             f"(at least {need + 2 * crop_border}x{need + 2 * crop_border}), got {height}x{width}"
         )
-    pred, ref = (crop(t, crop_border)[None] for t in (decoded.pred, decoded.ref))
-    if y_channel and pred.shape[1] == 3:  # float64 luma straight from the float32 pixels
-        pred, ref = rgb_to_y(pred, dtype=torch.float64), rgb_to_y(ref, dtype=torch.float64)
-    else:
-        pred, ref = pred.to(torch.float64), ref.to(torch.float64)
-    scores = {}
-    if "psnr" in classic:
-        scores["psnr"] = float(psnr(pred, ref, reduction="none"))
-    if "ssim" in classic:
-        scores["ssim"] = float(ssim(pred, ref, reduction="none"))
-    return scores
+    return fidelity_scores(decoded.pred, decoded.ref, classic, crop_border=crop_border, y_channel=y_channel,
+                           rgb=decoded.channels == 3)  # fmt: skip
 
 
 def _ordered(tasks: Iterable[Any], work: Callable[[Any], Any], workers: int) -> Iterator[Any]:
@@ -314,11 +309,12 @@ def score_folders(
         if pair.error is not None or pair.pred is None or pair.ref is None:
             return pair, None
         try:
-            decoded = read_pair(pair.pred, pair.ref, alpha=alpha, gray=gray, modcrop=modcrop)
-            pair.warning = decoded.warning
-            pair.scores.update(_fidelity(decoded, classic, crop_border, y_channel) if classic else {})
-            if deep and min(decoded.pred.shape[1:]) - 2 * deep_border < 1:
-                raise FeatxValueError(f"nothing left of {tuple(decoded.pred.shape[1:])} (H, W) after crop_border={crop_border}")
+            pixels = read_pixel_pair(pair.pred, pair.ref, alpha=alpha, gray=gray, modcrop=modcrop)
+            pair.warning = pixels.warning
+            pair.scores.update(_fidelity(pixels, classic, crop_border, y_channel) if classic else {})
+            if deep and min(pixels.pred.shape[:2]) - 2 * deep_border < 1:
+                raise FeatxValueError(f"nothing left of {tuple(pixels.pred.shape[:2])} (H, W) after crop_border={crop_border}")
+            decoded = pixels.tensors() if deep else None
         except (*PAIR_ERRORS, FeatxValueError) as error:
             pair.error, decoded = printable_name(str(error)), None
             pair.scores.clear()
