@@ -10,7 +10,11 @@ tap (:func:`plan`: VGG19 with ``ttsr_lte``, the acceptance case; otherwise the t
 - ``featx_cold``: ``build_backbone(arch, tap, weights=path)`` with an empty ``FEATX_HOME``: hash,
   unpickle, check the values, write the features cache;
 - ``featx_warm``: the same again: the features cache exists and its values were checked when it was
-  written (the index remembers that by its sha256 and size), so only the kept tensors are read.
+  written (the index remembers that by its sha256 and size), so only the kept tensors are read;
+- ``featx_warm_cold_pages``: ``featx_warm`` after the page cache of every file in ``FEATX_HOME``
+  (checkpoint, features cache, index) was dropped (``posix_fadvise(DONTNEED)``, those files only):
+  what a later run pays when the cache is no longer in memory. Its ratio is conservative: the
+  common side keeps the pages of the checkpoint it just read.
 
 The checkpoint is fabricated in ``FEATX_HOME``: random tensors with the real file's keys and shapes
 (every tensor of the model, classifier included), in the real file's format (torchvision's older
@@ -41,7 +45,7 @@ from typing import Any, Optional
 
 import common
 
-VARIANTS = ("common", "featx_cold", "featx_warm")
+VARIANTS = ("common", "featx_cold", "featx_warm", "featx_warm_cold_pages")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "construction.json"
 PREFERRED = {"vgg": "vgg19", "resnet": "resnet50", "convnext": "convnext_tiny", "dinov2": "dinov2_vits14"}
 FIXED_TAPS = {"vgg19": "ttsr_lte"}  # the acceptance case: deepest tap relu3_1, features[:12]
@@ -129,6 +133,18 @@ def _pss_mib() -> Optional[float]:
     return None
 
 
+def _drop_pages(folder: Path) -> None:
+    """Ask the kernel to drop the cached pages of every file under ``folder`` (best effort)."""
+    for path in folder.rglob("*"):
+        if not path.is_file() or not hasattr(os, "posix_fadvise"):
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def construct(variant: str, family: str, arch: str, tap: str, checkpoint: str) -> dict:
     """Build one variant (inside a fresh process); wall time, PSS added and kept parameters."""
     import gc
@@ -137,6 +153,8 @@ def construct(variant: str, family: str, arch: str, tap: str, checkpoint: str) -
 
     import torch
 
+    if variant == "featx_warm_cold_pages":
+        _drop_pages(Path(os.environ["FEATX_HOME"]))
     gc.collect()
     pss_before = _pss_mib()
     start = time.perf_counter()
@@ -231,7 +249,7 @@ def measure_family(family: str, arch: str, tap: str, repeats: int, root: Path, *
             "params": values[0]["params"],
         }
     ratios = {}
-    for variant in ("featx_cold", "featx_warm"):
+    for variant in VARIANTS[1:]:
         ours, base = results[variant], results["common"]
         ratios[variant] = {
             "time": _ratio(base["time_s_median"], ours["time_s_median"], 1e-6),

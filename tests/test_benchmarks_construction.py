@@ -62,10 +62,11 @@ def test_tiny_run_writes_json(tmp_path, capsys):
     assert entry["results"]["common"]["params"] == sum(p.numel() for p in full.parameters())
     assert entry["results"]["featx_cold"]["params"] == entry["results"]["featx_warm"]["params"]
     assert 0 < entry["results"]["featx_warm"]["params"] < entry["results"]["common"]["params"]
-    for variant in ("common", "featx_cold", "featx_warm"):
+    assert entry["results"]["featx_warm_cold_pages"]["params"] == entry["results"]["featx_warm"]["params"]
+    for variant in ("common", "featx_cold", "featx_warm", "featx_warm_cold_pages"):
         res = entry["results"][variant]
         assert res["time_s_median"] > 0 and len(res["time_s"]) == len(res["peak_added_mib"]) == 1
-    for variant in ("featx_cold", "featx_warm"):
+    for variant in ("featx_cold", "featx_warm", "featx_warm_cold_pages"):
         assert set(entry["common_over_featx"][variant]) == {"time", "peak_memory", "pss"}
     assert "target" not in written  # only the VGG family carries the 50x target
     printed = capsys.readouterr().out
