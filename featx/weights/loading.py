@@ -163,7 +163,9 @@ def load_weights(
 
     Never opens a network connection. A full ``.pth`` file is hashed and its ``features.*``
     tensors cached as safetensors under ``featx_home()/cache`` on first use; later loads read
-    only the ``expected`` tensors from that cache.
+    only the ``expected`` tensors from that cache. Values (finite floats) are checked once per
+    verified file (a registry match by size and full sha256, or a features cache featx wrote),
+    remembered in the index by the content's sha256 and size; other files at every load.
 
     Args:
         weights: ``"DEFAULT"`` (``default_backbone(arch)``: the first checkpoint of the arch's
