@@ -26,10 +26,20 @@ from featx.errors import (
 )
 from featx.weights.cache import cache_file, read_cached, write_cache
 from featx.weights.checkpoint import read_checkpoint
-from featx.weights.index import indexed_sha256, remember_sha256
+from featx.weights.index import indexed_sha256, remember_sha256, remember_values_checked, values_checked
 from featx.weights.info import Verification
 from featx.weights.locations import cache_dir, locate
-from featx.weights.matching import FEATURE_KEY, KeyLayout, Wanted, dict_view, parse_expected, safetensors_view, select_tensors
+from featx.weights.matching import (
+    FEATURE_KEY,
+    KeyLayout,
+    TensorView,
+    Wanted,
+    check_values,
+    dict_view,
+    parse_expected,
+    safetensors_view,
+    select_tensors,
+)
 from featx.weights.registry import (
     BACKBONE_ARCHS,
     KnownCheckpoint,
@@ -153,7 +163,9 @@ def load_weights(
 
     Never opens a network connection. A full ``.pth`` file is hashed and its ``features.*``
     tensors cached as safetensors under ``featx_home()/cache`` on first use; later loads read
-    only the ``expected`` tensors from that cache.
+    only the ``expected`` tensors from that cache. Values (finite floats) are checked once per
+    verified file (a registry match by size and full sha256, or a features cache featx wrote),
+    remembered in the index by the content's sha256 and size; other files at every load.
 
     Args:
         weights: ``"DEFAULT"`` (``default_backbone(arch)``: the first checkpoint of the arch's
@@ -256,16 +268,25 @@ def _sequential_layout(expected: Mapping[str, Any], arch: str) -> KeyLayout:
 def _load_file(
     path: Path, wanted: Wanted, arch: str, layout: KeyLayout, member: Optional[KnownCheckpoint], mode: str
 ) -> LoadedWeights:
-    """Load from a file: safetensors lazily, torch files through the features cache."""
+    """Load from a file: safetensors lazily, torch files through the features cache.
+
+    Values (finite floats) are checked once per verified file: a file whose size and full sha256
+    match a known checkpoint has every backbone tensor checked at its first load, and the index
+    remembers it under that sha256 and size (:func:`~featx.weights.index.values_checked`); later
+    loads of the same content skip the check. Any other file is checked at every load (a ``.pth``
+    file's features cache is a verified file of featx's own: see :func:`read_cached`).
+    """
     try:
+        stat = path.stat()
         sha256, fresh = indexed_sha256(path)
     except OSError as error:  # permission denied, an I/O error: say so instead of a traceback
         raise WeightsLoadError(
             f"cannot read weights file {path} ({error.strerror or error}); check its permissions, or pass another file",
             path=str(path),
         ) from None
-    check = check_known_hash(path, sha256, member, mode)
+    check = check_known_hash(path, sha256, member, mode, size=stat.st_size)
     weights_id = f"file:{path}" if member is None else provenance_id(member.name, check.verification)
+    verified = check.verification is Verification.SHA256
     problems: list[str] = []
 
     def attempt(action: Callable[[], None]) -> None:
@@ -275,13 +296,21 @@ def _load_file(
             problems.append(f"{type(error).__name__}: {error}")
 
     if fresh:
-        stat = path.stat()
         extra = _index_extra(check)
         attempt(lambda: remember_sha256(path, stat, sha256, **extra))
+    checked = verified and values_checked(sha256, stat.st_size, layout.cache_tag)
+
+    def remember_checked() -> None:  # every backbone tensor of this verified file is a finite float
+        if verified and not checked:
+            attempt(lambda: remember_values_checked(sha256, stat.st_size, layout.cache_tag))
+
     if path.suffix.lower() == ".safetensors":
         try:
             with safetensors.safe_open(path, framework="pt") as handle:
-                state = select_tensors(safetensors_view(handle), wanted, str(path), arch, layout)
+                view = safetensors_view(handle)
+                state = select_tensors(view, wanted, str(path), arch, layout, check=not checked)
+                if verified and not checked and _all_finite(view, layout):
+                    remember_checked()
         except safetensors.SafetensorError as error:
             raise WeightsLoadError(f"cannot read safetensors file {path}: {error}", path=str(path)) from error
     else:
@@ -295,8 +324,11 @@ def _load_file(
             state = cached
         else:
             full = read_checkpoint(path)
-            state = select_tensors(dict_view(full), wanted, str(path), arch, layout)
-            attempt(lambda: write_cache(cache, full, path, sha256, layout))
+            state = select_tensors(dict_view(full), wanted, str(path), arch, layout, check=not checked)
+            finite = checked or _all_finite(dict_view(full), layout)
+            if finite:
+                remember_checked()
+                attempt(lambda: write_cache(cache, full, path, sha256, layout, checked=True))
     if problems:
         warnings.warn(
             f"featx weights cache {cache_dir()} is not usable ({'; '.join(problems)}); loaded {path.name} without "
@@ -305,6 +337,19 @@ def _load_file(
             stacklevel=4,
         )
     return LoadedWeights(state, weights_id, sha256, str(path), check.verification, _name_of(check))
+
+
+def _all_finite(tensors: TensorView, layout: KeyLayout) -> bool:
+    """Whether every backbone tensor (any depth, the head left out) is a finite float (one at a time)."""
+    for key in tensors.keys:
+        canonical = layout.canonical(key)
+        if canonical is None:
+            continue
+        try:
+            check_values({canonical: tensors.get(key)}, "")
+        except WeightsLoadError:  # in layers this load did not need: nothing remembered, no cache
+            return False
+    return True
 
 
 def _index_extra(check: HashCheck) -> dict[str, str]:
