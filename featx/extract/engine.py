@@ -59,7 +59,7 @@ from featx.extract.plan import (
     manifest_record,
     plan_all,
 )
-from featx.extract.streaming import stream_tiled
+from featx.extract.streaming import compute_failure, stream_tiled
 from featx.extract.summary import ExtractSummary, dry_run_summary, finish_run
 from featx.extract.tiling import tile_geometry, tiled_features
 from featx.extract.writer import FeatureWriter
@@ -325,7 +325,13 @@ def _compute(
                         put(index, record)
                     continue
                 if tile is not None:  # too large for one pass within the budget: exact tiles
-                    feats = tiled_features(extractor, batch, tile=tile, reduce=options.reduce)
+                    try:
+                        feats = tiled_features(extractor, batch, tile=tile, reduce=options.reduce)
+                    except Exception as error:  # this image's failure, never the run's
+                        source = sources[indices[0]]
+                        path = feature_path(ctx.output, source.key)
+                        put(indices[0], compute_failure(manifest_record(source, "ok"), path, error))
+                        continue
                 else:
                     feats = reduce_features(extractor(batch), options.reduce)
                 if device.type != "cpu":  # transpose on the accelerator, copy plain C x H x W maps
