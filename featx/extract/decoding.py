@@ -11,6 +11,7 @@ that kills its decoder instead of aborting.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -22,28 +23,89 @@ from torch.utils.data import Dataset
 from featx.errors import ImageDecodeError
 from featx.io.images import load_image
 
-__all__ = ["Decoded", "DecodeDataset", "collate_decoded", "decode_isolated", "is_worker_death"]
+__all__ = [
+    "Decoded",
+    "DecodeDataset",
+    "Planned",
+    "changed_since_planning",
+    "collate_decoded",
+    "decode_isolated",
+    "is_worker_death",
+]
 
 Decoded = tuple[int, Optional[torch.Tensor], Optional[str]]
 """``(index, image or None, error reason or None)``."""
 
 
-class DecodeDataset(Dataset[Decoded]):
-    """Decodes one image; returns an error record instead of raising (workers must not die)."""
+Planned = Optional[tuple[tuple[int, int], tuple[int, int]]]
+"""What the plan read of an image: ``((bytes, mtime_ns), (H, W) as stored)``, or ``None`` (not checked)."""
 
-    def __init__(self, paths: Sequence[str], alpha: str, max_pixels: Optional[int]) -> None:
+
+class DecodeDataset(Dataset[Decoded]):
+    """Decodes one image; returns an error record instead of raising (workers must not die).
+
+    With ``planned``, an image whose file changed after planning (its bytes or mtime differ, or
+    it decodes to a size the plan did not price, either way round for EXIF orientation) is that
+    image's error: the memory plan and the file's metadata were made for the old file.
+    """
+
+    def __init__(
+        self, paths: Sequence[str], alpha: str, max_pixels: Optional[int], planned: Optional[Sequence[Planned]] = None
+    ) -> None:
         self.paths, self.alpha, self.max_pixels = list(paths), alpha, max_pixels
+        self.planned = None if planned is None else list(planned)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Decoded:
+        planned = None if self.planned is None else self.planned[index]
         try:
-            return index, load_image(self.paths[index], alpha=self.alpha, max_pixels=self.max_pixels), None
+            if planned is not None:  # a replaced file is refused before it is decoded outside the plan
+                info = os.stat(self.paths[index])
+                changed = changed_since_planning(planned, stat=(info.st_size, info.st_mtime_ns))
+                if changed is not None:
+                    return index, None, changed
+            image = load_image(self.paths[index], alpha=self.alpha, max_pixels=self.max_pixels)
         except ImageDecodeError as error:
             return index, None, error.reason
         except Exception as error:  # anything else is still this file's problem, not the run's
             return index, None, f"cannot decode ({type(error).__name__}: {error})"
+        if planned is not None:  # replaced between the check and the decoding
+            changed = changed_since_planning(planned, size=(image.shape[1], image.shape[2]))
+            if changed is not None:
+                return index, None, changed
+        return index, image, None
+
+
+def changed_since_planning(
+    planned: tuple[tuple[int, int], tuple[int, int]],
+    *,
+    stat: Optional[tuple[int, int]] = None,
+    size: Optional[tuple[int, int]] = None,
+) -> Optional[str]:
+    """Why an image cannot be extracted under its plan, or ``None`` while it still matches: its
+    file's ``stat`` (``(bytes, mtime_ns)``) is not the planned one, or it decoded to a ``size``
+    the plan did not price (the stored size, or its transpose for an EXIF rotation).
+
+    Example:
+        >>> planned = ((10, 5), (128, 128))
+        >>> changed_since_planning(planned, stat=(10, 5)) is None, changed_since_planning(planned, size=(128, 128)) is None
+        (True, True)
+        >>> changed_since_planning(planned, stat=(99, 7))
+        'changed after planning (planned as 128x128, 10 bytes; now 99 bytes): not extracted; rerun to extract it'
+        >>> changed_since_planning(planned, size=(1356, 2040))
+        'changed after planning (planned as 128x128, 10 bytes; now 1356x2040): not extracted; rerun to extract it'
+    """
+    planned_stat, (height, width) = planned
+    if stat is not None and stat != planned_stat:
+        now = f"{stat[0]} bytes"
+    elif size is not None and size not in ((height, width), (width, height)):
+        now = f"{size[0]}x{size[1]}"
+    else:
+        return None
+    was = f"{height}x{width}, {planned_stat[0]} bytes"
+    return f"changed after planning (planned as {was}; now {now}): not extracted; rerun to extract it"
 
 
 def collate_decoded(records: list[Decoded]) -> dict[str, Any]:

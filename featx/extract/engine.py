@@ -294,7 +294,8 @@ def _compute(
             work.append(batch)
     if not work:
         return
-    dataset = DecodeDataset([source.path for source in sources], options.alpha, ctx.max_pixels)
+    planned = [None if plan.size is None else (plan.stat, plan.size) for plan in plans]
+    dataset = DecodeDataset([source.path for source in sources], options.alpha, ctx.max_pixels, planned)
     store = TORCH_DTYPES[options.dtype]
     autocast = options.dtype != "float32"
     layout = _memory_format(device, store)
