@@ -6,6 +6,14 @@ A decoder worker can die outright (a segfault in an image library, the out-of-me
 DataLoader then fails as a whole. :func:`decode_isolated` decodes one image in a one-shot child
 process, so the run can retry the batches that were in flight, image by image, and name the image
 that kills its decoder instead of aborting.
+
+Decoded images travel from the workers to the main process in shared memory (``/dev/shm`` on
+Linux), which containers often keep small (Docker: 64 MB). :func:`workers_for_shared_memory`
+checks the room before the workers start and decodes in the main process when it is too small;
+a worker that still cannot share a batch (the room taken meanwhile, a file size limit) passes it
+through its pipe instead (:func:`collate_decoded`, :class:`Receiver`), and a loader that delivers
+nothing for :data:`LOADER_TIMEOUT` seconds ends the run with one line naming ``/dev/shm``
+(:func:`loader_timeout_error`): never a hang.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import warnings
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -20,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from featx.errors import ImageDecodeError
+from featx.errors import ExtractionError, FeatxWarning, ImageDecodeError
 from featx.io.images import load_image
 
 __all__ = [
@@ -31,7 +40,26 @@ __all__ = [
     "collate_decoded",
     "decode_isolated",
     "is_worker_death",
+    "LOADER_TIMEOUT",
+    "PREFETCH_BATCHES",
+    "Receiver",
+    "SHARED_MEMORY",
+    "loader_timeout_error",
+    "shared_memory_room",
+    "workers_for_shared_memory",
 ]
+
+SHARED_MEMORY = "/dev/shm"
+"""Where torch's worker processes put the tensors they pass (``shm_open``), on Linux."""
+
+PREFETCH_BATCHES = 2
+"""Batches each decoding worker may hold ready (the DataLoader's ``prefetch_factor``)."""
+
+LOADER_TIMEOUT = 900.0
+"""Seconds the run waits for the decoding workers' next batch before it gives up with one line
+naming ``/dev/shm`` (a last resort: a batch that cannot be shared is passed through a pipe)."""
+
+_FIX = "give the container more shared memory (docker run --shm-size=2g) or decode in the main process (--workers 0)"
 
 Decoded = tuple[int, Optional[torch.Tensor], Optional[str]]
 """``(index, image or None, error reason or None)``."""
@@ -109,7 +137,14 @@ def changed_since_planning(
 
 
 def collate_decoded(records: list[Decoded]) -> dict[str, Any]:
-    """Stack decoded images by shape (in order); pass errors through."""
+    """Stack decoded images by shape (in order); pass errors through.
+
+    In a DataLoader worker each stack is built in shared memory, where the main process maps it;
+    when that memory cannot be had (a full ``/dev/shm``, a file size limit), the stack goes as a
+    NumPy array through the worker's pipe instead and ``"unshared"`` says why (see
+    :class:`Receiver`). Sharing never fails later in the queue's feeder thread, where the main
+    process would wait for the batch forever.
+    """
     groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
     errors = []
     for index, image, error in records:
@@ -117,8 +152,93 @@ def collate_decoded(records: list[Decoded]) -> dict[str, Any]:
             errors.append((index, error))
         else:
             groups.setdefault(tuple(image.shape), []).append((index, image))
-    stacks = [([i for i, _ in group], torch.stack([img for _, img in group])) for group in groups.values()]
-    return {"stacks": stacks, "errors": errors}
+    stacks: list[tuple[list[int], Any]] = []
+    unshared = None
+    in_worker = torch.utils.data.get_worker_info() is not None
+    for group in groups.values():
+        images = [img for _, img in group]
+        stack: Any = torch.stack(images)
+        if in_worker:
+            try:
+                stack.share_memory_()
+            except RuntimeError as problem:  # e.g. "unable to allocate shared memory(shm) ...: No space left on device"
+                unshared = str(problem).strip().splitlines()[0] if str(problem).strip() else type(problem).__name__
+                stack = stack.numpy()
+        stacks.append(([i for i, _ in group], stack))
+    return {"stacks": stacks, "errors": errors, "unshared": unshared}
+
+
+class Receiver:
+    """Turns what the loader delivers back into tensors, warning once (a ``FeatxWarning``) when a
+    worker had to pass its images through its pipe because shared memory was short.
+
+    Example:
+        >>> receive = Receiver()
+        >>> batch = receive({"stacks": [([0], np.zeros((1, 3, 2, 2), np.float32))], "errors": [], "unshared": None})
+        >>> type(batch["stacks"][0][1]).__name__
+        'Tensor'
+    """
+
+    def __init__(self) -> None:
+        self.warned = False
+
+    def __call__(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        unshared = decoded.get("unshared")
+        if unshared and not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"decoded images cannot be passed in shared memory ({SHARED_MEMORY}: {unshared}); they go through "
+                f"a pipe, more slowly: {_FIX}",
+                FeatxWarning,
+                stacklevel=2,
+            )
+        stacks = [(indices, torch.from_numpy(s) if isinstance(s, np.ndarray) else s) for indices, s in decoded["stacks"]]
+        return {"stacks": stacks, "errors": decoded["errors"]}
+
+
+def shared_memory_room(path: str = SHARED_MEMORY) -> Optional[int]:
+    """Bytes free for unprivileged use in the shared-memory filesystem, or ``None`` where there is
+    none to measure (not Linux)."""
+    try:
+        info = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return info.f_bavail * info.f_frsize
+
+
+def workers_for_shared_memory(workers: int, batch_bytes: int, *, room: Optional[int] = None) -> int:
+    """How many decoding workers may start: ``workers``, or 0 (with a ``FeatxWarning``) when the
+    batches they would hold at once in shared memory (``PREFETCH_BATCHES`` each, plus the one the
+    main process is working on) do not fit its free room (``room``, default
+    :func:`shared_memory_room`).
+
+    Example:
+        >>> workers_for_shared_memory(2, 10 * 2**20, room=2**30)
+        2
+    """
+    if workers == 0:
+        return 0
+    room = shared_memory_room() if room is None else room
+    needed = (workers * PREFETCH_BATCHES + 1) * batch_bytes
+    if room is None or needed <= room:
+        return workers
+    warnings.warn(
+        f"{SHARED_MEMORY} has {room // 2**20} MiB free, less than the {-(-needed // 2**20)} MiB that {workers} decoding "
+        f"workers would share; decoding in the main process instead. To use workers, {_FIX.split(' or ')[0]}",
+        FeatxWarning,
+        stacklevel=2,
+    )
+    return 0
+
+
+def loader_timeout_error(error: BaseException, workers: int) -> Optional[ExtractionError]:
+    """The one-line error for a DataLoader that timed out waiting for its workers, else ``None``."""
+    if not (isinstance(error, RuntimeError) and "DataLoader timed out" in str(error)):
+        return None
+    return ExtractionError(
+        f"the {workers} decoding worker(s) delivered nothing for {LOADER_TIMEOUT:.0f} s; a worker that cannot pass "
+        f"its images (a full {SHARED_MEMORY}) is the usual cause: {_FIX}"
+    )
 
 
 def is_worker_death(error: BaseException) -> bool:

@@ -43,7 +43,17 @@ from featx.extract.budget import (
     stored_bytes,
     streamed_bytes,
 )
-from featx.extract.decoding import DecodeDataset, collate_decoded, decode_isolated, is_worker_death
+from featx.extract.decoding import (
+    LOADER_TIMEOUT,
+    PREFETCH_BATCHES,
+    DecodeDataset,
+    Receiver,
+    collate_decoded,
+    decode_isolated,
+    is_worker_death,
+    loader_timeout_error,
+    workers_for_shared_memory,
+)
 from featx.extract.descriptors import reduce_features
 from featx.extract.distributed import DistContext
 from featx.extract.lock import OutputLock
@@ -352,7 +362,7 @@ def _compute(
                 record = manifest_record(source, "ok", shapes=shapes)
                 put(index, record, feature_path(ctx.output, source.key), data)
 
-    pending = work
+    pending, receive = work, Receiver()
     while pending:
         loader = DataLoader(
             dataset,
@@ -360,21 +370,26 @@ def _compute(
             num_workers=memory.workers,
             collate_fn=collate_decoded,
             pin_memory=device.type == "cuda",
+            prefetch_factor=PREFETCH_BATCHES if memory.workers else None,
+            timeout=LOADER_TIMEOUT if memory.workers else 0,
         )
         finished = 0
         try:
             for decoded in loader:
-                handle(decoded)
+                handle(receive(decoded))
                 finished += 1
             return
         except RuntimeError as error:
+            stalled = loader_timeout_error(error, memory.workers)
+            if stalled is not None:  # never wait forever for workers that cannot deliver
+                raise stalled from None
             if memory.workers == 0 or not is_worker_death(error):
                 raise
         # a decoder process died: the batches in flight are decoded again, each image in a child
         # of its own (the one that dies is reported), then the rest goes on with fresh workers
         in_flight = pending[finished : finished + 2 * memory.workers + 1]
         for batch in in_flight:
-            handle(collate_decoded([decode_isolated(dataset, index) for index in batch if index not in recorded]))
+            handle(receive(collate_decoded([decode_isolated(dataset, index) for index in batch if index not in recorded])))
         pending = pending[finished + len(in_flight) :]
 
 
@@ -437,6 +452,8 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
             largest = max(largest, stored_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store))
     # the writer's queue of serialised files may take a quarter of the budget
     capacity = max(1, min(max(2 * options.batch_size, 4), work // 4 // largest))
+    # decoded batches pass from the workers in shared memory (/dev/shm): too small, decode here
+    workers = workers_for_shared_memory(workers, max((n * 12 * h * w for (h, w), n in per_batch.items()), default=0))
     return _MemoryPlan(per_batch, tiles, frozenset(bands), capacity, workers)
 
 
