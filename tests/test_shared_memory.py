@@ -131,3 +131,30 @@ def test_a_real_4mb_dev_shm(images, tmp_path, inject):
     assert len(shm) == 1, result["warnings"]
     expected = "decoding in the main process instead" if inject == "real" else "they go through a pipe"
     assert expected in shm[0]
+
+
+def test_workers_pass_8_bit_images_as_uint8_with_the_same_float_bits(tmp_path):
+    """The reference is load_image in this process: the batch a worker passes, turned into the
+    extractor's input, holds exactly its float32 bits; a 16-bit image stays float32."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from featx.extract.decoding import DecodeDataset, Receiver, collate_decoded, to_input
+    from featx.io.images import load_image
+
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (37, 29, 3), dtype=np.uint8)).save(tmp_path / "rgb8.png")
+    Image.fromarray(rng.integers(0, 65536, (21, 17), dtype=np.uint16)).save(tmp_path / "gray16.png")
+    paths = [str(tmp_path / "rgb8.png"), str(tmp_path / "gray16.png")]
+    loader = DataLoader(DecodeDataset(paths, "error", None), batch_sampler=[[0], [1]], num_workers=1, collate_fn=collate_decoded)
+    receive = Receiver()
+    got = {}
+    for decoded in loader:
+        for indices, stack in receive(decoded)["stacks"]:
+            got[indices[0]] = stack
+    assert got[0].dtype == torch.uint8 and got[1].dtype == torch.float32
+    for index, path in enumerate(paths):
+        expected = load_image(path)[None]
+        converted = to_input(got[index], torch.device("cpu"), torch.channels_last)
+        assert converted.dtype == torch.float32 and converted.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(converted, expected)

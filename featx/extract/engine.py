@@ -32,16 +32,13 @@ from torch.utils.data import DataLoader
 
 from featx.errors import ExtractionInterrupted, FeatxTypeError, FeatxValueError, FeatxWarning
 from featx.extract.budget import (
+    DECODE_BYTES_PER_PIXEL,
     MIN_WORK_BYTES,
     WORKER_BYTES,
-    choose_tile,
     current_rss,
     default_budget,
-    image_bytes,
-    images_per_batch,
     parse_size,
-    stored_bytes,
-    streamed_bytes,
+    size_limits,
 )
 from featx.extract.decoding import (
     LOADER_TIMEOUT,
@@ -52,6 +49,7 @@ from featx.extract.decoding import (
     decode_isolated,
     is_worker_death,
     loader_timeout_error,
+    to_input,
     workers_for_shared_memory,
 )
 from featx.extract.descriptors import reduce_features
@@ -71,7 +69,7 @@ from featx.extract.plan import (
 )
 from featx.extract.streaming import compute_failure, stream_tiled
 from featx.extract.summary import ExtractSummary, dry_run_summary, finish_run
-from featx.extract.tiling import tile_geometry, tiled_features
+from featx.extract.tiling import tiled_features
 from featx.extract.writer import FeatureWriter
 from featx.io.discovery import ImageSource
 from featx.io.featfile import serialize_features
@@ -320,9 +318,11 @@ def _compute(
     def handle(decoded: dict[str, Any]) -> None:
         for index, reason in decoded["errors"]:
             put(index, manifest_record(sources[index], "error", error=reason))
-        for indices, images in decoded["stacks"]:
+        while decoded["stacks"]:  # each decoded batch is let go once it is the extractor's input
+            indices, images = decoded["stacks"].pop(0)
             with torch.inference_mode(), torch.autocast(device.type, dtype=store, enabled=autocast):
-                batch = images.to(device, non_blocking=True).contiguous(memory_format=layout)
+                batch = to_input(images, device, layout)
+                del images
                 tile = memory.tiles.get((batch.shape[2], batch.shape[3])) if len(indices) == 1 else None
                 if tile is not None and options.reduce == "none":  # maps streamed into the file, tile by tile
                     index = indices[0]
@@ -417,7 +417,11 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
         raise FeatxValueError(
             f"max_memory {budget // 2**20} MiB is below what the process already uses ({own // 2**20} MiB); raise it"
         )
-    fit = min(workers, max(0, (budget - own - MIN_WORK_BYTES) // WORKER_BYTES))
+    sizes = sorted({plan.size for plan in plans if plan.size is not None})
+    # each worker holds its interpreter and, while it decodes, the largest image's decoding peak
+    # beside the main process's work (without workers, the main process decodes between batches)
+    decoding = DECODE_BYTES_PER_PIXEL * max((h * w for h, w in sizes), default=0)
+    fit = min(workers, max(0, (budget - own - MIN_WORK_BYTES) // (WORKER_BYTES + decoding)))
     if fit < workers:
         warnings.warn(
             f"max_memory {budget // 2**20} MiB leaves room for {fit} of the {workers} decoding workers; "
@@ -426,35 +430,19 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
             stacklevel=3,
         )
         workers = fit
-    work = budget - own - workers * WORKER_BYTES
+    work = budget - own - workers * (WORKER_BYTES + decoding)
     store = TORCH_DTYPES[options.dtype].itemsize
-    per_batch, tiles, bands, largest = {}, {}, set(), 1
-    for size in sorted({plan.size for plan in plans if plan.size is not None}):
-        height, width = size
-        cost = image_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store)
-        per_batch[size] = images_per_batch(cost, work, options.batch_size)
-        if options.tile == "auto":
-            tile = choose_tile(extractor, height, width, work, reduce=options.reduce, store_bytes=store)
-        elif options.tile == "off":
-            tile = None
-        else:  # an explicit side, rounded down to a multiple of the deepest tap's stride
-            stride = tile_geometry(extractor.arch, extractor.taps[-1], pooling=extractor.pooling).stride
-            side = max(stride, int(options.tile) // stride * stride)
-            tile = side if max(height, width) > int(options.tile) else None
-        if tile is not None:
-            # EXIF orientation may swap the decoded sides: the same tile serves both
-            tiles[size] = tiles[(width, height)] = tile
-            per_batch[size] = 1
-            for h, w in (size, (width, height)):
-                if options.reduce == "none" and streamed_bytes(extractor, h, w, tile, bands=True, store_bytes=store) <= work:
-                    bands.add((h, w))
-        if tile is None or options.reduce != "none":  # streamed maps never wait in the writer's queue
-            largest = max(largest, stored_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store))
+    limits = size_limits(extractor, sizes, work, options=options, store_bytes=store)
+    # the batches the workers hold ready wait in shared memory (uint8, 3 bytes a pixel) beside the work
+    waiting = workers * PREFETCH_BATCHES * max((n * 3 * h * w for (h, w), n in limits.per_batch.items()), default=0)
+    if waiting:
+        limits = size_limits(extractor, sizes, max(1, work - waiting), options=options, store_bytes=store)
+    per_batch, tiles, bands = limits.per_batch, limits.tiles, limits.bands
     # the writer's queue of serialised files may take a quarter of the budget
-    capacity = max(1, min(max(2 * options.batch_size, 4), work // 4 // largest))
+    capacity = max(1, min(max(2 * options.batch_size, 4), work // 4 // limits.largest_stored))
     # decoded batches pass from the workers in shared memory (/dev/shm): too small, decode here
-    workers = workers_for_shared_memory(workers, max((n * 12 * h * w for (h, w), n in per_batch.items()), default=0))
-    return _MemoryPlan(per_batch, tiles, frozenset(bands), capacity, workers)
+    workers = workers_for_shared_memory(workers, max((n * 3 * h * w for (h, w), n in per_batch.items()), default=0))
+    return _MemoryPlan(per_batch, tiles, bands, capacity, workers)
 
 
 def _memory_format(device: torch.device, dtype: torch.dtype) -> torch.memory_format:
