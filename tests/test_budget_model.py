@@ -144,3 +144,18 @@ def test_an_exif_rotated_image_that_needs_tiles_is_tiled(tmp_path, monkeypatch):
         assert float((got[tap].double() - value.double()).norm() / value.double().norm()) < 1e-5
     records = [json.loads(line) for line in (tmp_path / "tiled" / "manifest.jsonl").read_text().splitlines()]
     assert records[0]["status"] == "ok"
+
+
+def test_fewer_workers_when_the_largest_image_would_not_fit_beside_them(monkeypatch):
+    """3x 2040x1356, 640x480 and 4000x3000 at 2 GiB with 650 MiB already used: two workers, each
+    with the 4000x3000 image's decoding peak, would leave less than its smallest tile needs; the
+    plan decodes in fewer workers instead of refusing the run."""
+    from featx.errors import FeatxWarning
+
+    monkeypatch.setattr(engine, "current_rss", lambda: 650 * 2**20)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    plans = [ImagePlan("todo", size=size) for size in [(1356, 2040)] * 3 + [(480, 640), (3000, 4000)]]
+    options = ExtractOptions(weights=None, num_workers=2, max_memory="2GiB")
+    with pytest.warns(FeatxWarning, match=r"worker process"):
+        memory = engine._memory_plan(plans, vgg19(), options, torch.device("cpu"))
+    assert memory.workers < 2 and (3000, 4000) in memory.tiles

@@ -430,13 +430,22 @@ def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions
             stacklevel=3,
         )
         workers = fit
-    work = budget - own - workers * (WORKER_BYTES + decoding)
     store = TORCH_DTYPES[options.dtype].itemsize
-    limits = size_limits(extractor, sizes, work, options=options, store_bytes=store)
-    # the batches the workers hold ready wait in shared memory (uint8, 3 bytes a pixel) beside the work
-    waiting = workers * PREFETCH_BATCHES * max((n * 3 * h * w for (h, w), n in limits.per_batch.items()), default=0)
-    if waiting:
-        limits = size_limits(extractor, sizes, max(1, work - waiting), options=options, store_bytes=store)
+    while True:  # fewer workers when the images would not fit beside them
+        work = budget - own - workers * (WORKER_BYTES + decoding)
+        try:
+            limits = size_limits(extractor, sizes, max(1, work), options=options, store_bytes=store)
+            # the batches the workers hold ready wait in shared memory (uint8, 3 bytes a pixel) beside the work
+            waiting = workers * PREFETCH_BATCHES * max((n * 3 * h * w for (h, w), n in limits.per_batch.items()), default=0)
+            if waiting:
+                limits = size_limits(extractor, sizes, max(1, work - waiting), options=options, store_bytes=store)
+            break
+        except FeatxValueError:
+            if workers == 0:
+                raise
+            workers -= 1
+            warnings.warn(f"max_memory {budget // 2**20} MiB: decoding in {workers} worker process(es), so that the "
+                          "largest image fits beside them", FeatxWarning, stacklevel=3)  # fmt: skip
     per_batch, tiles, bands = limits.per_batch, limits.tiles, limits.bands
     # the writer's queue of serialised files may take a quarter of the budget
     capacity = max(1, min(max(2 * options.batch_size, 4), work // 4 // limits.largest_stored))
