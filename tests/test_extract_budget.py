@@ -44,6 +44,7 @@ def tiled_calls(monkeypatch):
     """The image sizes and tiles the engine extracts in tiles: spies around the real
     tiled_features (descriptors, stitched in memory) and stream_tiled (maps streamed into the file)."""
     import featx.extract.engine
+    import featx.extract.memory_plan
     from featx.extract.streaming import stream_tiled
     from featx.extract.tiling import tiled_features
 
@@ -130,6 +131,7 @@ def test_workers_that_do_not_fit_the_budget_are_not_started(images, tmp_path):
 
 def test_maps_larger_than_the_budget_are_streamed_into_the_file(images, tmp_path, tiled_calls, monkeypatch):
     import featx.extract.engine
+    import featx.extract.memory_plan
     from featx.backbones.vgg.features import VGGFeatures
     from featx.extract.budget import stored_bytes
 
@@ -138,7 +140,7 @@ def test_maps_larger_than_the_budget_are_streamed_into_the_file(images, tmp_path
         vgg = VGGFeatures("vgg19", "relu1_1,relu3_1", weights=None)
     maps = stored_bytes(vgg, 300, 260, reduce="none")  # 20.8 MB of fp32 maps for the big image
     untiled = run(images, tmp_path / "untiled", tile="off")
-    monkeypatch.setattr(featx.extract.engine, "current_rss", lambda: 0)  # the budget is all work
+    monkeypatch.setattr(featx.extract.memory_plan, "current_rss", lambda: 0)  # the budget is all work
     budget = maps * 9 // 10  # the maps cannot be held, let alone stitched and serialised
     streamed = run(images, tmp_path / "streamed", max_memory=budget)
     assert untiled.ok == streamed.ok == 2 and streamed.errors == 0

@@ -194,10 +194,10 @@ def test_the_summary_speaks_of_seconds_per_image_below_one_image_a_second():
 def test_warnings_print_as_one_featx_line_without_python_file_and_line(tmp_path, ckpt, monkeypatch):
     # Fails on the code before the change: the memory plan's FeatxWarning printed as
     # ".../engine.py:405: FeatxWarning: max_memory ..." followed by the source line.
-    from featx.extract import engine
+    from featx.extract import memory_plan as memory_plan_module
 
     make_images(tmp_path / "in", ["a.png"])
-    monkeypatch.setattr(engine, "WORKER_BYTES", 1 << 60)  # no room for any decoding worker
+    monkeypatch.setattr(memory_plan_module, "WORKER_BYTES", 1 << 60)  # no room for any decoding worker
     args = ["extract", str(tmp_path / "in"), str(tmp_path / "out"), "--weights", str(ckpt), "--taps", TAPS]
     result = CliRunner().invoke(cli, [*args, "--workers", "2", "--quiet"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
 
 from featx._checks import check_int
 from featx.backbones.vgg.layers import layer_specs
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONV_WORKSPACE",
+    "DECODE_BYTES_PER_PIXEL",
+    "SizeLimits",
     "DEFAULT_MEMORY_SHARE",
     "MIN_WORK_BYTES",
     "TILE_OVERHEAD",
@@ -35,6 +38,7 @@ __all__ = [
     "image_bytes",
     "images_per_batch",
     "parse_size",
+    "size_limits",
     "stored_bytes",
     "streamed_bytes",
 ]
@@ -53,6 +57,12 @@ WORKER_BYTES = 200 * 2**20
 measured 0.18-0.2 GiB each on Linux), on top of the decoded images it prefetches (counted per
 image); the budget of the command's own process is what remains after its resident memory and
 its workers."""
+
+DECODE_BYTES_PER_PIXEL = 32
+"""Peak bytes per pixel of decoding one image (:func:`featx.io.images.load_image`: the file's
+buffers, the uint8 pixels and the float32 conversions; measured 31.3 for a 4000x3000 PNG), held by
+each decoding worker, or by the command's own process without workers, on top of the budget's
+other terms. Workers pass their images on as uint8 (:func:`featx.extract.decoding.collate_decoded`)."""
 
 MIN_WORK_BYTES = 256 * 2**20
 """The least budget the command's own process keeps for its work; workers that would leave less
@@ -239,9 +249,7 @@ def choose_tile(
     )
 
 
-def streamed_bytes(
-    extractor: VGGFeatures, height: int, width: int, tile: int, *, bands: bool, store_bytes: int = 4
-) -> int:
+def streamed_bytes(extractor: VGGFeatures, height: int, width: int, tile: int, *, bands: bool, store_bytes: int = 4) -> int:
     """What an image costs when its maps are streamed into the file in tiles of ``tile`` pixels
     (``reduce="none"``, :mod:`featx.extract.streaming`): the decoded image, one extended tile's
     pass, and one tile's maps, or with ``bands`` a band of full-width rows of maps (written with
@@ -264,3 +272,53 @@ def streamed_bytes(
     maps = stored_bytes(extractor, side_h, width if bands else side_w, reduce="none", store_bytes=store_bytes)
     forward = int(TILE_OVERHEAD * forward_bytes(extractor, side_h, side_w))
     return 2 * 3 * height * width * 4 + maps + forward
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """What a work budget allows per stored image size: images per batch, the tile side of the
+    sizes that must be tiled (keyed by both orientations: EXIF may swap the decoded sides), the
+    sizes whose streamed maps are written in full-width bands, and the largest file that waits in
+    the writer's queue."""
+
+    per_batch: dict[tuple[int, int], int]
+    tiles: dict[tuple[int, int], int]
+    bands: frozenset[tuple[int, int]]
+    largest_stored: int
+
+
+def size_limits(
+    extractor: VGGFeatures, sizes: list[tuple[int, int]], work: int, *, options: Any, store_bytes: int = 4
+) -> SizeLimits:
+    """Batch limits and tiles of ``sizes`` (stored ``(H, W)``) in ``work`` bytes, for the ``reduce``,
+    ``batch_size`` and ``tile`` (``"auto"``, ``"off"`` or a side) of ``options``
+    (:class:`featx.extract.options.ExtractOptions`).
+
+    Raises:
+        ValueError: an image that not even the smallest tile fits (see :func:`choose_tile`).
+    """
+    from featx.extract.tiling import tile_geometry
+
+    reduce = options.reduce
+    per_batch, tiles, bands, largest = {}, {}, set(), 1
+    for size in sizes:
+        height, width = size
+        cost = image_bytes(extractor, height, width, reduce=reduce, store_bytes=store_bytes)
+        per_batch[size] = images_per_batch(cost, work, options.batch_size)
+        if options.tile == "auto":
+            tile = choose_tile(extractor, height, width, work, reduce=reduce, store_bytes=store_bytes)
+        elif options.tile == "off":
+            tile = None
+        else:  # an explicit side, rounded down to a multiple of the deepest tap's stride
+            stride = tile_geometry(extractor.arch, extractor.taps[-1], pooling=extractor.pooling).stride
+            side = max(stride, int(options.tile) // stride * stride)
+            tile = side if max(height, width) > int(options.tile) else None
+        if tile is not None:
+            tiles[size] = tiles[(width, height)] = tile
+            per_batch[size] = 1
+            for h, w in (size, (width, height)):
+                if reduce == "none" and streamed_bytes(extractor, h, w, tile, bands=True, store_bytes=store_bytes) <= work:
+                    bands.add((h, w))
+        if tile is None or reduce != "none":  # streamed maps never wait in the writer's queue
+            largest = max(largest, stored_bytes(extractor, height, width, reduce=reduce, store_bytes=store_bytes))
+    return SizeLimits(per_batch, tiles, frozenset(bands), largest)

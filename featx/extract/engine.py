@@ -19,41 +19,36 @@ the input tree, plus ``manifest.jsonl`` and ``summary.json``. It is built for 10
 
 from __future__ import annotations
 
-import os
 import time
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 from torch.utils.data import DataLoader
 
-from featx.errors import ExtractionInterrupted, FeatxTypeError, FeatxValueError, FeatxWarning
-from featx.extract.budget import (
-    MIN_WORK_BYTES,
-    WORKER_BYTES,
-    choose_tile,
-    current_rss,
-    default_budget,
-    image_bytes,
-    images_per_batch,
-    parse_size,
-    stored_bytes,
-    streamed_bytes,
+from featx.errors import ExtractionInterrupted, FeatxTypeError, FeatxValueError
+from featx.extract.budget import stored_bytes
+from featx.extract.decoding import (
+    LOADER_TIMEOUT,
+    PREFETCH_BATCHES,
+    DecodeDataset,
+    Receiver,
+    collate_decoded,
+    decode_isolated,
+    is_worker_death,
+    loader_timeout_error,
+    to_input,
 )
-from featx.extract.decoding import DecodeDataset, collate_decoded, decode_isolated, is_worker_death
 from featx.extract.descriptors import reduce_features
 from featx.extract.distributed import DistContext
 from featx.extract.family_budget import (
-    estimate_image_bytes,
     estimate_stored_bytes,
     geometry_of,
     refuse_sizes,
-    untileable_reason,
 )
 from featx.extract.lock import OutputLock
+from featx.extract.memory_plan import MemoryPlan, memory_plan
 from featx.extract.options import ExtractOptions, PathLike
 from featx.extract.outfolder import OutputSetup
 from featx.extract.plan import (
@@ -66,9 +61,9 @@ from featx.extract.plan import (
     manifest_record,
     plan_all,
 )
-from featx.extract.streaming import stream_tiled
+from featx.extract.streaming import compute_failure, stream_tiled
 from featx.extract.summary import ExtractSummary, dry_run_summary, finish_run
-from featx.extract.tiling import tile_geometry, tiled_features
+from featx.extract.tiling import tiled_features
 from featx.extract.writer import FeatureWriter
 from featx.io.discovery import ImageSource
 from featx.io.featfile import serialize_features
@@ -231,10 +226,11 @@ def extract_features(
         bar_enabled = options.progress and dist.rank == 0
         plans = plan_all(sources, ctx, dist, bar_enabled)
         if options.dry_run:  # what the real run would tile, and the disk its files would take
-            tiles = _memory_plan(plans, extractor, options, torch_device).tiles
+            tiles = memory_plan(plans, extractor, options, torch_device).tiles
             store = TORCH_DTYPES[options.dtype].itemsize
+            stored = estimate_stored_bytes if geometry_of(extractor) is None else stored_bytes
             disk = sum(
-                stored_bytes(extractor, *plan.size, reduce=options.reduce, store_bytes=store)
+                stored(extractor, *plan.size, reduce=options.reduce, store_bytes=store)
                 for plan in plans
                 if plan.state == "todo" and plan.size is not None
             )
@@ -243,7 +239,7 @@ def extract_features(
                 tiles=tiles, disk_bytes=disk,
             )  # fmt: skip
         # rank 0 decides for all ranks: every rank must build the same batch list
-        memory = dist.broadcast(_memory_plan(plans, extractor, options, torch_device) if dist.rank == 0 else None)
+        memory = dist.broadcast(memory_plan(plans, extractor, options, torch_device) if dist.rank == 0 else None)
         plans = refuse_sizes(plans, memory.refused)  # each such image is its own error, on every rank alike
         batches = make_batches([plan.size for plan in plans], options.batch_size, limits=memory.per_batch)
         mine = batches[dist.rank :: dist.world]
@@ -317,7 +313,7 @@ def _compute(
     device: torch.device,
     options: ExtractOptions,
     writer: FeatureWriter,
-    memory: _MemoryPlan,
+    memory: MemoryPlan,
 ) -> None:
     """Decode (in workers), forward, reduce, and queue writes for this rank's batches; images the
     memory plan tiles are extracted in exact tiles."""
@@ -337,7 +333,8 @@ def _compute(
             work.append(batch)
     if not work:
         return
-    dataset = DecodeDataset([source.path for source in sources], options.alpha, ctx.max_pixels)
+    planned = [None if plan.size is None else (plan.stat, plan.size) for plan in plans]
+    dataset = DecodeDataset([source.path for source in sources], options.alpha, ctx.max_pixels, planned)
     store = TORCH_DTYPES[options.dtype]
     autocast = options.dtype != "float32"
     layout = _memory_format(device, store)
@@ -346,9 +343,11 @@ def _compute(
     def handle(decoded: dict[str, Any]) -> None:
         for index, reason in decoded["errors"]:
             put(index, manifest_record(sources[index], "error", error=reason))
-        for indices, images in decoded["stacks"]:
+        while decoded["stacks"]:  # each decoded batch is let go once it is the extractor's input
+            indices, images = decoded["stacks"].pop(0)
             with torch.inference_mode(), torch.autocast(device.type, dtype=store, enabled=autocast):
-                batch = images.to(device, non_blocking=True).contiguous(memory_format=layout)
+                batch = to_input(images, device, layout)
+                del images
                 tile = memory.tiles.get((batch.shape[2], batch.shape[3])) if len(indices) == 1 else None
                 if tile is not None and options.reduce == "none":  # maps streamed into the file, tile by tile
                     index = indices[0]
@@ -362,7 +361,13 @@ def _compute(
                         put(index, {**record, "tile": tile} if record["status"] == "ok" else record)
                     continue
                 if tile is not None:  # too large for one pass within the budget: exact tiles
-                    feats = tiled_features(extractor, batch, tile=tile, reduce=options.reduce)
+                    try:
+                        feats = tiled_features(extractor, batch, tile=tile, reduce=options.reduce)
+                    except Exception as error:  # this image's failure, never the run's
+                        source = sources[indices[0]]
+                        path = feature_path(ctx.output, source.key)
+                        put(indices[0], compute_failure(manifest_record(source, "ok"), path, error))
+                        continue
                 else:
                     feats = reduce_features(extractor(batch), options.reduce)
                 if device.type != "cpu":  # transpose on the accelerator, copy plain C x H x W maps
@@ -382,7 +387,7 @@ def _compute(
                 record = manifest_record(source, "ok", shapes=shapes, **({} if tile is None else {"tile": tile}))
                 put(index, record, feature_path(ctx.output, source.key), data)
 
-    pending = work
+    pending, receive = work, Receiver()
     while pending:
         loader = DataLoader(
             dataset,
@@ -390,94 +395,27 @@ def _compute(
             num_workers=memory.workers,
             collate_fn=collate_decoded,
             pin_memory=device.type == "cuda",
+            prefetch_factor=PREFETCH_BATCHES if memory.workers else None,
+            timeout=LOADER_TIMEOUT if memory.workers else 0,
         )
         finished = 0
         try:
             for decoded in loader:
-                handle(decoded)
+                handle(receive(decoded))
                 finished += 1
             return
         except RuntimeError as error:
+            stalled = loader_timeout_error(error, memory.workers)
+            if stalled is not None:  # never wait forever for workers that cannot deliver
+                raise stalled from None
             if memory.workers == 0 or not is_worker_death(error):
                 raise
         # a decoder process died: the batches in flight are decoded again, each image in a child
         # of its own (the one that dies is reported), then the rest goes on with fresh workers
         in_flight = pending[finished : finished + 2 * memory.workers + 1]
         for batch in in_flight:
-            handle(collate_decoded([decode_isolated(dataset, index) for index in batch if index not in recorded]))
+            handle(receive(collate_decoded([decode_isolated(dataset, index) for index in batch if index not in recorded])))
         pending = pending[finished + len(in_flight) :]
-
-
-@dataclass(frozen=True)
-class _MemoryPlan:
-    """What the budget allows: images per batch and the tile side for each image size, the sizes
-    whose streamed maps (``reduce="none"``) are written in bands of full-width rows, and how many
-    serialised files the writer may queue."""
-
-    per_batch: dict[tuple[int, int], int]
-    tiles: dict[tuple[int, int], int]
-    bands: frozenset[tuple[int, int]]
-    queue_capacity: int
-    workers: int
-    refused: dict[tuple[int, int], str]  # sizes that need tiles no tile geometry gives: their images' errors
-
-
-def _memory_plan(plans: list[ImagePlan], extractor: Any, options: ExtractOptions, device: torch.device) -> _MemoryPlan:
-    """Batch limits and tiles for ``options.max_memory`` (see :mod:`featx.extract.budget`). Under
-    torchrun the budget is the node's, shared by its ``LOCAL_WORLD_SIZE`` ranks."""
-    budget = parse_size(options.max_memory) if options.max_memory is not None else default_budget(device.type)
-    budget //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    workers = options.num_workers
-    own = current_rss()
-    if own >= budget:
-        raise FeatxValueError(
-            f"max_memory {budget // 2**20} MiB is below what the process already uses ({own // 2**20} MiB); raise it"
-        )
-    fit = min(workers, max(0, (budget - own - MIN_WORK_BYTES) // WORKER_BYTES))
-    if fit < workers:
-        warnings.warn(
-            f"max_memory {budget // 2**20} MiB leaves room for {fit} of the {workers} decoding workers; "
-            f"decoding runs in {fit} worker process(es)" + (" (the main process)" if fit == 0 else ""),
-            FeatxWarning,
-            stacklevel=3,
-        )
-        workers = fit
-    work = budget - own - workers * WORKER_BYTES
-    store = TORCH_DTYPES[options.dtype].itemsize
-    per_batch, tiles, bands, largest = {}, {}, set(), 1
-    refused: dict[tuple[int, int], str] = {}
-    untiled = geometry_of(extractor) is None  # a family without tile geometry: estimate, and refuse what needs tiles
-    for size in sorted({plan.size for plan in plans if plan.size is not None}):
-        height, width = size
-        if untiled:
-            cost = estimate_image_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store)
-            per_batch[size] = images_per_batch(cost, work, options.batch_size)
-            if cost > work and options.tile != "off":
-                refused[size] = refused[(width, height)] = untileable_reason(extractor.arch, size, cost, work)
-            largest = max(largest, estimate_stored_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store))
-            continue
-        cost = image_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store)
-        per_batch[size] = images_per_batch(cost, work, options.batch_size)
-        if options.tile == "auto":
-            tile = choose_tile(extractor, height, width, work, reduce=options.reduce, store_bytes=store)
-        elif options.tile == "off":
-            tile = None
-        else:  # an explicit side, rounded down to a multiple of the deepest tap's stride
-            stride = tile_geometry(extractor.arch, extractor.taps[-1], pooling=extractor.pooling).stride
-            side = max(stride, int(options.tile) // stride * stride)
-            tile = side if max(height, width) > int(options.tile) else None
-        if tile is not None:
-            # EXIF orientation may swap the decoded sides: the same tile serves both
-            tiles[size] = tiles[(width, height)] = tile
-            per_batch[size] = 1
-            for h, w in (size, (width, height)):
-                if options.reduce == "none" and streamed_bytes(extractor, h, w, tile, bands=True, store_bytes=store) <= work:
-                    bands.add((h, w))
-        if tile is None or options.reduce != "none":  # streamed maps never wait in the writer's queue
-            largest = max(largest, stored_bytes(extractor, height, width, reduce=options.reduce, store_bytes=store))
-    # the writer's queue of serialised files may take a quarter of the budget
-    capacity = max(1, min(max(2 * options.batch_size, 4), work // 4 // largest))
-    return _MemoryPlan(per_batch, tiles, frozenset(bands), capacity, workers, refused)
 
 
 def _memory_format(device: torch.device, dtype: torch.dtype) -> torch.memory_format:

@@ -19,7 +19,7 @@ from featx.io.atomic import make_folders
 from featx.io.discovery import ImageSource
 from featx.io.featstream import FeatureFileStream
 
-__all__ = ["stream_tiled"]
+__all__ = ["compute_failure", "stream_tiled"]
 
 
 def stream_tiled(
@@ -44,7 +44,9 @@ def stream_tiled(
 
     Returns:
         The image's manifest record: ``"ok"`` with its shapes, or ``"error"`` naming the file when
-        it cannot be written (disk full; nothing is left at ``path`` or under a temporary name).
+        it cannot be written (disk full; nothing is left at ``path`` or under a temporary name),
+        or naming the failure when the features cannot be computed (any other exception: one
+        image's failure never ends the run; a previous output is kept).
     """
     sizes = tap_sizes(extractor, image.shape[2], image.shape[3])
     channels = {info.name: info.channels for info in extractor.feature_info}
@@ -70,4 +72,22 @@ def stream_tiled(
             stream.commit()
     except OSError as error:
         return write_failure(record, path, error)
+    except Exception as error:  # any other failure is this image's, never the run's
+        return compute_failure(record, path, error)
     return record
+
+
+def compute_failure(record: ManifestRecord, path: Path, error: BaseException) -> ManifestRecord:
+    """The ``"error"`` record of an image whose extraction failed for a reason other than writing
+    (a tile that cannot be computed, a region the stream refuses, memory exhausted): nothing was
+    published, and its previous output, if any, is kept (said as :func:`write_failure` says it).
+
+    Example:
+        >>> compute_failure({"path": "a.png", "source": "/d/a.png", "status": "ok", "output": "a.png.safetensors"},
+        ...                 Path("/o/a.png.safetensors"), MemoryError("out of memory"))["error"]
+        'cannot extract features (MemoryError: out of memory)'
+    """
+    failed = write_failure(record, path, error)
+    kept = "; its previous output is kept" if "kept" in failed else ""
+    failed["error"] = f"cannot extract features ({type(error).__name__}: {error}){kept}"
+    return failed

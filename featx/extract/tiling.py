@@ -125,9 +125,7 @@ def tile_spans(length: int, tile: int, geometry: TileGeometry) -> Iterator[tuple
         yield start, end, max(0, start - geometry.halo), min(length, end + geometry.halo)
 
 
-def tiled_features(
-    extractor: VGGFeatures, image: torch.Tensor, *, tile: int, reduce: str = "none"
-) -> dict[str, torch.Tensor]:
+def tiled_features(extractor: VGGFeatures, image: torch.Tensor, *, tile: int, reduce: str = "none") -> dict[str, torch.Tensor]:
     """``extractor(image)`` computed tile by tile, equal to one untiled pass.
 
     Peak memory is that of one extended tile's forward pass plus the stitched outputs (for
@@ -180,7 +178,9 @@ def tile_cores(
     them into the feature file).
 
     Tiles are visited row by row; for each, every tap's core is yielded before the next tile is
-    computed, so only one tile's activations are alive at a time.
+    computed, so only one tile's activations are alive at a time. A tap with no output rows or
+    columns in a tile (the last tile holds fewer image pixels than that tap's stride) yields
+    nothing for it: every yielded core is non-empty and the cores of a tap tile its map exactly.
 
     Args:
         extractor: a :class:`~featx.backbones.vgg.features.VGGFeatures` in eval mode.
@@ -218,6 +218,8 @@ def tile_cores(
                 top, left = y0 // s, x0 // s
                 bottom = full_h if y1 == height else y1 // s
                 right = full_w if x1 == width else x1 // s
+                if bottom <= top or right <= left:  # a last tile thinner than this tap's stride: no rows of it
+                    continue
                 core = feat[:, :, top - ey0 // s : bottom - ey0 // s, left - ex0 // s : right - ex0 // s]
                 yield name, core, (top, bottom, left, right)
             del feats
