@@ -283,7 +283,7 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
     "--malloc-tuning/--no-malloc-tuning",
     default=True,
     show_default=True,
-    help="Let glibc reuse large freed blocks (faster on CPU; see featx.allocator).",
+    help="Let glibc reuse large freed blocks (faster on CPU; see featx.allocator). Not applied with --max-memory.",
 )
 @click.option("--skip-errors", is_flag=True, help="Exit 0 even if some images failed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; failures are still reported.")
@@ -390,7 +390,10 @@ def _extract(
         )
         from featx.extract import extract_features, prepare_sample_images
 
-        if malloc_tuning:
+        # glibc keeps freed blocks for reuse; over images of mixed sizes the heap fragments and that
+        # memory counts against --max-memory (peak PSS 1.45x a 1 GiB budget with tuning, 1.11x
+        # without, benchmarks/bench_budget.py), so a run with a budget keeps glibc's defaults
+        if malloc_tuning and max_memory is None:
             from featx.allocator import tune_malloc
 
             tune_malloc()
