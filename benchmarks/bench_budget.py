@@ -16,6 +16,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,6 +117,7 @@ def measure(tiny: bool, out: Path | None = None) -> dict[str, Any]:
         for name, (folder, budget, extra) in cases.items():
             args = ["extract", str(root / folder), str(root / f"out-{name}"), "--max-memory", str(budget), *common, *extra]
             run = run_sampled(args)
+            shutil.rmtree(root / f"out-{name}")  # gigabytes of feature files: free the disk for the next case
             run["budget_bytes"] = budget
             run["ratio"] = round(run["peak_pss_bytes"] / budget, 3)
             results[name] = run
