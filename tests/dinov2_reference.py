@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import functools
 
-import pytest
+import timm  # in the test extra: a broken install fails here instead of skipping
 import torch
-
-timm = pytest.importorskip("timm")
 
 TIMM_NAMES = {"dinov2_vits14": "vit_small_patch14_dinov2", "dinov2_vitb14": "vit_base_patch14_dinov2"}
 
@@ -91,7 +89,7 @@ def to_transformers_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 def transformers_model(state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """transformers' ``Dinov2Model`` with the configuration of facebook/dinov2-small or -base, holding ``state``,
     with its eager attention (``softmax(q k^T * scale) v`` written out), not a fused kernel."""
-    transformers = pytest.importorskip("transformers")
+    import transformers  # in the test extra
     channels = state["cls_token"].shape[-1]
     config = transformers.Dinov2Config(
         hidden_size=channels,

@@ -3,6 +3,7 @@ transformers' Dinov2Model), on the same random weights: loss values and float64 
 
 from __future__ import annotations
 
+import dino_perceptual.perceptual as perceptual  # in the test extra: fails, never skips
 import pytest
 import torch
 from dinov2_reference import random_state, transformers_model
@@ -10,8 +11,6 @@ from dinov2_reference import random_state, transformers_model
 from featx.backbones.dinov2 import DINOv2Features
 from featx.functional import perceptual_loss
 from featx.presets import PRESETS
-
-perceptual = pytest.importorskip("dino_perceptual.perceptual")
 
 PRESET = PRESETS["dino_perceptual_v2"]
 ARCH_OF_SIZE = {"S": "dinov2_vits14", "B": "dinov2_vitb14"}  # DINOPerceptual(model_size=...) with version="v2"

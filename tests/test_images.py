@@ -128,7 +128,7 @@ def test_rgba16_png_alpha_rules(tmp_path):
 
 
 def test_rgb16_tiff_full_precision(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile  # a dependency of featx
     array = RNG.integers(0, 65536, (5, 7, 3), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "c16.tif", array, photometric="rgb")
     torch.testing.assert_close(load_image(tmp_path / "c16.tif"), as_chw(array, 65535), rtol=0, atol=1e-7)
@@ -168,7 +168,7 @@ def test_rgb16_png_exif_orientation(tmp_path, orientation):
 def test_rgb16_tiff_orientation_tag(tmp_path, orientation):
     # Catches the mutation "_tiff16_array ignores the orientation tag" (returning the array without
     # orient(...)), which no other test noticed.
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile  # a dependency of featx
     array = high_precision_u16(4, 7, 3)
     tifffile.imwrite(tmp_path / "o16.tif", array, photometric="rgb", extratags=[(274, "H", 1, orientation, True)])
     with tifffile.TiffFile(tmp_path / "o16.tif") as tif:
@@ -178,7 +178,7 @@ def test_rgb16_tiff_orientation_tag(tmp_path, orientation):
 
 
 def test_two_channel_tiff_refused(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile  # a dependency of featx
     tifffile.imwrite(
         tmp_path / "two.tif",
         rand_u8(4, 5, 2),
@@ -233,7 +233,7 @@ def test_rgba_and_la_need_alpha_drop(tmp_path):
 
 def _alpha_file(path, kind: str) -> None:
     """Write a 4x3 (HxW) image with an alpha channel of the given kind."""
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile  # a dependency of featx
     if kind == "RGBA png":
         Image.fromarray(rand_u8(4, 3, 4)).save(path)
     elif kind == "LA png":
@@ -289,7 +289,7 @@ def test_probe_image_refuses_alpha_from_the_header_like_load_image(tmp_path, kin
 
 
 def test_probe_image_accepts_images_without_alpha(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile  # a dependency of featx
     Image.fromarray(rand_u8(4, 3)).save(tmp_path / "rgb.png")
     Image.fromarray(rand_u8(4, 3, None)).save(tmp_path / "l_trns.png", transparency=0)  # tRNS on gray: no alpha
     Image.fromarray(rand_u8(4, 3)).save(tmp_path / "rgb_trns.png", transparency=(0, 0, 0))
@@ -303,7 +303,7 @@ def test_probe_image_accepts_images_without_alpha(tmp_path):
 
 
 def test_probe_image_refuses_tiff_channel_counts_like_load_image(tmp_path):
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile  # a dependency of featx
     tifffile.imwrite(tmp_path / "two.tif", rand_u8(4, 5, 2), photometric="minisblack", extrasamples=["unspecified"])
     with pytest.raises(ImageDecodeError, match="unsupported channel count: 2 channels"):
         probe_image(tmp_path / "two.tif", alpha="drop")
@@ -314,7 +314,7 @@ def test_probe_image_refuses_tiff_channel_counts_like_load_image(tmp_path):
 def test_premultiplied_gray_alpha_dropped_to_straight_gray(tmp_path):
     # Fails on the code before the fix: alpha="drop" on an La image (TIFF with associated alpha)
     # raised "conversion from La to L not supported".
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile  # a dependency of featx
     alpha = RNG.integers(1, 256, (4, 5), dtype=np.uint8)
     gray = (RNG.random((4, 5)) * alpha).astype(np.uint8)  # premultiplied: gray <= alpha
     tifffile.imwrite(

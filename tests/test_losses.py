@@ -193,8 +193,8 @@ def basicsr_perceptual(vgg19_features, monkeypatch):
 
     # basicsr 1.4.2 imports a torchvision module that newer torchvision renamed
     monkeypatch.setitem(sys.modules, "torchvision.transforms.functional_tensor", torchvision.transforms.functional)
-    basic_loss = pytest.importorskip("basicsr.losses.basic_loss")
-    vgg_arch = pytest.importorskip("basicsr.archs.vgg_arch")
+    import basicsr.archs.vgg_arch as vgg_arch
+    import basicsr.losses.basic_loss as basic_loss  # the test extra pins basicsr 1.4.2
 
     def vgg19(pretrained=False, **kwargs):
         with torch.device("meta"):  # the classifier is never used; do not allocate 500 MB for it
@@ -296,9 +296,8 @@ def test_lpips_vgg_preset_matches_real_lpips_baseline():
     with its ScalingLayer (ImageNet statistics rounded to 3 decimals), so featx gets the scaled
     images with ``input_range="normalized"``.
     """
+    import lpips  # in the test extra
     import torchvision
-
-    lpips = pytest.importorskip("lpips")
     reference = lpips.LPIPS(net="vgg", lpips=False, pnet_rand=True, verbose=False).double()
     ours = torchvision.models.vgg16(weights=None).features.double()
     convs = [m for m in reference.net.modules() if isinstance(m, nn.Conv2d)]
@@ -325,7 +324,7 @@ def test_lpips_vgg_preset_matches_real_lpips_baseline():
 @pytest.mark.parametrize("distance,criterion", [("mse", "mse"), ("mae", "l1")])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_reproduces_piq_content_and_style(vgg19_features, distance, criterion, reduction):
-    piq = pytest.importorskip("piq")
+    import piq  # in the test extra
     layers, piq_weights = ["relu1_2", "relu2_2", "relu3_1"], [0.5, 1.0, 2.0]
     index = {name: str(i) for i, name in enumerate(canonical_names(vgg19_features))}
     # features[:12] ends at relu3_1 and keeps the names '0'..'11' piq looks up; deeper layers cannot
@@ -348,7 +347,7 @@ def test_reproduces_piq_content_and_style(vgg19_features, distance, criterion, r
 
 
 def test_reproduces_piq_normalized_features(vgg19_features):
-    piq = pytest.importorskip("piq")
+    import piq  # in the test extra
     content = piq.ContentLoss(
         feature_extractor=vgg19_features[:9], layers=["8"], weights=[1.0], normalize_features=True
     )
