@@ -48,12 +48,8 @@ def convnext_layout(arch: str, deepest: ConvNeXtLayer) -> KeyLayout:
     from featx.weights.matching import FEATURE_KEY, KeyLayout
 
     last_block = deepest.block if deepest.kind == "block" else None
-
-    def canonical(key: str) -> Optional[str]:
-        if key.startswith("classifier."):
-            return None
-        match = FEATURE_KEY.fullmatch(key)
-        return f"features.{match[1]}.{match[2]}" if match else key
+    # the key names are those of any torchvision ``features`` Sequential; only what is built differs
+    canonical = KeyLayout.sequential(deepest.index).canonical
 
     def built(key: str) -> bool:
         match = FEATURE_KEY.fullmatch(key)
