@@ -6,10 +6,35 @@ import warnings
 
 import pytest
 import torch
+from PIL import Image, ImageFile
 
 import featx.weights.locations
 
 _PACKAGE_DIR = featx.weights.locations.package_dir
+
+
+_PILLOW_GLOBALS = pytest.StashKey[tuple]()
+
+
+def _pillow_globals() -> tuple:
+    return Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.stash[_PILLOW_GLOBALS] = _pillow_globals()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Fail the test that leaves Pillow's process-wide settings changed once every fixture
+    (monkeypatch included) has been torn down. A pixel limit left lifted once let a later test decode
+    a 100000x100000 decompression bomb, and the machine ran out of memory."""
+    result = yield
+    before, after = item.stash[_PILLOW_GLOBALS], _pillow_globals()
+    if after != before:
+        raise AssertionError(f"Pillow's (MAX_IMAGE_PIXELS, LOAD_TRUNCATED_IMAGES) changed from {before} to {after}")
+    return result
 
 
 @pytest.fixture(autouse=True)

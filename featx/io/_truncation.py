@@ -5,7 +5,7 @@ Pillow fills the missing part of a truncated file (black rows, grey blocks) inst
 compressed stream ends early but cleanly (fewer rows than its header says, then ``IEND``) decodes
 with black rows even when it is false; and so does a JPEG cut short and closed with an end-of-image
 marker (grey blocks: libjpeg only warns, and Pillow does not pass libjpeg's warnings on).
-:func:`strict_loading` forces the flag off while featx decodes, :func:`png_missing_rows` counts a
+:func:`featx.io.pillow_settings.strict_loading` forces the flag off while featx decodes, :func:`png_missing_rows` counts a
 PNG's decompressed bytes against its header, and :func:`jpeg_missing_data` walks a JPEG's
 entropy-coded data with libjpeg-turbo (``simplejpeg``), turning its data warnings into a refusal.
 Nothing here imports torch.
@@ -13,16 +13,13 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
-import contextlib
 import struct
 import zlib
-from collections.abc import Iterator
 from typing import Optional
 
 import simplejpeg  # type: ignore[import-untyped]
-from PIL import ImageFile
 
-__all__ = ["jpeg_missing_data", "png_missing_rows", "strict_loading"]
+__all__ = ["jpeg_missing_data", "png_missing_rows"]
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
@@ -37,18 +34,6 @@ _JPEG_WHY = {
 _JPEG_CORRUPT = ("Corrupt JPEG data: bad Huffman code", "Corrupt JPEG data: bad arithmetic code")
 _JPEG_CORRUPT_PREFIX = "Corrupt JPEG data: found marker "  # ... instead of RSTn: restart data lost
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-
-
-@contextlib.contextmanager
-def strict_loading() -> Iterator[None]:
-    """Decode with ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` off (restored afterwards), so a
-    truncated file raises instead of coming out padded."""
-    saved = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
 def _expected_bytes(width: int, height: int, depth: int, color: int, interlaced: bool) -> int:

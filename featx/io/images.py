@@ -17,10 +17,10 @@ The rules, the same for the library, ``featx extract`` and ``featx show``:
   compositing. Other channel counts (e.g. a 2-channel TIFF without alpha) are refused. Both rules
   are decided from the header, so :func:`probe_image` applies them too (``featx extract --dry-run``).
 - Size: images above ``max_pixels`` pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``, about 89.5
-  megapixels) are refused from their header, before any pixel is decoded; Pillow's
-  ``DecompressionBombWarning`` is turned into that error, never left as a warning. An explicit
-  ``max_pixels`` above Pillow's limit (a trusted 100-megapixel scan) lifts Pillow's check to it
-  for that file only.
+  megapixels) are refused from their header, before any pixel is decoded, with featx's limit in the
+  reason. Pillow's own check is lifted while featx parses a header (:mod:`featx.io.pillow_settings`,
+  safe when threads decode at once), so an explicit ``max_pixels`` above Pillow's limit (a trusted
+  100-megapixel scan) opens that file only, and Pillow never warns instead of refusing.
 - Truncated files are refused, never padded: decoding runs with ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``
   off whatever another library set it to, a PNG whose compressed rows end early (which Pillow
   decodes with black rows) is caught by counting its pixel data against its header, and a JPEG
@@ -33,20 +33,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import struct
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from featx._checks import check_choice, check_int
 from featx._choices import ALPHA_MODES
 from featx.errors import ImageDecodeError
-from featx.io._truncation import jpeg_missing_data, png_missing_rows, strict_loading
+from featx.io._truncation import jpeg_missing_data, png_missing_rows
+from featx.io.pillow_settings import open_header, strict_loading
 
 __all__ = ["ALPHA_MODES", "load_image", "load_pixels", "orient", "pixels_to_tensor", "probe_image"]
 
@@ -56,30 +55,6 @@ _ORIENTATION_TAG = 0x0112
 _TIFF_SAMPLES_PER_PIXEL, _TIFF_BITS_PER_SAMPLE, _TIFF_EXTRA_SAMPLES = 277, 258, 338
 _ALPHA_MODES_PIL = {"LA": "L", "La": "L", "PA": "RGB", "RGBA": "RGB", "RGBa": "RGB"}
 _GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-
-
-def _pixel_limit(max_pixels: Union[int, None]) -> Union[int, None]:
-    """The effective pixel limit: ``max_pixels`` if given, else Pillow's ``MAX_IMAGE_PIXELS``."""
-    if max_pixels is None:
-        return Image.MAX_IMAGE_PIXELS
-    check_int("max_pixels", max_pixels)
-    return max_pixels
-
-
-@contextlib.contextmanager
-def _pillow_limit(limit: Union[int, None]) -> Iterator[None]:
-    """Let featx alone judge an image's size: ``PIL.Image.MAX_IMAGE_PIXELS`` is lifted meanwhile (and
-    restored) and featx applies ``limit`` to the header itself, before any pixel is decoded
-    (:func:`_open`). So an explicit ``max_pixels`` above Pillow's limit opens a trusted scan, and a
-    refusal always quotes featx's limit (``--max-pixels 50000000`` on a 100-megapixel image names
-    50000000, not Pillow's 89478485)."""
-    saved = Image.MAX_IMAGE_PIXELS
-    if limit is not None:
-        Image.MAX_IMAGE_PIXELS = None
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _bomb_reason(width: int, height: int, limit: int) -> str:
@@ -106,33 +81,15 @@ def _describe(error: BaseException) -> str:
     return f"cannot decode ({type(error).__name__}: {text})"
 
 
-def _open(path: str, limit: Union[int, None]) -> Image.Image:
-    """Open the header with the size limit enforced (bomb warnings become errors)."""
-    try:
-        info: Union[os.stat_result, None] = os.stat(path)
-    except OSError:
-        info = None  # Image.open reports it (file not found, permission denied)
-    if info is not None and not stat.S_ISDIR(info.st_mode):
-        if not stat.S_ISREG(info.st_mode):  # a FIFO or device: opening it could block forever
-            raise ImageDecodeError(path, "not a regular file (a FIFO, socket or device); not read")
-        if info.st_size == 0:
-            raise ImageDecodeError(path, "empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with _pillow_limit(limit):
-                image = Image.open(path)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageDecodeError(
-                path,
-                f"image too large, refused before decoding (decompression-bomb protection): {error} "
-                "If the file is trusted, raise PIL.Image.MAX_IMAGE_PIXELS.",
-            ) from error
-    width, height = image.size
-    if limit is not None and width * height > limit:
-        image.close()
-        raise ImageDecodeError(path, _bomb_reason(width, height, limit))
-    return image
+@contextlib.contextmanager
+def _open(path: str, max_pixels: Union[int, None]) -> Iterator[tuple[ImageFile.ImageFile, Union[int, None]]]:
+    """Open the header (:func:`~featx.io.pillow_settings.open_header`) and refuse an image above
+    featx's limit before any pixel is decoded; gives ``(image, limit)``."""
+    with open_header(path, max_pixels) as (image, limit):
+        width, height = image.size
+        if limit is not None and width * height > limit:
+            raise ImageDecodeError(path, _bomb_reason(width, height, limit))
+        yield image, limit
 
 
 def probe_image(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, None] = None) -> tuple[int, int]:
@@ -167,10 +124,11 @@ def probe_image(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, 
         (10, 20)
     """
     check_choice("alpha", alpha, ALPHA_MODES)
+    if max_pixels is not None:
+        check_int("max_pixels", max_pixels)
     path = os.fspath(path)
-    limit = _pixel_limit(max_pixels)
     try:
-        with _open(path, limit) as image:
+        with _open(path, max_pixels) as (image, _):
             width, height = image.size
             _check_alpha(image, path, alpha)
     except ImageDecodeError:
@@ -282,7 +240,7 @@ def _png16_array(path: str, image: Image.Image, limit: Union[int, None]) -> Unio
     rawmode = _png16_rawmode(image)
     if rawmode is None:
         return None
-    with _open(path, limit) as low_image:
+    with _open(path, limit) as (low_image, _):
         low_tile = low_image.tile[0]
         low_image.tile = [type(low_tile)(low_tile[0], low_tile[1], low_tile[2], rawmode.replace("16B", "16L"))]
         low_image.load()
@@ -430,10 +388,11 @@ def load_pixels(path: PathLike, *, alpha: str = "error", max_pixels: Union[int, 
         ((2, 4), dtype('uint8'), 7)
     """
     check_choice("alpha", alpha, ALPHA_MODES)
+    if max_pixels is not None:
+        check_int("max_pixels", max_pixels)
     path = os.fspath(path)
-    limit = _pixel_limit(max_pixels)
     try:
-        with strict_loading(), _pillow_limit(limit), _open(path, limit) as image:
+        with strict_loading(), _open(path, max_pixels) as (image, limit):
             array = _pixels(image, path, alpha, limit)
             missing = _missing_data(path, image)
         if missing is not None:

@@ -23,10 +23,10 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-from PIL import Image
 
 from featx.errors import FeatxValueError, ImageDecodeError
 from featx.io.images import load_pixels, pixels_to_tensor
+from featx.io.pillow_settings import open_header
 
 __all__ = [
     "CROP_SCOPES",
@@ -58,6 +58,7 @@ def is_gray_file(path: Union[str, os.PathLike[str]]) -> bool:
 
     Example:
         >>> import tempfile
+        >>> from PIL import Image
         >>> with tempfile.TemporaryDirectory() as d:
         ...     Image.new("L", (4, 4)).save(os.path.join(d, "g.png"))
         ...     Image.new("RGB", (4, 4)).save(os.path.join(d, "c.png"))
@@ -65,7 +66,7 @@ def is_gray_file(path: Union[str, os.PathLike[str]]) -> bool:
         (True, False)
     """
     try:
-        with Image.open(path) as image:
+        with open_header(path, None) as (image, _):  # a FIFO refused, never a size warning
             if image.format == "TIFF":
                 samples = getattr(image, "tag_v2", {}).get(_TIFF_SAMPLES_PER_PIXEL, 1)
                 return int(samples) in (1, 2)

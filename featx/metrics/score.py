@@ -36,8 +36,8 @@ import torch
 from featx._checks import check_bool, check_choice, check_int
 from featx._choices import ALPHA_MODES, METRICS, PAIR_BY
 from featx.errors import FeatxError, FeatxValueError, FeatxWarning, RandomWeightsWarning
-from featx.io._truncation import strict_loading
 from featx.io.discovery import printable_name
+from featx.io.pillow_settings import strict_loading
 from featx.metrics.conventions import CROP_SCOPES, GRAY_MODES, PAIR_ERRORS, DecodedPair, PixelPair, crop, read_pixel_pair
 from featx.metrics.fidelity import SSIM_WINDOW
 from featx.metrics.pairing import ScoredPair, count_pairs, gray_rgb_warning, pair_folders
