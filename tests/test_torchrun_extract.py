@@ -164,3 +164,45 @@ def test_a_second_torchrun_job_into_a_locked_output_exits_2_on_every_rank(tmp_pa
     assert codes.get("0") == "2" and set(codes.values()) <= {"2", "-15"}, stderr[-3000:]
     assert job.returncode == 1, stderr[-3000:]
     assert snapshot(out) == before  # nothing written, removed or touched by the refused job
+
+
+def test_a_list_on_standard_input_reaches_every_rank_once(tmp_path):
+    # torchrun's ranks share its standard input: each reading `--files-from -` itself would see a
+    # different part of the list (one rank all of it, the other nothing) and the ranks would plan
+    # different runs. Rank 0 reads it and hands it to the others. Reference: the same list given to
+    # one process (CliRunner's input).
+    rng = np.random.default_rng(1)
+    (tmp_path / "in").mkdir()
+    listed = []
+    for i in range(6):
+        path = tmp_path / "in" / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
+        listed.append(str(path))
+    text = "\n".join(listed) + "\n"
+    options = ["--weights", "random", "--taps", TAPS, "--batch-size", "2", "--workers", "0", "--quiet"]
+    single = CliRunner().invoke(cli, ["extract", "--files-from", "-", str(tmp_path / "single"), *options], input=text)
+    assert single.exit_code == 0, single.output
+
+    script = tmp_path / "featx_main.py"
+    script.write_text("from featx_cli.main import cli\ncli()\n")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+        str(script), "extract", "--files-from", "-", str(tmp_path / "dist"), *options,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, input=text, capture_output=True, text=True, timeout=170, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in (tmp_path / "dist" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(line["path"] for line in lines) == sorted(f"img{i}.png" for i in range(6))  # each once
+    assert all(line["status"] == "ok" for line in lines)
+    for i in range(6):
+        name = f"img{i}.png.safetensors"
+        assert (tmp_path / "dist" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+
+    # a list rank 0 cannot read stops every rank with the same one-line error, none waits forever
+    command[command.index("-")] = str(tmp_path / "missing.txt")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=170, env=env)
+    assert done.returncode != 0
+    assert f"file list not found: {tmp_path / 'missing.txt'}" in done.stderr
+    assert "featx/" not in done.stderr and "featx_cli/" not in done.stderr  # torchrun's own report only

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["BARRIER_TIMEOUT", "DistContext", "env_rank"]
@@ -62,6 +63,23 @@ class DistContext:
         box = [value]
         self.dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def on_rank0(self, work: Callable[[], Any]) -> Any:
+        """``work()`` run by rank 0 alone and its result on every rank: for what only one process
+        can read (standard input, a pipe). An exception ``work`` raises is raised on every rank, so
+        no rank waits for the result forever."""
+        if self.world == 1:
+            return work()
+        outcome: tuple[bool, Any] = (True, None)
+        if self.rank == 0:
+            try:
+                outcome = (True, work())
+            except Exception as error:  # every rank must hear of it, or they wait for rank 0 forever
+                outcome = (False, error)
+        ok, value = self.broadcast(outcome)
+        if not ok:
+            raise value
+        return value
 
     def barrier(self) -> None:
         """Wait until every rank gets here."""

@@ -65,7 +65,7 @@ from featx.extract.streaming import compute_failure, stream_tiled
 from featx.extract.summary import ExtractSummary, dry_run_summary, finish_run
 from featx.extract.tiling import tiled_features
 from featx.extract.writer import FeatureWriter
-from featx.io.discovery import ImageSource
+from featx.io.discovery import ImageSource, read_file_list
 from featx.io.featfile import serialize_features
 
 __all__ = ["RANDOM_WEIGHTS_SEED", "TORCH_DTYPES", "extract_features"]
@@ -205,7 +205,10 @@ def extract_features(
     lock = OutputLock(output)
     setup = OutputSetup(output, lock, dist)
     try:
-        sources, root = collect_sources(inputs, options.files_from, options.recursive)
+        sources, root = collect_sources(
+            inputs, options.files_from, options.recursive,
+            read_list=lambda path: dist.on_rank0(lambda: read_file_list(path)),  # stdin reaches one rank
+        )  # fmt: skip
         torch_device = _resolve_device(options.device, dist.local_rank)
         extractor = _build_extractor(options).to(torch_device)
         if not options.dry_run:

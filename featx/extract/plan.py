@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -100,10 +100,14 @@ def make_batches(
 
 
 def collect_sources(
-    inputs: Sequence[PathLike], files_from: Optional[PathLike], recursive: bool
+    inputs: Sequence[PathLike],
+    files_from: Optional[PathLike],
+    recursive: bool,
+    read_list: Callable[[PathLike], list[str]] = read_file_list,
 ) -> tuple[list[ImageSource], str]:
     """The sorted images to process and the folder their keys are relative to (see
     :func:`featx.io.discovery.discover`); missing positional inputs and lists are errors up front.
+    ``read_list`` reads ``files_from`` (under torchrun, rank 0 reads it for every rank).
 
     Raises:
         FileNotFoundError: an input or ``files_from`` does not exist.
@@ -113,7 +117,7 @@ def collect_sources(
         if not os.path.lexists(item):
             raise InputNotFoundError(f"input not found: {os.fspath(item)} (expected a folder or an image file)")
     if files_from is not None:
-        listed = read_file_list(files_from)  # "-" (stdin) and pipes included, read once
+        listed = read_list(files_from)  # "-" (stdin) and pipes included, read once
         # listed files that vanished are reported per image (file not found), not up front
         sources, root = discover([*inputs, *listed], recursive=recursive, must_exist=False) if listed or inputs else ([], "")
         where = f"the list {os.fspath(files_from)}"
