@@ -145,6 +145,16 @@ def test_image_that_would_need_tiles_is_its_own_error(tmp_path):
     assert "arch 'alexnet' has no tile geometry" in records["img1.png"]["error"]
     assert not feature_path(tmp_path / "out", "img1.png").exists()
 
+    # the dry run plans memory as the real run does, so it names the same refusal and leaves the
+    # image out of its counts
+    dry = invoke(tmp_path / "in", tmp_path / "dry", "--arch", "alexnet", "--taps", "relu2", "--weights", "random",
+                 "--workers", "0", "--max-memory", budget, "--dry-run")  # fmt: skip
+    assert dry.exit_code == 1, dry.output
+    assert "error    img1.png: image of 2000x1500 needs about" in dry.output
+    assert "arch 'alexnet' has no tile geometry" in dry.output
+    assert "1 to extract, 0 up to date, 1 failing" in dry.output
+    assert not (tmp_path / "dry").exists()
+
 
 @pytest.mark.parametrize(("arch", "taps", "side"), [("alexnet", "relu1,relu5", 131), ("squeezenet1_1", "fire3,fire9", 97)])
 def test_stored_estimate_bounds_the_real_maps(arch, taps, side):

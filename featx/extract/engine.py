@@ -228,8 +228,9 @@ def extract_features(
             sources = [ImageSource(source.path, f"{prefix}/{source.key}") for source in sources]
         bar_enabled = options.progress and dist.rank == 0
         plans = plan_all(sources, ctx, dist, bar_enabled)
-        if options.dry_run:  # what the real run would tile, and the disk its files would take
-            tiles = memory_plan(plans, extractor, options, torch_device).tiles
+        if options.dry_run:  # what the real run would tile or refuse, and the disk its files would take
+            memory = memory_plan(plans, extractor, options, torch_device)
+            plans, tiles = refuse_sizes(plans, memory.refused), memory.tiles
             store = TORCH_DTYPES[options.dtype].itemsize
             stored = estimate_stored_bytes if geometry_of(extractor) is None else stored_bytes
             disk = sum(
