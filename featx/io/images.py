@@ -18,9 +18,10 @@ The rules, the same for the library, ``featx extract`` and ``featx show``:
   are decided from the header, so :func:`probe_image` applies them too (``featx extract --dry-run``).
 - Size: images above ``max_pixels`` pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``, about 89.5
   megapixels) are refused from their header, before any pixel is decoded, with featx's limit in the
-  reason. Pillow's own check is lifted while featx parses a header (:mod:`featx.io.pillow_settings`,
-  safe when threads decode at once), so an explicit ``max_pixels`` above Pillow's limit (a trusted
-  100-megapixel scan) opens that file only, and Pillow never warns instead of refusing.
+  reason. Pillow's own check is lifted while featx parses a header, and while a file decodes under
+  a ``max_pixels`` above Pillow's limit (:mod:`featx.io.pillow_settings`, safe when threads decode
+  at once), so an explicit ``max_pixels`` above Pillow's limit (a trusted 100-megapixel scan) opens
+  that file only, TIFFs included, and Pillow never warns instead of refusing.
 - Truncated files are refused, never padded: decoding runs with ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``
   off whatever another library set it to, a PNG whose compressed rows end early (which Pillow
   decodes with black rows) is caught by counting its pixel data against its header, and a JPEG

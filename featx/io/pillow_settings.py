@@ -3,13 +3,15 @@
 Two of Pillow's module globals decide what featx must decide itself:
 
 - ``PIL.Image.MAX_IMAGE_PIXELS``: Pillow checks an image's size against it when the header is
-  parsed. featx applies its own limit (``max_pixels``, by default Pillow's value) to the header, so
-  a refusal quotes featx's limit and a trusted larger limit opens the file; Pillow's check is lifted
-  while :func:`open_header` parses a header, under a lock, and the limit featx applies is read
-  under the same lock, so no other featx call ever sees the lifted value. Lifted means set to
-  ``sys.maxsize``, never ``None``: Pillow reads the global twice per check, and code in another
-  thread that read a number and then ``None`` would fail with a ``TypeError``. A Pillow size check
-  in another thread during those microseconds passes.
+  parsed (and some formats, TIFF and GIF, again when pixels are loaded). featx applies its own
+  limit (``max_pixels``, by default Pillow's value) to the header, so a refusal quotes featx's limit
+  and a trusted larger limit opens the file. :func:`open_header` lifts Pillow's check while it
+  parses a header, under a lock, and for the whole decode when ``max_pixels`` is above Pillow's
+  limit; lifts are counted across threads and the user's value comes back when the last one ends.
+  The limit featx applies is read under the same lock from the user's value, so no featx call ever
+  takes a lifted value for its own. Lifted means ``sys.maxsize``, never ``None``: Pillow reads the
+  global twice per check, and code in another thread that read a number and then ``None`` would
+  fail with a ``TypeError``. A Pillow size check in another thread during a lift passes.
 - ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``: other libraries set it globally, and Pillow then pads a
   truncated file instead of failing. :func:`strict_loading` holds it off while any featx decode is
   running (counted across threads) and restores the value it found when the last one ends.
@@ -39,13 +41,16 @@ __all__ = ["open_header", "strict_loading"]
 _lock = threading.Lock()
 _strict_users = 0
 _saved_truncated_flag = False
+_lifts = 0
+_saved_pixel_limit: Union[int, None] = None
 
 
 def _reset_after_fork() -> None:
-    """A child forked while another thread held the lock gets a fresh, unlocked one."""
-    global _lock, _strict_users
+    """A child forked while another thread held the lock gets a fresh, unlocked one; the counts
+    start again (a setting lifted by a thread the child does not have stays as the child found it)."""
+    global _lock, _strict_users, _lifts
     _lock = threading.Lock()
-    _strict_users = 0
+    _strict_users = _lifts = 0
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -99,7 +104,8 @@ def _open_regular(path: Union[str, os.PathLike[str]]) -> BinaryIO:
 def open_header(
     path: Union[str, os.PathLike[str]], max_pixels: Union[int, None]
 ) -> Iterator[tuple[ImageFile.ImageFile, Union[int, None]]]:
-    """Open ``path`` with Pillow (header only) with Pillow's own size check lifted meanwhile.
+    """Open ``path`` with Pillow (header only) with Pillow's own size check lifted meanwhile, and
+    while the image is open when ``max_pixels`` is above Pillow's limit (a trusted large file).
 
     Args:
         path: image file.
@@ -126,14 +132,38 @@ def open_header(
     file = _open_regular(path)
     try:
         with _lock:
-            pillow_limit = Image.MAX_IMAGE_PIXELS
-            limit = pillow_limit if max_pixels is None else max_pixels
-            Image.MAX_IMAGE_PIXELS = sys.maxsize
+            user_limit = _saved_pixel_limit if _lifts else Image.MAX_IMAGE_PIXELS
+            limit = user_limit if max_pixels is None else max_pixels
+            trusted = user_limit is not None and limit is not None and limit > user_limit
+            _lift()
             try:
                 image = Image.open(file)
             finally:
-                Image.MAX_IMAGE_PIXELS = pillow_limit
-        with image:
-            yield image, limit
+                if not trusted:
+                    _unlift()
+        try:
+            with image:
+                yield image, limit
+        finally:
+            if trusted:  # Pillow checks TIFF and GIF sizes again while loading pixels
+                with _lock:
+                    _unlift()
     finally:
         file.close()
+
+
+def _lift() -> None:
+    """Lift Pillow's size check (``_lock`` held); the first lift keeps the user's value."""
+    global _lifts, _saved_pixel_limit
+    if _lifts == 0:
+        _saved_pixel_limit = Image.MAX_IMAGE_PIXELS
+    _lifts += 1
+    Image.MAX_IMAGE_PIXELS = sys.maxsize
+
+
+def _unlift() -> None:
+    """End one lift (``_lock`` held); the last one gives back the user's value."""
+    global _lifts
+    _lifts -= 1
+    if _lifts == 0:
+        Image.MAX_IMAGE_PIXELS = _saved_pixel_limit
