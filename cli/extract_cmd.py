@@ -19,7 +19,9 @@ from featx.extract.distributed import env_rank
 from featx.extract.options import DEFAULT_TAPS, DESCRIPTORS, DTYPES, ExtractOptions, ManifestRecord
 from featx.io.discovery import printable_name
 
-EXIT_OK, EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
+from .interrupt import exit_130_on_ctrl_c
+
+EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 
 
 class RunError(click.ClickException):
@@ -106,8 +108,9 @@ def _split_paths(
     return list(paths[:-1]), paths[-1]
 
 
-def _interrupted(summary: Any) -> None:
-    """Ctrl-C: one line on stderr saying what was kept, then exit 130 (as a shell does for SIGINT)."""
+def _report_interrupt(interrupt: KeyboardInterrupt) -> None:
+    """Ctrl-C: one line on stderr saying what was kept (the run's summary rides on the interrupt)."""
+    summary = getattr(interrupt, "summary", None)
     if summary is None:
         _err("featx extract: interrupted (Ctrl-C); files already written are complete, rerun to finish")
     else:
@@ -116,7 +119,6 @@ def _interrupted(summary: Any) -> None:
             f"{summary.errors} failed, {summary.pending} not reached; {summary.manifest} and summary.json "
             "list them; rerun the same command to finish"
         )
-    sys.exit(EXIT_INTERRUPTED)
 
 
 def _weights_arg(weights: str) -> Any:
@@ -295,6 +297,7 @@ def _print_summary(summary: Any, random_weights: bool, sample_root: Optional[str
     metavar="OUT",
     help="Run on scikit-image sample pictures written to OUT/images; features to OUT/features.",
 )
+@exit_130_on_ctrl_c(_report_interrupt)
 def extract(
     paths: tuple[str, ...],
     files_from: Optional[str],
@@ -338,39 +341,6 @@ def extract(
       featx extract images/ feats/ --taps relu1_1,relu2_1 --reduce gram
       torchrun --nproc-per-node 4 $(which featx) extract images/ feats/
     """
-    try:
-        _extract(**locals())
-    except KeyboardInterrupt as interrupt:
-        _interrupted(getattr(interrupt, "summary", None))
-
-
-def _extract(
-    paths: tuple[str, ...],
-    files_from: Optional[str],
-    recursive: bool,
-    arch: Optional[str],
-    taps: Optional[str],
-    preset: Optional[str],
-    weights: str,
-    reduce: str,
-    dtype: str,
-    batch_size: int,
-    workers: int,
-    device: str,
-    resume: bool,
-    add_inputs: bool,
-    alpha: str,
-    max_pixels: Optional[int],
-    max_memory: Optional[str],
-    tile: str,
-    fsync: bool,
-    direct_io: bool,
-    malloc_tuning: bool,
-    skip_errors: bool,
-    quiet: bool,
-    dry_run: bool,
-    sample_images: Optional[str],
-) -> None:
     """The body of :func:`extract`; errors become one line and an exit code (see docs/cli.md)."""
     import warnings
 

@@ -11,13 +11,19 @@ import click
 
 from featx._choices import ALPHA_MODES, METRICS, PAIR_BY
 
+from .interrupt import exit_130_on_ctrl_c
+
 # the values of featx.metrics.lpips.LPIPS_NETS and featx.metrics.conventions' GRAY_MODES and
 # CROP_SCOPES, repeated here so that --help does not import torch (tests/test_score_cli.py checks them)
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 GRAY_MODES = ("keep", "repeat")
 CROP_SCOPES = ("psnr_ssim", "all")
 
-EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED, EXIT_SETUP = 1, 2
+
+
+def _report_interrupt(interrupt: KeyboardInterrupt) -> None:
+    click.echo("featx score: interrupted (Ctrl-C); each file at --out is either complete or as it was before", err=True)
 
 
 class ScoreSetupError(click.ClickException):
@@ -104,6 +110,7 @@ def _counts_line(summary: Any) -> str:
               help="Refuse LPIPS/DISTS weights whose sha256 does not match their checkpoint (as FEATX_REQUIRE_VERIFIED=1); "
                    "without it they are scored in *_unverified columns.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@exit_130_on_ctrl_c(_report_interrupt)
 def score(
     pred_dir: str,
     ref_dir: str,
@@ -140,35 +147,6 @@ def score(
       featx score results/Set14/ Set14/HR/ --pred-suffix _ESRGAN_x4 --crop-border 4 --y-channel
       featx score results/ DIV2K_valid_HR/ --metrics lpips,dists --weights random   # no downloads, not LPIPS/DISTS
     """
-    try:
-        _score(**locals())
-    except KeyboardInterrupt:  # one line and 130, as a shell does for SIGINT, not click's "Aborted!"
-        click.echo("featx score: interrupted (Ctrl-C); each file at --out is either complete or as it was before", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-
-
-def _score(
-    pred_dir: str,
-    ref_dir: str,
-    metrics: str,
-    out: str,
-    crop_border: int,
-    crop_scope: str,
-    y_channel: bool,
-    gray: str,
-    modcrop: Optional[int],
-    pair_by: str,
-    pred_suffix: Optional[str],
-    pred_pattern: Optional[str],
-    alpha: str,
-    device: str,
-    batch_size: Optional[int],
-    workers: Optional[int],
-    lpips_net: str,
-    weights: str,
-    require_verified: bool,
-    quiet: bool,
-) -> None:
     from featx.errors import FeatxWarning, OutputWriteError, RandomWeightsWarning, WeightsNotFoundError
     from featx.metrics.score import score_folders
     from featx.metrics.score_output import check_output, csv_text, write_csv, write_summary
