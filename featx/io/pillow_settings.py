@@ -30,7 +30,7 @@ import stat
 import sys
 import threading
 from collections.abc import Iterator
-from typing import BinaryIO, Union
+from typing import Any, BinaryIO, Union
 
 from PIL import Image, ImageFile
 
@@ -39,18 +39,42 @@ from featx.errors import ImageDecodeError
 __all__ = ["open_header", "strict_loading"]
 
 _lock = threading.Lock()
-_strict_users = 0
-_saved_truncated_flag = False
-_lifts = 0
-_saved_pixel_limit: Union[int, None] = None
+
+
+class _CountedOverride:
+    """A module global held at ``value`` while at least one featx user needs it (the calls hold
+    ``_lock``): the first user keeps the value it finds, the last one puts it back."""
+
+    def __init__(self, module: object, name: str, value: object) -> None:
+        self.module, self.name, self.value = module, name, value
+        self.users, self.saved = 0, None
+
+    def enter(self) -> None:
+        if self.users == 0:
+            self.saved = getattr(self.module, self.name)
+        self.users += 1
+        setattr(self.module, self.name, self.value)
+
+    def leave(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            setattr(self.module, self.name, self.saved)
+
+    def user_value(self) -> Any:
+        """The value as the user set it, also while it is overridden."""
+        return self.saved if self.users else getattr(self.module, self.name)
+
+
+_strict = _CountedOverride(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+_lifted = _CountedOverride(Image, "MAX_IMAGE_PIXELS", sys.maxsize)
 
 
 def _reset_after_fork() -> None:
     """A child forked while another thread held the lock gets a fresh, unlocked one; the counts
     start again (a setting lifted by a thread the child does not have stays as the child found it)."""
-    global _lock, _strict_users, _lifts
+    global _lock
     _lock = threading.Lock()
-    _strict_users = _lifts = 0
+    _strict.users = _lifted.users = 0
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -67,19 +91,13 @@ def strict_loading() -> Iterator[None]:
         ...     ImageFile.LOAD_TRUNCATED_IMAGES
         False
     """
-    global _strict_users, _saved_truncated_flag
     with _lock:
-        if _strict_users == 0:
-            _saved_truncated_flag = ImageFile.LOAD_TRUNCATED_IMAGES
-        _strict_users += 1
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        _strict.enter()
     try:
         yield
     finally:
         with _lock:
-            _strict_users -= 1
-            if _strict_users == 0:
-                ImageFile.LOAD_TRUNCATED_IMAGES = _saved_truncated_flag
+            _strict.leave()
 
 
 def _open_regular(path: Union[str, os.PathLike[str]]) -> BinaryIO:
@@ -132,38 +150,21 @@ def open_header(
     file = _open_regular(path)
     try:
         with _lock:
-            user_limit = _saved_pixel_limit if _lifts else Image.MAX_IMAGE_PIXELS
+            user_limit = _lifted.user_value()
             limit = user_limit if max_pixels is None else max_pixels
             trusted = user_limit is not None and limit is not None and limit > user_limit
-            _lift()
+            _lifted.enter()
             try:
                 image = Image.open(file)
             finally:
                 if not trusted:
-                    _unlift()
+                    _lifted.leave()
         try:
             with image:
                 yield image, limit
         finally:
             if trusted:  # Pillow checks TIFF and GIF sizes again while loading pixels
                 with _lock:
-                    _unlift()
+                    _lifted.leave()
     finally:
         file.close()
-
-
-def _lift() -> None:
-    """Lift Pillow's size check (``_lock`` held); the first lift keeps the user's value."""
-    global _lifts, _saved_pixel_limit
-    if _lifts == 0:
-        _saved_pixel_limit = Image.MAX_IMAGE_PIXELS
-    _lifts += 1
-    Image.MAX_IMAGE_PIXELS = sys.maxsize
-
-
-def _unlift() -> None:
-    """End one lift (``_lock`` held); the last one gives back the user's value."""
-    global _lifts
-    _lifts -= 1
-    if _lifts == 0:
-        Image.MAX_IMAGE_PIXELS = _saved_pixel_limit
