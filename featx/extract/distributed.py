@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 from collections.abc import Callable
 from typing import Any
+
+from featx.errors import ExtractionError
 
 __all__ = ["BARRIER_TIMEOUT", "DistContext", "env_rank"]
 
@@ -75,7 +78,7 @@ class DistContext:
             try:
                 outcome = (True, work())
             except Exception as error:  # every rank must hear of it, or they wait for rank 0 forever
-                outcome = (False, error)
+                outcome = (False, _sendable(error))
         ok, value = self.broadcast(outcome)
         if not ok:
             raise value
@@ -90,3 +93,14 @@ class DistContext:
         """Destroy the process group if this object created it."""
         if self.owned:
             self.dist.destroy_process_group()
+
+
+def _sendable(error: Exception) -> Exception:
+    """``error`` if it survives pickling (how the ranks exchange objects), else an
+    :class:`~featx.errors.ExtractionError` with its type and message: an exception that cannot be
+    sent would stop rank 0 in the broadcast and leave the other ranks waiting for it."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return ExtractionError(f"{type(error).__name__}: {error}")
+    return error
