@@ -6,6 +6,7 @@ tests/test_torchrun_extract.py."""
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 
@@ -19,6 +20,14 @@ class CallbackError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.callback = lambda: None
+
+
+class TwoPartError(Exception):
+    """An exception whose ``__init__`` takes two arguments: it pickles, but unpickling calls
+    ``TwoPartError(message)`` and fails on the receiving rank."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what}: {why}")
 
 
 def two_rank_context(monkeypatch: pytest.MonkeyPatch, rank: int, sent: list[object]) -> DistContext:
@@ -55,16 +64,22 @@ def test_a_failure_on_rank0_is_raised_on_every_rank_with_its_type_and_message(mo
             two_rank_context(monkeypatch, rank, sent).on_rank0(missing)
 
 
-def test_an_exception_that_cannot_be_pickled_still_reaches_every_rank(monkeypatch):
+@pytest.mark.parametrize(
+    "error",
+    [CallbackError("the list's reader broke"), TwoPartError("the list's reader", "broke")],
+    ids=["not-picklable", "not-unpicklable"],
+)
+def test_an_exception_that_cannot_be_sent_still_reaches_every_rank(monkeypatch, error):
     # Fails without featx.extract.distributed._sendable: rank 0 would stop in the broadcast with a
-    # pickling error and the other ranks would wait for it until the process group's timeout.
+    # pickling error (or the other ranks fail to unpickle it), and the ranks that never get the
+    # outcome wait for it until the process group's timeout.
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
-        pickle.dumps(CallbackError("x"))  # the premise: this error cannot be sent as it is
+        pickle.loads(pickle.dumps(error))  # the premise: this error cannot be sent as it is
     sent: list[object] = []
 
     def fails() -> list[str]:
-        raise CallbackError("the list's reader broke")
+        raise error
 
     for rank in (0, 1):
-        with pytest.raises(ExtractionError, match="CallbackError: the list's reader broke"):
+        with pytest.raises(ExtractionError, match=re.escape(f"{type(error).__name__}: {error}")):
             two_rank_context(monkeypatch, rank, sent).on_rank0(fails)

@@ -96,9 +96,10 @@ class DistContext:
 
 
 def _sendable(error: Exception) -> Exception:
-    """``error`` if it survives pickling (how the ranks exchange objects), else an
+    """``error`` if it survives a pickle round trip (how the ranks exchange objects), else an
     :class:`~featx.errors.ExtractionError` with its type and message: an exception that cannot be
-    sent would stop rank 0 in the broadcast and leave the other ranks waiting for it."""
+    pickled would stop rank 0 in the broadcast, and one that cannot be unpickled (an ``__init__``
+    with other arguments) would fail on the receiving ranks instead of being raised there."""
     try:
         pickle.loads(pickle.dumps(error))
     except Exception:
